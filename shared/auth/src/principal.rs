@@ -1,0 +1,104 @@
+//! The caller of an RPC and the permission catalog.
+
+use uuid::Uuid;
+
+/// Permission names, checked by [`Principal::has_permission`].
+pub mod permission {
+    /// Read customers.
+    pub const CUSTOMERS_READ: &str = "crm.customers.read";
+    /// Create and change customers.
+    pub const CUSTOMERS_WRITE: &str = "crm.customers.write";
+    /// Delete and undelete customers.
+    pub const CUSTOMERS_DELETE: &str = "crm.customers.delete";
+    /// Read the core event stream.
+    pub const CORE_EVENTS_READ: &str = "crm.events.read";
+}
+
+/// Which permissions each catalog role grants. `org.admin` grants everything.
+const ROLE_CATALOG: &[(&str, &[&str])] = &[
+    ("org.admin", &["*"]),
+    (
+        "crm.sales",
+        &[
+            permission::CUSTOMERS_READ,
+            permission::CUSTOMERS_WRITE,
+            permission::CUSTOMERS_DELETE,
+        ],
+    ),
+    (
+        "crm.support",
+        &[permission::CUSTOMERS_READ, permission::CUSTOMERS_WRITE],
+    ),
+    ("crm.viewer", &[permission::CUSTOMERS_READ]),
+    ("analytics.viewer", &[permission::CUSTOMERS_READ]),
+    (
+        "service.reader",
+        &[permission::CUSTOMERS_READ, permission::CORE_EVENTS_READ],
+    ),
+];
+
+/// Every role of the catalog.
+#[must_use]
+pub fn catalog_roles() -> Vec<&'static str> {
+    ROLE_CATALOG.iter().map(|(r, _)| *r).collect()
+}
+
+/// Whether `role` grants `permission`.
+#[must_use]
+pub fn role_grants(role: &str, permission: &str) -> bool {
+    ROLE_CATALOG
+        .iter()
+        .filter(|(r, _)| *r == role)
+        .any(|(_, perms)| perms.iter().any(|p| *p == "*" || *p == permission))
+}
+
+/// An authenticated caller, as proven by a verified access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// `users/{id}`, `clients/{id}` or `services/{name}`.
+    pub subject: String,
+    /// The one organization the token is for.
+    pub organization: Uuid,
+    /// Roles in that organization.
+    pub roles: Vec<String>,
+    /// OAuth scopes granted.
+    pub scopes: Vec<String>,
+    /// OAuth client the token was issued to.
+    pub client_id: String,
+    /// Session id (`sid`) for user tokens.
+    pub session_id: Option<String>,
+    /// Token id (`jti`).
+    pub token_id: String,
+    /// Issued-at, seconds since the epoch.
+    pub issued_at: i64,
+    /// Expiry, seconds since the epoch.
+    pub expires_at: i64,
+}
+
+impl Principal {
+    /// `organizations/{organization}`.
+    #[must_use]
+    pub fn organization_name(&self) -> String {
+        format!("organizations/{}", self.organization)
+    }
+
+    /// Whether any of the principal's roles grants `permission`.
+    #[must_use]
+    pub fn has_permission(&self, permission: &str) -> bool {
+        self.roles.iter().any(|r| role_grants(r, permission))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog() {
+        assert!(role_grants("org.admin", permission::CUSTOMERS_DELETE));
+        assert!(role_grants("crm.viewer", permission::CUSTOMERS_READ));
+        assert!(!role_grants("crm.viewer", permission::CUSTOMERS_WRITE));
+        assert!(!role_grants("crm.support", permission::CUSTOMERS_DELETE));
+        assert!(!role_grants("no.such.role", permission::CUSTOMERS_READ));
+    }
+}
