@@ -299,7 +299,9 @@ impl Parser {
                     Some(Token::Minus) => match self.next() {
                         Some(Token::Word(w)) => Value::Bare(format!("-{w}")),
                         _ => {
-                            return Err(FilterError::new(format!("expected a value for '{field}'")));
+                            return Err(FilterError::new(format!(
+                                "expected a value for '{field}'"
+                            )));
                         }
                     },
                     _ => return Err(FilterError::new(format!("expected a value for '{field}'"))),

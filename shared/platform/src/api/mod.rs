@@ -1,0 +1,6 @@
+//! Request helpers every handler uses: resource names, field masks, field validation,
+//! idempotency keys.
+
+pub mod mask;
+pub mod names;
+pub mod validate;

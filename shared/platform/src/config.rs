@@ -1,0 +1,50 @@
+//! Configuration from flags and environment (clap). No global settings: every value is
+//! passed down explicitly, so tests build their own.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::server::ServerSettings;
+
+/// Serving options shared by every command that serves.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "CRM_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Calls admitted at once before load shedding.
+    #[arg(long, env = "CRM_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+    /// Largest message in bytes.
+    #[arg(long, env = "CRM_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Seconds in-flight calls get to finish on shutdown.
+    #[arg(long, env = "CRM_DRAIN_SECONDS", default_value_t = 10)]
+    pub drain_seconds: u64,
+    /// Token issuer to accept.
+    #[arg(long, env = "CRM_TOKEN_ISSUER", default_value = "crm-identity")]
+    pub token_issuer: String,
+    /// Token audience of this deployment.
+    #[arg(long, env = "CRM_TOKEN_AUDIENCE", default_value = "crm")]
+    pub token_audience: String,
+    /// Secret that signs page tokens; generated per process when unset (tokens then do not
+    /// survive a restart or cross replicas).
+    #[arg(long, env = "CRM_PAGE_TOKEN_SECRET", hide_env_values = true)]
+    pub page_token_secret: Option<String>,
+    /// Connections per service pool.
+    #[arg(long, env = "CRM_POOL_SIZE", default_value_t = 8)]
+    pub pool_size: u32,
+}
+
+impl ServeArgs {
+    /// The server settings these options give.
+    #[must_use]
+    pub fn server_settings(&self) -> ServerSettings {
+        ServerSettings {
+            max_in_flight: self.max_in_flight,
+            max_message_bytes: self.max_message_bytes,
+            drain_timeout: Duration::from_secs(self.drain_seconds),
+            ..ServerSettings::default()
+        }
+    }
+}
