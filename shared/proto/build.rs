@@ -42,6 +42,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(std::env::var_os("CARGO_FEATURE_CLIENT").is_some())
         .build_server(std::env::var_os("CARGO_FEATURE_SERVER").is_some())
-        .compile_fds(fds)?;
+        .compile_fds_with_config(fds, {
+            let mut config = tonic_prost_build::Config::new();
+            // Events are stored with their full type name (`prost::Name`).
+            config.enable_type_names();
+            config
+        })?;
     Ok(())
 }

@@ -352,39 +352,111 @@ pub fn parse(input: &str) -> Result<Option<Filter>, FilterError> {
     Ok(Some(filter))
 }
 
-/// A boolean diesel expression over the query source `QS`.
-pub type BoxedPredicate<QS> = Box<dyn BoxableExpression<QS, Pg, SqlType = Bool>>;
+/// A boolean diesel expression over the query source `QS` for one comparison.
+pub type BoxedPredicate<QS> = Box<dyn BoxableExpression<QS, Pg, SqlType = Bool> + Send>;
+
+/// A compiled filter: comparisons joined by AND, OR and NOT. It is its own diesel expression
+/// (rather than nested `.and()` boxes) because boxed queries need `Send` predicates, and
+/// diesel's operators do not compose `Send` trait objects.
+pub enum Predicate<QS> {
+    /// One comparison.
+    Leaf(BoxedPredicate<QS>),
+    /// All hold.
+    And(Vec<Predicate<QS>>),
+    /// Any holds.
+    Or(Vec<Predicate<QS>>),
+    /// Does not hold.
+    Not(Box<Predicate<QS>>),
+}
+
+impl<QS> std::fmt::Debug for Predicate<QS> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Leaf(_) => f.write_str("Leaf"),
+            Self::And(v) => f.debug_tuple("And").field(v).finish(),
+            Self::Or(v) => f.debug_tuple("Or").field(v).finish(),
+            Self::Not(p) => f.debug_tuple("Not").field(p).finish(),
+        }
+    }
+}
+
+impl<QS> diesel::expression::Expression for Predicate<QS> {
+    type SqlType = Bool;
+}
+
+impl<QS> diesel::query_builder::QueryFragment<Pg> for Predicate<QS> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, Pg>,
+    ) -> diesel::QueryResult<()> {
+        match self {
+            Self::Leaf(e) => {
+                out.push_sql("(");
+                e.walk_ast(out.reborrow())?;
+                out.push_sql(")");
+            }
+            Self::And(parts) | Self::Or(parts) => {
+                let joiner = if matches!(self, Self::And(_)) {
+                    " AND "
+                } else {
+                    " OR "
+                };
+                out.push_sql("(");
+                for (i, p) in parts.iter().enumerate() {
+                    if i > 0 {
+                        out.push_sql(joiner);
+                    }
+                    p.walk_ast(out.reborrow())?;
+                }
+                out.push_sql(")");
+            }
+            Self::Not(p) => {
+                out.push_sql("(NOT ");
+                p.walk_ast(out.reborrow())?;
+                out.push_sql(")");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<QS> diesel::query_builder::QueryId for Predicate<QS> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<QS> diesel::expression::AppearsOnTable<QS> for Predicate<QS> {}
+
+impl<QS> diesel::expression::SelectableExpression<QS> for Predicate<QS> {}
+
+impl<QS> diesel::expression::ValidGrouping<()> for Predicate<QS> {
+    type IsAggregate = diesel::expression::is_aggregate::Never;
+}
 
 /// Compiles a filter into a diesel predicate, asking `leaf` for each comparison; `leaf` rejects
 /// fields outside its allow-list.
 ///
 /// # Errors
 /// The first [`FilterError`] from `leaf`.
-pub fn compile<QS, F>(filter: &Filter, leaf: &F) -> Result<BoxedPredicate<QS>, FilterError>
+pub fn compile<QS, F>(filter: &Filter, leaf: &F) -> Result<Predicate<QS>, FilterError>
 where
-    QS: 'static,
     F: Fn(&str, Op, &Value) -> Result<BoxedPredicate<QS>, FilterError>,
 {
-    use diesel::BoolExpressionMethods;
     Ok(match filter {
-        Filter::Compare { field, op, value } => leaf(field, *op, value)?,
-        Filter::Not(inner) => Box::new(diesel::dsl::not(compile(inner, leaf)?)),
-        Filter::And(parts) | Filter::Or(parts) => {
-            let is_and = matches!(filter, Filter::And(_));
-            let mut iter = parts.iter();
-            let first = match iter.next() {
-                Some(f) => compile(f, leaf)?,
-                None => return Err(FilterError::new("empty expression")),
-            };
-            iter.try_fold(first, |acc, f| {
-                let next = compile(f, leaf)?;
-                Ok::<BoxedPredicate<QS>, FilterError>(if is_and {
-                    Box::new(acc.and(next))
-                } else {
-                    Box::new(acc.or(next))
-                })
-            })?
-        }
+        Filter::Compare { field, op, value } => Predicate::Leaf(leaf(field, *op, value)?),
+        Filter::Not(inner) => Predicate::Not(Box::new(compile(inner, leaf)?)),
+        Filter::And(parts) => Predicate::And(
+            parts
+                .iter()
+                .map(|p| compile(p, leaf))
+                .collect::<Result<_, _>>()?,
+        ),
+        Filter::Or(parts) => Predicate::Or(
+            parts
+                .iter()
+                .map(|p| compile(p, leaf))
+                .collect::<Result<_, _>>()?,
+        ),
     })
 }
 
@@ -453,8 +525,7 @@ macro_rules! filter_text {
                 Ok(Box::new($column.ilike(escaped)))
             }
         };
-        let _ = unsupported_op;
-        let _ = $field;
+        let _: &str = $field;
         out
     }};
 }

@@ -3,4 +3,5 @@
 
 pub mod mask;
 pub mod names;
+pub mod time;
 pub mod validate;

@@ -1,0 +1,3 @@
+DROP TABLE customers;
+DROP TABLE outbox;
+DROP TABLE idempotency_keys;

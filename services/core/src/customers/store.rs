@@ -1,0 +1,335 @@
+//! Queries of `core.customers`. Every function runs inside the caller's tenant transaction and
+//! also filters on `organization_id` explicitly (the index leads with it; RLS is the second wall).
+
+use chrono::{DateTime, Utc};
+use crm_db::filter::{self, BoxedPredicate, Filter, FilterError, Op, Value};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::model::{CustomerChanges, CustomerRow, NewCustomer};
+use crate::schema::customers::{self, dsl as c};
+
+/// Inserts a customer.
+///
+/// # Errors
+/// The database error (a duplicate id is a unique violation).
+pub async fn insert(
+    conn: &mut AsyncPgConnection,
+    new: &NewCustomer<'_>,
+) -> QueryResult<CustomerRow> {
+    diesel::insert_into(customers::table)
+        .values(new)
+        .returning(CustomerRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// Reads one customer, locking it for the rest of the transaction when `for_update`.
+///
+/// # Errors
+/// The database error.
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    org: Uuid,
+    id: Uuid,
+    for_update: bool,
+) -> QueryResult<Option<CustomerRow>> {
+    let query = customers::table
+        .filter(c::organization_id.eq(org))
+        .filter(c::id.eq(id))
+        .select(CustomerRow::as_select());
+    if for_update {
+        query.for_update().first(conn).await.optional()
+    } else {
+        query.first(conn).await.optional()
+    }
+}
+
+/// Applies `changes`, bumps the revision and stamps the modifier.
+///
+/// # Errors
+/// The database error.
+pub async fn update(
+    conn: &mut AsyncPgConnection,
+    org: Uuid,
+    id: Uuid,
+    changes: &CustomerChanges,
+    actor: &str,
+) -> QueryResult<CustomerRow> {
+    diesel::update(customers::table)
+        .filter(c::organization_id.eq(org))
+        .filter(c::id.eq(id))
+        .set((
+            changes,
+            c::revision.eq(c::revision + 1),
+            c::update_time.eq(diesel::dsl::now),
+            c::updated_by.eq(actor),
+        ))
+        .returning(CustomerRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// Soft-deletes (`purge_after` = Some) or restores (`None`) a customer.
+///
+/// # Errors
+/// The database error.
+pub async fn set_deleted(
+    conn: &mut AsyncPgConnection,
+    org: Uuid,
+    id: Uuid,
+    purge_after: Option<chrono::Duration>,
+    actor: &str,
+) -> QueryResult<CustomerRow> {
+    let now = Utc::now();
+    let (delete_time, purge_time) = match purge_after {
+        Some(d) => (Some(now), Some(now + d)),
+        None => (None, None),
+    };
+    diesel::update(customers::table)
+        .filter(c::organization_id.eq(org))
+        .filter(c::id.eq(id))
+        .set((
+            c::delete_time.eq(delete_time),
+            c::purge_time.eq(purge_time),
+            c::revision.eq(c::revision + 1),
+            c::update_time.eq(now),
+            c::updated_by.eq(actor),
+        ))
+        .returning(CustomerRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// The orders List supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderField {
+    /// `create_time` (the default).
+    CreateTime,
+    /// `update_time`.
+    UpdateTime,
+    /// `display_name`.
+    DisplayName,
+}
+
+/// A List order: one field, ascending or descending, with `id` as the tie-breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Order {
+    /// Field.
+    pub field: OrderField,
+    /// Descending.
+    pub desc: bool,
+}
+
+/// Fields a filter may name.
+pub const FILTER_FIELDS: &[&str] = &[
+    "display_name",
+    "email",
+    "phone",
+    "kind",
+    "notes",
+    "create_time",
+    "update_time",
+];
+
+impl Order {
+    /// Parses `order_by` (`field` or `field desc`/`field asc`).
+    ///
+    /// # Errors
+    /// A message for the `order_by` violation.
+    pub fn parse(order_by: &str) -> Result<Self, String> {
+        let mut words = order_by.split_whitespace();
+        let field = match words.next() {
+            None | Some("create_time") => OrderField::CreateTime,
+            Some("update_time") => OrderField::UpdateTime,
+            Some("display_name") => OrderField::DisplayName,
+            Some(other) => {
+                return Err(format!(
+                    "cannot order by {other:?}; use create_time, update_time or display_name"
+                ));
+            }
+        };
+        let desc = match (words.next(), words.next()) {
+            (None | Some("asc"), None) => false,
+            (Some("desc"), None) => true,
+            _ => {
+                return Err(
+                    "order_by takes one field, optionally followed by asc or desc".to_owned(),
+                );
+            }
+        };
+        Ok(Self { field, desc })
+    }
+
+    /// The page-token key of a row under this order.
+    #[must_use]
+    pub fn key_of(&self, row: &CustomerRow) -> Vec<String> {
+        let value = match self.field {
+            OrderField::CreateTime => row.create_time.to_rfc3339(),
+            OrderField::UpdateTime => row.update_time.to_rfc3339(),
+            OrderField::DisplayName => row.display_name.clone(),
+        };
+        vec![value, row.id.to_string()]
+    }
+}
+
+/// Where a page starts: after the row with this order value and id.
+#[derive(Debug, Clone)]
+pub enum After {
+    /// A time-ordered key.
+    Time(DateTime<Utc>, Uuid),
+    /// A text-ordered key.
+    Text(String, Uuid),
+}
+
+impl After {
+    /// Decodes a page-token key for `order`; `None` if it does not fit (a forged or stale token).
+    #[must_use]
+    pub fn decode(order: Order, key: &[String]) -> Option<Self> {
+        let [value, id] = key else { return None };
+        let id = Uuid::parse_str(id).ok()?;
+        match order.field {
+            OrderField::CreateTime | OrderField::UpdateTime => DateTime::parse_from_rfc3339(value)
+                .ok()
+                .map(|t| Self::Time(t.with_timezone(&Utc), id)),
+            OrderField::DisplayName => Some(Self::Text(value.clone(), id)),
+        }
+    }
+}
+
+/// One List query.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// Order.
+    pub order: Order,
+    /// Position.
+    pub after: Option<After>,
+    /// Rows to fetch.
+    pub limit: i64,
+    /// Include soft-deleted rows.
+    pub show_deleted: bool,
+    /// Parsed filter.
+    pub filter: Option<Filter>,
+}
+
+fn kind_number(value: &Value) -> Result<i16, FilterError> {
+    let text = value.text();
+    let number = crm_proto::core_v1::CustomerKind::from_str_name(text)
+        .or_else(|| {
+            crm_proto::core_v1::CustomerKind::from_str_name(&format!(
+                "CUSTOMER_KIND_{}",
+                text.to_ascii_uppercase()
+            ))
+        })
+        .map(|k| k as i32);
+    number
+        .and_then(|n| i16::try_from(n).ok())
+        .ok_or_else(|| FilterError::new(format!("{text:?} is not a CustomerKind")))
+}
+
+fn leaf(
+    field: &str,
+    op: Op,
+    value: &Value,
+) -> Result<BoxedPredicate<customers::table>, FilterError> {
+    match field {
+        "display_name" => crm_db::filter_text!(c::display_name, field, op, value),
+        "notes" => crm_db::filter_text!(c::notes, field, op, value),
+        "email" => crm_db::filter_text!(c::email.assume_not_null(), field, op, value),
+        "phone" => crm_db::filter_text!(c::phone.assume_not_null(), field, op, value),
+        "kind" => crm_db::filter_enum!(c::kind, field, op, kind_number(value)?),
+        "create_time" => crm_db::filter_time!(c::create_time, field, op, value),
+        "update_time" => crm_db::filter_time!(c::update_time, field, op, value),
+        other => Err(filter::unknown_field(other, FILTER_FIELDS)),
+    }
+}
+
+/// Checks a filter against the allow-list without running it.
+///
+/// # Errors
+/// The filter's first problem.
+pub fn check_filter(f: &Filter) -> Result<(), FilterError> {
+    filter::compile(f, &leaf).map(|_| ())
+}
+
+/// Runs a List query.
+///
+/// # Errors
+/// The database error, or a filter error.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    org: Uuid,
+    q: &ListQuery,
+) -> Result<Vec<CustomerRow>, crm_platform::ApiError> {
+    let mut query = customers::table
+        .filter(c::organization_id.eq(org))
+        .select(CustomerRow::as_select())
+        .limit(q.limit)
+        .into_boxed();
+    if !q.show_deleted {
+        query = query.filter(c::delete_time.is_null());
+    }
+    if let Some(f) = &q.filter {
+        query = query.filter(filter::compile(f, &leaf)?);
+    }
+    let desc = q.order.desc;
+    query = match (&q.after, desc) {
+        (None, _) => query,
+        (Some(After::Time(t, id)), false) => match q.order.field {
+            OrderField::UpdateTime => query.filter(
+                c::update_time
+                    .gt(*t)
+                    .or(c::update_time.eq(*t).and(c::id.gt(*id))),
+            ),
+            _ => query.filter(
+                c::create_time
+                    .gt(*t)
+                    .or(c::create_time.eq(*t).and(c::id.gt(*id))),
+            ),
+        },
+        (Some(After::Time(t, id)), true) => match q.order.field {
+            OrderField::UpdateTime => query.filter(
+                c::update_time
+                    .lt(*t)
+                    .or(c::update_time.eq(*t).and(c::id.lt(*id))),
+            ),
+            _ => query.filter(
+                c::create_time
+                    .lt(*t)
+                    .or(c::create_time.eq(*t).and(c::id.lt(*id))),
+            ),
+        },
+        (Some(After::Text(s, id)), false) => query.filter(
+            c::display_name
+                .gt(s.clone())
+                .or(c::display_name.eq(s.clone()).and(c::id.gt(*id))),
+        ),
+        (Some(After::Text(s, id)), true) => query.filter(
+            c::display_name
+                .lt(s.clone())
+                .or(c::display_name.eq(s.clone()).and(c::id.lt(*id))),
+        ),
+    };
+    query = match (q.order.field, desc) {
+        (OrderField::CreateTime, false) => query
+            .order_by(c::create_time.asc())
+            .then_order_by(c::id.asc()),
+        (OrderField::CreateTime, true) => query
+            .order_by(c::create_time.desc())
+            .then_order_by(c::id.desc()),
+        (OrderField::UpdateTime, false) => query
+            .order_by(c::update_time.asc())
+            .then_order_by(c::id.asc()),
+        (OrderField::UpdateTime, true) => query
+            .order_by(c::update_time.desc())
+            .then_order_by(c::id.desc()),
+        (OrderField::DisplayName, false) => query
+            .order_by(c::display_name.asc())
+            .then_order_by(c::id.asc()),
+        (OrderField::DisplayName, true) => query
+            .order_by(c::display_name.desc())
+            .then_order_by(c::id.desc()),
+    };
+    Ok(query.load(conn).await?)
+}
