@@ -1,1 +1,16 @@
+//! End-to-end tests: real PostgreSQL (through crm-testkit), real servers on 127.0.0.1:0, the
+//! generated clients.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
 
+mod customers;
+mod events;
+mod health;
+mod migrations;
+mod pagination;
+mod support;
+mod tenancy;

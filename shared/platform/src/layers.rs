@@ -60,6 +60,15 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
+/// The part of a caller's timeout the server spends: it answers a little before the caller's
+/// own timer fires, so the caller receives DEADLINE_EXCEEDED (with details) rather than giving
+/// up on its own, and work stops before the caller stops waiting.
+#[must_use]
+pub fn server_budget(timeout: Duration) -> Duration {
+    let margin = (timeout / 20).clamp(Duration::from_millis(1), Duration::from_millis(50));
+    timeout.saturating_sub(margin)
+}
+
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
 
 impl Extractor for HeaderExtractor<'_> {
@@ -173,7 +182,8 @@ where
             .headers()
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout);
+            .and_then(parse_grpc_timeout)
+            .map(server_budget);
         req.extensions_mut().insert(RequestId(request_id.clone()));
         if let Some(t) = timeout {
             req.extensions_mut().insert(Deadline(Instant::now() + t));

@@ -1,0 +1,167 @@
+//! The real suite server on `127.0.0.1:0`, with a channel to it and a signer for test tokens.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crm_auth::keys::StaticKeys;
+use crm_auth::revocation::RevocationSet;
+use crm_auth::token::TokenSigner;
+use crm_auth::{TokenVerifier, VerifierSettings};
+use crm_core::CoreState;
+use crm_db::pool::{self, PoolSettings};
+use crm_platform::{GrpcServer, ServerSettings};
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
+use uuid::Uuid;
+
+use crate::TestDb;
+
+/// A running server and what a test needs to call it.
+#[derive(Debug)]
+pub struct TestServer {
+    /// Listening address.
+    pub addr: SocketAddr,
+    /// A connected channel.
+    pub channel: Channel,
+    /// Signs tokens the server accepts.
+    pub signer: Arc<TokenSigner>,
+    /// The verifier's settings (issuer, audience).
+    pub verifier_settings: VerifierSettings,
+    /// The server's revocation set.
+    pub revocations: Arc<RevocationSet>,
+    /// The core state (pool, page tokens).
+    pub core: CoreState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How to start a test server.
+#[derive(Debug, Clone)]
+pub struct TestServerOptions {
+    /// Database URL for the core pool (default: the test database's `core_app` URL).
+    pub core_url: Option<String>,
+    /// Server settings.
+    pub settings: ServerSettings,
+    /// Pool size.
+    pub pool_size: u32,
+}
+
+impl Default for TestServerOptions {
+    fn default() -> Self {
+        Self {
+            core_url: None,
+            settings: ServerSettings {
+                drain_notice: Duration::ZERO,
+                drain_timeout: Duration::from_secs(5),
+                health_interval: Duration::from_millis(100),
+                ..ServerSettings::default()
+            },
+            pool_size: 4,
+        }
+    }
+}
+
+impl TestServer {
+    /// Starts the suite over `db` with default options.
+    ///
+    /// # Errors
+    /// When binding or connecting fails.
+    pub async fn start(db: &TestDb) -> anyhow::Result<Self> {
+        Self::start_with(db, TestServerOptions::default()).await
+    }
+
+    /// Starts the suite over `db`.
+    ///
+    /// # Errors
+    /// When binding or connecting fails.
+    pub async fn start_with(db: &TestDb, options: TestServerOptions) -> anyhow::Result<Self> {
+        let signer = Arc::new(TokenSigner::generate("test-key"));
+        let keys = Arc::new(StaticKeys::new());
+        keys.insert(signer.kid(), signer.verifying_key());
+        let revocations = Arc::new(RevocationSet::new());
+        let verifier_settings = VerifierSettings::default();
+        let verifier = Arc::new(TokenVerifier::new(
+            verifier_settings.clone(),
+            keys,
+            Arc::clone(&revocations),
+        ));
+        let mut pool_settings = PoolSettings::new(
+            options
+                .core_url
+                .clone()
+                .unwrap_or_else(|| db.app_url("core")),
+            "core",
+        );
+        pool_settings.max_size = options.pool_size;
+        let core = CoreState::new(pool::build(&pool_settings), Uuid::new_v4().as_bytes());
+        let mut server = GrpcServer::new(options.settings, verifier);
+        crm_core::register(&mut server, &core);
+
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.await;
+            };
+            if let Err(e) = server.serve(listener, shutdown).await {
+                tracing::error!(%e, "test server failed");
+            }
+        });
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        Ok(Self {
+            addr,
+            channel,
+            signer,
+            verifier_settings,
+            revocations,
+            core,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// A bearer token for a user of `org` with `roles`.
+    #[must_use]
+    pub fn token(&self, org: Uuid, roles: &[&str]) -> String {
+        let claims = TokenSigner::user_claims(
+            &self.verifier_settings,
+            Uuid::now_v7(),
+            org,
+            roles,
+            Duration::from_secs(300),
+        );
+        self.signer.sign(&claims)
+    }
+
+    /// A request carrying `token`.
+    #[must_use]
+    pub fn request<T>(token: &str, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        if let Ok(v) = format!("Bearer {token}").parse() {
+            req.metadata_mut().insert("authorization", v);
+        }
+        req
+    }
+
+    /// Signals shutdown and waits for the server to stop.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
