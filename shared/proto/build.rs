@@ -32,12 +32,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|f| f.strip_prefix(&root).map(Path::to_path_buf))
         .collect::<Result<_, _>>()?;
 
-    let fds = protox::compile(&relative, [&root])?;
+    let mut compiler = protox::Compiler::new([&root])?;
+    compiler.include_imports(true).include_source_info(true);
+    compiler.open_files(&relative)?;
+    // Encoded by protox itself: `prost_types` would drop the custom options (google.api.http,
+    // field_behavior, resource) that reflection clients and the gateway read.
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out.join("crm_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
+        compiler.encode_file_descriptor_set(),
     )?;
+    let fds = compiler.file_descriptor_set();
 
     tonic_prost_build::configure()
         .build_client(std::env::var_os("CARGO_FEATURE_CLIENT").is_some())
