@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+pub use ed25519_dalek::VerifyingKey;
+
 use crate::Principal;
 use crate::keys::KeySource;
 use crate::revocation::RevocationSet;
