@@ -173,14 +173,14 @@ impl<S> AuthService<S> {
         let principal = bearer(req)
             .and_then(|t| self.verifier.verify(t))
             .map_err(unauthenticated)?;
-        if let Requirement::Permission(permission) = requirement {
-            if !principal.has_permission(permission) {
-                return Err(permission_denied(
-                    "PERMISSION_MISSING",
-                    "the caller's roles do not grant the permission this method needs",
-                    Some(permission),
-                ));
-            }
+        if let Requirement::Permission(permission) = requirement
+            && !principal.has_permission(permission)
+        {
+            return Err(permission_denied(
+                "PERMISSION_MISSING",
+                "the caller's roles do not grant the permission this method needs",
+                Some(permission),
+            ));
         }
         Ok(Some(principal))
     }

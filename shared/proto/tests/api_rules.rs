@@ -5,6 +5,7 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
+    clippy::wildcard_enum_match_arm,
     reason = "test code"
 )]
 
@@ -26,10 +27,10 @@ fn http_rule(pool: &DescriptorPool, method: &MethodDescriptor) -> Option<(String
         return None;
     };
     for verb in ["get", "put", "post", "delete", "patch"] {
-        if let Some(Value::String(path)) = rule.get_field_by_name(verb).as_deref() {
-            if !path.is_empty() {
-                return Some((verb.to_owned(), path.clone()));
-            }
+        if let Some(Value::String(path)) = rule.get_field_by_name(verb).as_deref()
+            && !path.is_empty()
+        {
+            return Some((verb.to_owned(), path.clone()));
         }
     }
     None

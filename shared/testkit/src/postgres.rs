@@ -42,10 +42,10 @@ pub async fn admin_url() -> anyhow::Result<String> {
     // A private cluster shared by the test binaries of this machine: started once, reused.
     let dir = std::env::temp_dir().join("crm-testkit-postgres");
     let url_file = dir.join("admin_url");
-    if let Ok(url) = std::fs::read_to_string(&url_file) {
-        if answers(url.trim(), Duration::from_secs(2)).await {
-            return Ok(url.trim().to_owned());
-        }
+    if let Ok(url) = std::fs::read_to_string(&url_file)
+        && answers(url.trim(), Duration::from_secs(2)).await
+    {
+        return Ok(url.trim().to_owned());
     }
     let pg = embedded::local_or_private(&dir).await?;
     let url = pg.admin_url.clone();

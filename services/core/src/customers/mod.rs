@@ -120,14 +120,12 @@ fn validate_fields(v: &mut Violations, c: &Customer, prefix: &str, paths: &[&str
             "email" => validate::optional_email(v, &field, &c.email),
             "phone" => validate::optional_phone(v, &field, &c.phone),
             "notes" => validate::optional_text(v, &field, &c.notes, 10_000),
-            "kind" => {
-                if CustomerKind::try_from(c.kind).is_err() {
-                    v.push(
-                        field,
-                        "UNKNOWN_ENUM_VALUE",
-                        format!("{} is not a CustomerKind", c.kind),
-                    );
-                }
+            "kind" if CustomerKind::try_from(c.kind).is_err() => {
+                v.push(
+                    field,
+                    "UNKNOWN_ENUM_VALUE",
+                    format!("{} is not a CustomerKind", c.kind),
+                );
             }
             _ => {}
         }
@@ -304,13 +302,17 @@ impl CustomerService for CustomerApi {
                 let row: CustomerRow =
                     store::insert(conn, &NewCustomer::from_proto(org, id, &customer, &actor))
                         .await
-                        .map_err(|e| match ApiError::from(e) {
-                            ApiError::AlreadyExists { .. } => ApiError::AlreadyExists {
+                        .map_err(|e| {
+                        let error = ApiError::from(e);
+                        if matches!(error, ApiError::AlreadyExists { .. }) {
+                            ApiError::AlreadyExists {
                                 resource_type: RESOURCE_TYPE,
                                 detail: "customer_id".into(),
-                            },
-                            other => other,
-                        })?;
+                            }
+                        } else {
+                            error
+                        }
+                    })?;
                 let created = Customer::from(row);
                 emit(
                     conn,

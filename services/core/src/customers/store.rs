@@ -282,7 +282,7 @@ pub async fn list(
                     .gt(*t)
                     .or(c::update_time.eq(*t).and(c::id.gt(*id))),
             ),
-            _ => query.filter(
+            OrderField::CreateTime | OrderField::DisplayName => query.filter(
                 c::create_time
                     .gt(*t)
                     .or(c::create_time.eq(*t).and(c::id.gt(*id))),
@@ -294,7 +294,7 @@ pub async fn list(
                     .lt(*t)
                     .or(c::update_time.eq(*t).and(c::id.lt(*id))),
             ),
-            _ => query.filter(
+            OrderField::CreateTime | OrderField::DisplayName => query.filter(
                 c::create_time
                     .lt(*t)
                     .or(c::create_time.eq(*t).and(c::id.lt(*id))),

@@ -28,11 +28,10 @@ impl Violations {
 
     /// Records the violations of a failed check.
     pub fn absorb(&mut self, error: ApiError) {
-        match error {
-            ApiError::InvalidArgument(v) => self.0.extend(v),
-            other => self
-                .0
-                .push(Violation::new("", "INVALID", other.to_string())),
+        if let ApiError::InvalidArgument(v) = error {
+            self.0.extend(v);
+        } else {
+            self.0.push(Violation::new("", "INVALID", error.to_string()));
         }
     }
 
