@@ -28,7 +28,9 @@ impl Database {
         match &self.origin {
             Origin::Configured => format!("{redacted} (from DATABASE_URL)"),
             Origin::Local => format!("{redacted} (local server)"),
-            Origin::Private(_) => format!("{redacted} (private cluster started by crm, stopped on exit)"),
+            Origin::Private(_) => {
+                format!("{redacted} (private cluster started by crm, stopped on exit)")
+            }
         }
     }
 
@@ -61,9 +63,10 @@ async fn ensure_crm_database(server_url: &str) -> anyhow::Result<String> {
     let mut admin = AsyncPgConnection::establish(server_url)
         .await
         .context("connecting to PostgreSQL")?;
-    let found: Vec<Exists> = diesel::sql_query("SELECT datname::text FROM pg_database WHERE datname = 'crm'")
-        .load(&mut admin)
-        .await?;
+    let found: Vec<Exists> =
+        diesel::sql_query("SELECT datname::text FROM pg_database WHERE datname = 'crm'")
+            .load(&mut admin)
+            .await?;
     if found.iter().all(|e| e.datname != "crm") {
         admin.batch_execute("CREATE DATABASE crm").await?;
     }
@@ -73,14 +76,21 @@ async fn ensure_crm_database(server_url: &str) -> anyhow::Result<String> {
 /// Resolves the database of `crm up`.
 pub async fn resolve(configured: Option<String>, data_dir: &Path) -> anyhow::Result<Database> {
     if let Some(url) = configured {
-        return Ok(Database { admin_url: url, origin: Origin::Configured });
+        return Ok(Database {
+            admin_url: url,
+            origin: Origin::Configured,
+        });
     }
-    let pg = embedded::local_or_private(data_dir)
-        .await
-        .context("no DATABASE_URL, no local PostgreSQL, and a private cluster could not be started")?;
+    let pg = embedded::local_or_private(data_dir).await.context(
+        "no DATABASE_URL, no local PostgreSQL, and a private cluster could not be started",
+    )?;
     let admin_url = ensure_crm_database(&pg.admin_url).await?;
     Ok(Database {
         admin_url,
-        origin: if pg.is_private() { Origin::Private(pg) } else { Origin::Local },
+        origin: if pg.is_private() {
+            Origin::Private(pg)
+        } else {
+            Origin::Local
+        },
     })
 }

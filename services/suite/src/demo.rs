@@ -22,16 +22,51 @@ pub struct Demo {
 }
 
 const SAMPLES: &[(&str, &str, &str, CustomerKind)] = &[
-    ("Bayside Diner", "owner@bayside-diner.example", "+15555550101", CustomerKind::FoodService),
-    ("Miller Residence", "jo.miller@example.com", "+15555550102", CustomerKind::Residential),
-    ("Harbor Lift Station Co.", "ops@harborlift.example", "+15555550103", CustomerKind::Commercial),
-    ("Golden Wok", "manager@goldenwok.example", "+15555550104", CustomerKind::FoodService),
-    ("Pine Ridge HOA", "board@pineridge.example", "+15555550105", CustomerKind::Commercial),
+    (
+        "Bayside Diner",
+        "owner@bayside-diner.example",
+        "+15555550101",
+        CustomerKind::FoodService,
+    ),
+    (
+        "Miller Residence",
+        "jo.miller@example.com",
+        "+15555550102",
+        CustomerKind::Residential,
+    ),
+    (
+        "Harbor Lift Station Co.",
+        "ops@harborlift.example",
+        "+15555550103",
+        CustomerKind::Commercial,
+    ),
+    (
+        "Golden Wok",
+        "manager@goldenwok.example",
+        "+15555550104",
+        CustomerKind::FoodService,
+    ),
+    (
+        "Pine Ridge HOA",
+        "board@pineridge.example",
+        "+15555550105",
+        CustomerKind::Commercial,
+    ),
 ];
 
 /// Seeds the demo organization through the running server; idempotent across runs.
-pub async fn seed(addr: SocketAddr, signer: &TokenSigner, settings: &VerifierSettings) -> anyhow::Result<Demo> {
-    let claims = TokenSigner::user_claims(settings, Uuid::now_v7(), DEMO_ORG, &["org.admin"], Duration::from_secs(12 * 3600));
+pub async fn seed(
+    addr: SocketAddr,
+    signer: &TokenSigner,
+    settings: &VerifierSettings,
+) -> anyhow::Result<Demo> {
+    let claims = TokenSigner::user_claims(
+        settings,
+        Uuid::now_v7(),
+        DEMO_ORG,
+        &["org.admin"],
+        Duration::from_secs(12 * 3600),
+    );
     let token = signer.sign(&claims);
     let organization = format!("organizations/{DEMO_ORG}");
     let mut client = CustomerServiceClient::connect(format!("http://{addr}")).await?;
@@ -46,17 +81,23 @@ pub async fn seed(addr: SocketAddr, signer: &TokenSigner, settings: &VerifierSet
                 ..Customer::default()
             }),
             // Fixed ids make the seed idempotent: a second `crm up --demo` changes nothing.
-            customer_id: Uuid::from_u128(0x0193_a5b0_0000_7000_8000_0000_0001_0000 + i as u128).to_string(),
-            request_id: Uuid::from_u128(0x0193_a5b0_0000_4000_8000_0000_0002_0000 + i as u128).to_string(),
+            customer_id: Uuid::from_u128(0x0193_a5b0_0000_7000_8000_0000_0001_0000 + i as u128)
+                .to_string(),
+            request_id: Uuid::from_u128(0x0193_a5b0_0000_4000_8000_0000_0002_0000 + i as u128)
+                .to_string(),
         });
-        req.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
         match client.create_customer(req).await {
             Ok(_) => {}
             Err(s) if s.code() == tonic::Code::AlreadyExists => {}
             Err(s) => anyhow::bail!("seeding {name}: {s}"),
         }
     }
-    Ok(Demo { organization, token })
+    Ok(Demo {
+        organization,
+        token,
+    })
 }
 
 /// Prints where the suite is and how to call it.
@@ -72,7 +113,10 @@ pub fn print_next_steps(addr: SocketAddr, database: &str, demo: Option<&Demo>) {
     match demo {
         Some(demo) => {
             println!();
-            println!("Demo organization {} (token valid 12 h, signed by a key of this process only):", demo.organization);
+            println!(
+                "Demo organization {} (token valid 12 h, signed by a key of this process only):",
+                demo.organization
+            );
             println!("  export TOKEN={}", demo.token);
             println!();
             println!("List its customers:");
@@ -88,7 +132,9 @@ pub fn print_next_steps(addr: SocketAddr, database: &str, demo: Option<&Demo>) {
         }
         None => {
             println!();
-            println!("Calls need an access token signed by a key in CRM_TOKEN_PUBLIC_KEYS; `crm up --demo` prints one.");
+            println!(
+                "Calls need an access token signed by a key in CRM_TOKEN_PUBLIC_KEYS; `crm up --demo` prints one."
+            );
         }
     }
     println!();

@@ -23,5 +23,6 @@ pub fn load_static(keys: &StaticKeys, spec: &str) -> anyhow::Result<()> {
 }
 
 fn ed25519_dalek_key(bytes: &[u8; 32]) -> anyhow::Result<crm_auth::token::VerifyingKey> {
-    crm_auth::token::VerifyingKey::from_bytes(bytes).map_err(|e| anyhow::anyhow!("invalid key: {e}"))
+    crm_auth::token::VerifyingKey::from_bytes(bytes)
+        .map_err(|e| anyhow::anyhow!("invalid key: {e}"))
 }

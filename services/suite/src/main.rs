@@ -22,7 +22,11 @@ use crm_platform::config::ServeArgs;
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
-#[command(name = "crm", version, about = "Multi-tenant CRM and field-operations suite")]
+#[command(
+    name = "crm",
+    version,
+    about = "Multi-tenant CRM and field-operations suite"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -105,20 +109,35 @@ fn schemas() -> Vec<migrate::ServiceSchema> {
 }
 
 async fn migrate_all(args: &MigrateArgs) -> anyhow::Result<()> {
-    let direction = if args.down_all { Direction::DownAll } else { Direction::Up };
+    let direction = if args.down_all {
+        Direction::DownAll
+    } else {
+        Direction::Up
+    };
     for schema in schemas() {
-        let versions = migrate::run(&args.database_url, schema, direction, args.app_password.clone())
-            .await
-            .with_context(|| format!("migrating {}", schema.name))?;
-        println!("{}: {} migration(s) {}", schema.name, versions.len(), if args.down_all { "reverted" } else { "applied" });
+        let versions = migrate::run(
+            &args.database_url,
+            schema,
+            direction,
+            args.app_password.clone(),
+        )
+        .await
+        .with_context(|| format!("migrating {}", schema.name))?;
+        println!(
+            "{}: {} migration(s) {}",
+            schema.name,
+            versions.len(),
+            if args.down_all { "reverted" } else { "applied" }
+        );
     }
     Ok(())
 }
 
 fn page_secret(args: &ServeArgs) -> Vec<u8> {
-    args.page_token_secret
-        .as_ref()
-        .map_or_else(|| uuid::Uuid::new_v4().as_bytes().to_vec(), |s| s.as_bytes().to_vec())
+    args.page_token_secret.as_ref().map_or_else(
+        || uuid::Uuid::new_v4().as_bytes().to_vec(),
+        |s| s.as_bytes().to_vec(),
+    )
 }
 
 fn verifier(args: &ServeArgs, keys: Arc<crm_auth::keys::StaticKeys>) -> Arc<TokenVerifier> {
@@ -137,7 +156,9 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
             let _ = ctrl_c.await;
             return;
         };
@@ -156,19 +177,27 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut db = database::resolve(args.database_url.clone(), &args.data_dir).await?;
     // Under the local trust setup no password is needed; against a server that wants one, set
     // CRM_APP_PASSWORD (the `_app` roles get it, and the pools use it).
-    let app_password = std::env::var("CRM_APP_PASSWORD").ok().filter(|p| !p.is_empty());
+    let app_password = std::env::var("CRM_APP_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
     for schema in schemas() {
         migrate::run(&db.admin_url, schema, Direction::Up, app_password.clone())
             .await
             .with_context(|| format!("migrating {}", schema.name))?;
     }
-    let core_url = crm_db::embedded::with_user(&db.admin_url, &crm_core::SCHEMA.app_role(), app_password.as_deref());
+    let core_url = crm_db::embedded::with_user(
+        &db.admin_url,
+        &crm_core::SCHEMA.app_role(),
+        app_password.as_deref(),
+    );
     let mut pool_settings = PoolSettings::new(core_url, crm_core::SCHEMA.name);
     pool_settings.max_size = args.serve.pool_size;
     let core = crm_core::CoreState::new(pool::build(&pool_settings), &page_secret(&args.serve));
 
     let keys = Arc::new(crm_auth::keys::StaticKeys::new());
-    let demo_signer = args.demo.then(|| crm_auth::token::TokenSigner::generate("demo-dev-key"));
+    let demo_signer = args
+        .demo
+        .then(|| crm_auth::token::TokenSigner::generate("demo-dev-key"));
     if let Some(signer) = &demo_signer {
         keys.insert(signer.kid(), signer.verifying_key());
     }
@@ -208,7 +237,8 @@ async fn serve_one(args: ServeOne) -> anyhow::Result<()> {
     let mut server = GrpcServer::new(args.serve.server_settings(), verifier);
     match args.service {
         Service::Core => {
-            let mut settings = PoolSettings::new(args.core_database_url.clone(), crm_core::SCHEMA.name);
+            let mut settings =
+                PoolSettings::new(args.core_database_url.clone(), crm_core::SCHEMA.name);
             settings.max_size = args.serve.pool_size;
             let core = crm_core::CoreState::new(pool::build(&settings), &page_secret(&args.serve));
             crm_core::register(&mut server, &core);

@@ -303,16 +303,16 @@ impl CustomerService for CustomerApi {
                     store::insert(conn, &NewCustomer::from_proto(org, id, &customer, &actor))
                         .await
                         .map_err(|e| {
-                        let error = ApiError::from(e);
-                        if matches!(error, ApiError::AlreadyExists { .. }) {
-                            ApiError::AlreadyExists {
-                                resource_type: RESOURCE_TYPE,
-                                detail: "customer_id".into(),
+                            let error = ApiError::from(e);
+                            if matches!(error, ApiError::AlreadyExists { .. }) {
+                                ApiError::AlreadyExists {
+                                    resource_type: RESOURCE_TYPE,
+                                    detail: "customer_id".into(),
+                                }
+                            } else {
+                                error
                             }
-                        } else {
-                            error
-                        }
-                    })?;
+                        })?;
                 let created = Customer::from(row);
                 emit(
                     conn,

@@ -31,7 +31,8 @@ impl Violations {
         if let ApiError::InvalidArgument(v) = error {
             self.0.extend(v);
         } else {
-            self.0.push(Violation::new("", "INVALID", error.to_string()));
+            self.0
+                .push(Violation::new("", "INVALID", error.to_string()));
         }
     }
 
