@@ -12,6 +12,8 @@ mod customers;
 mod events;
 mod health;
 mod migrations;
+mod outbox;
 mod pagination;
+mod platform;
 mod support;
 mod tenancy;
