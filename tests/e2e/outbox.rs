@@ -40,7 +40,7 @@ async fn an_event_committed_late_is_delivered_late_not_skipped() {
 
     // Transaction "early" takes its id first but commits last.
     early.batch_execute("BEGIN").await.unwrap();
-    tenant::set_tenant(&mut early, org).await.unwrap();
+    tenant::set_tenant(&early, org).await.unwrap();
     append(&mut early, org, "early").await;
 
     late.transaction::<_, diesel::result::Error, _>(async |conn| {

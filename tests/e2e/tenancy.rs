@@ -162,7 +162,7 @@ async fn row_level_security_confines_the_app_role_to_its_tenant() {
 
     // The setting is transaction-local: it does not survive on the pooled connection.
     conn.batch_execute("BEGIN").await.unwrap();
-    tenant::set_tenant(&mut conn, org_a).await.unwrap();
+    tenant::set_tenant(&conn, org_a).await.unwrap();
     conn.batch_execute("COMMIT").await.unwrap();
     let setting: Vec<S> =
         diesel::sql_query("SELECT coalesce(current_setting('app.org_id', true), '') AS s")

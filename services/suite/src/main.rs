@@ -5,6 +5,7 @@
 //! - `crm migrate`: creates roles and schemas and applies every service's migrations.
 //! - `crm serve <service>`: one service, for the microservice deployment.
 
+mod bench;
 mod database;
 mod demo;
 mod keys;
@@ -40,6 +41,8 @@ enum Command {
     Migrate(MigrateArgs),
     /// Run one service.
     Serve(ServeOne),
+    /// Drive load against a running suite and report throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Up(args) => up(args).await,
         Command::Migrate(args) => migrate_all(&args).await,
         Command::Serve(args) => serve_one(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

@@ -37,7 +37,7 @@ pub fn request_hash(method: &str, encoded_request: &[u8]) -> Vec<u8> {
 /// # Errors
 /// Returns the database error.
 pub async fn claim(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     org: Uuid,
     request_id: Uuid,
     method: &str,
@@ -51,7 +51,7 @@ pub async fn claim(
             keys::request_hash.eq(hash),
         ))
         .on_conflict_do_nothing()
-        .execute(conn)
+        .execute(&mut { conn })
         .await?;
     if inserted == 1 {
         return Ok(Claim::New);
@@ -60,7 +60,7 @@ pub async fn claim(
         .filter(keys::organization_id.eq(org))
         .filter(keys::request_id.eq(request_id))
         .select((keys::method, keys::request_hash, keys::response))
-        .first(conn)
+        .first(&mut { conn })
         .await?;
     Ok(match response {
         Some(bytes) if stored_method == method && stored_hash == hash => Claim::Replay(bytes),
@@ -73,7 +73,7 @@ pub async fn claim(
 /// # Errors
 /// Returns the database error.
 pub async fn complete(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     org: Uuid,
     request_id: Uuid,
     response: &[u8],
@@ -82,7 +82,7 @@ pub async fn complete(
         .filter(keys::organization_id.eq(org))
         .filter(keys::request_id.eq(request_id))
         .set(keys::response.eq(response))
-        .execute(conn)
+        .execute(&mut { conn })
         .await?;
     Ok(())
 }

@@ -36,11 +36,7 @@ pub struct NewEvent<'a> {
 ///
 /// # Errors
 /// Returns the database error.
-pub async fn append(
-    conn: &mut AsyncPgConnection,
-    org: Uuid,
-    event: NewEvent<'_>,
-) -> QueryResult<Uuid> {
+pub async fn append(conn: &AsyncPgConnection, org: Uuid, event: NewEvent<'_>) -> QueryResult<Uuid> {
     let event_id = Uuid::now_v7();
     diesel::insert_into(outbox::table)
         .values((
@@ -52,7 +48,7 @@ pub async fn append(
             outbox::request_id.eq(event.request_id),
             outbox::payload.eq(event.payload),
         ))
-        .execute(conn)
+        .execute(&mut { conn })
         .await?;
     Ok(event_id)
 }
@@ -148,7 +144,7 @@ impl StoredEvent {
 /// # Errors
 /// Returns the database error.
 pub async fn read_after(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     org: Uuid,
     after: Cursor,
     types: &[String],
@@ -170,7 +166,7 @@ pub async fn read_after(
     .bind::<BigInt, _>(after.id)
     .bind::<Array<Text>, _>(types)
     .bind::<Integer, _>(limit)
-    .load(conn)
+    .load(&mut { conn })
     .await
 }
 

@@ -1,6 +1,6 @@
 //! Tenant transactions: the only way a service touches tenant rows.
 
-use diesel::sql_types::Text;
+use diesel::sql_types::{Bool, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
@@ -10,9 +10,18 @@ use crate::{DbError, DbPool};
 /// Work done inside a tenant transaction: borrows the connection for the transaction's length.
 pub type TxFuture<'r, T> = BoxFuture<'r, T>;
 
+diesel::define_sql_function! {
+    /// PostgreSQL's `set_config(setting, value, is_local)`.
+    fn set_config(setting: Text, value: Text, is_local: Bool) -> Text;
+}
+
 /// Runs `work` in one transaction in which `app.org_id` is `org`, set transaction-locally
 /// (`set_config(..., true)`), so row-level security confines every statement to that
 /// organization and the setting cannot leak to the next user of the pooled connection.
+///
+/// `set_config` is pipelined with the first statement of `work`: both go to PostgreSQL in one
+/// round trip and run in that order. (Should it ever fail, RLS sees no tenant and the statement
+/// matches no row — it fails closed — and the transaction rolls back with the error.)
 ///
 /// The transaction commits when `work` returns `Ok` and rolls back otherwise. If the returned
 /// future is dropped mid-transaction, the connection is marked broken and is closed rather than
@@ -22,14 +31,16 @@ pub type TxFuture<'r, T> = BoxFuture<'r, T>;
 /// Returns `work`'s error, or a pool or database error converted into `E`.
 pub async fn transaction<R, E, F>(pool: &DbPool, org: Uuid, work: F) -> Result<R, E>
 where
-    F: for<'r> FnOnce(&'r mut AsyncPgConnection) -> TxFuture<'r, Result<R, E>> + Send,
+    F: for<'r> FnOnce(&'r AsyncPgConnection) -> TxFuture<'r, Result<R, E>> + Send,
     E: From<DbError> + From<diesel::result::Error> + Send,
     R: Send,
 {
     let mut conn = pool.get().await.map_err(DbError::from)?;
     conn.transaction(async move |conn| {
-        set_tenant(conn, org).await?;
-        work(conn).await
+        let shared: &AsyncPgConnection = conn;
+        let (set, result) = futures_util::future::join(set_tenant(shared, org), work(shared)).await;
+        set?;
+        result
     })
     .await
 }
@@ -38,13 +49,10 @@ where
 ///
 /// # Errors
 /// Returns the database error.
-pub async fn set_tenant(
-    conn: &mut AsyncPgConnection,
-    org: Uuid,
-) -> Result<(), diesel::result::Error> {
-    diesel::sql_query("SELECT set_config('app.org_id', $1, true)")
-        .bind::<Text, _>(org.to_string())
-        .execute(conn)
+pub async fn set_tenant(conn: &AsyncPgConnection, org: Uuid) -> Result<(), diesel::result::Error> {
+    let mut conn = conn;
+    diesel::select(set_config("app.org_id", org.to_string(), true))
+        .execute(&mut conn)
         .await?;
     Ok(())
 }

@@ -56,9 +56,7 @@ pub async fn idempotent<R, F>(
 ) -> Result<R, ApiError>
 where
     R: prost::Message + Default + Send + 'static,
-    F: for<'r> FnOnce(&'r mut AsyncPgConnection) -> TxFuture<'r, Result<R, ApiError>>
-        + Send
-        + 'static,
+    F: for<'r> FnOnce(&'r AsyncPgConnection) -> TxFuture<'r, Result<R, ApiError>> + Send + 'static,
 {
     tenant::transaction(&pool, org, move |conn| {
         Box::pin(async move {

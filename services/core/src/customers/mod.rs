@@ -133,7 +133,7 @@ fn validate_fields(v: &mut Violations, c: &Customer, prefix: &str, paths: &[&str
 }
 
 async fn emit<M: Message + prost::Name>(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     org: Uuid,
     resource: &str,
     actor: &str,

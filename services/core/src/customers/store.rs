@@ -14,14 +14,11 @@ use crate::schema::customers::{self, dsl as c};
 ///
 /// # Errors
 /// The database error (a duplicate id is a unique violation).
-pub async fn insert(
-    conn: &mut AsyncPgConnection,
-    new: &NewCustomer<'_>,
-) -> QueryResult<CustomerRow> {
+pub async fn insert(conn: &AsyncPgConnection, new: &NewCustomer<'_>) -> QueryResult<CustomerRow> {
     diesel::insert_into(customers::table)
         .values(new)
         .returning(CustomerRow::as_returning())
-        .get_result(conn)
+        .get_result(&mut { conn })
         .await
 }
 
@@ -30,7 +27,7 @@ pub async fn insert(
 /// # Errors
 /// The database error.
 pub async fn find(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     org: Uuid,
     id: Uuid,
     for_update: bool,
@@ -40,9 +37,9 @@ pub async fn find(
         .filter(c::id.eq(id))
         .select(CustomerRow::as_select());
     if for_update {
-        query.for_update().first(conn).await.optional()
+        query.for_update().first(&mut { conn }).await.optional()
     } else {
-        query.first(conn).await.optional()
+        query.first(&mut { conn }).await.optional()
     }
 }
 
@@ -51,7 +48,7 @@ pub async fn find(
 /// # Errors
 /// The database error.
 pub async fn update(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     org: Uuid,
     id: Uuid,
     changes: &CustomerChanges,
@@ -67,7 +64,7 @@ pub async fn update(
             c::updated_by.eq(actor),
         ))
         .returning(CustomerRow::as_returning())
-        .get_result(conn)
+        .get_result(&mut { conn })
         .await
 }
 
@@ -76,7 +73,7 @@ pub async fn update(
 /// # Errors
 /// The database error.
 pub async fn set_deleted(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     org: Uuid,
     id: Uuid,
     purge_after: Option<chrono::Duration>,
@@ -98,7 +95,7 @@ pub async fn set_deleted(
             c::updated_by.eq(actor),
         ))
         .returning(CustomerRow::as_returning())
-        .get_result(conn)
+        .get_result(&mut { conn })
         .await
 }
 
@@ -258,7 +255,7 @@ pub fn check_filter(f: &Filter) -> Result<(), FilterError> {
 /// # Errors
 /// The database error, or a filter error.
 pub async fn list(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     org: Uuid,
     q: &ListQuery,
 ) -> Result<Vec<CustomerRow>, crm_platform::ApiError> {
@@ -331,5 +328,5 @@ pub async fn list(
             .order_by(c::display_name.desc())
             .then_order_by(c::id.desc()),
     };
-    Ok(query.load(conn).await?)
+    Ok(query.load(&mut { conn }).await?)
 }
