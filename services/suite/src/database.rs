@@ -17,7 +17,7 @@ pub struct Database {
 
 enum Origin {
     Configured,
-    Local,
+    Local(LocalPostgres),
     Private(LocalPostgres),
 }
 
@@ -27,10 +27,19 @@ impl Database {
         let redacted = redact(&self.admin_url);
         match &self.origin {
             Origin::Configured => format!("{redacted} (from DATABASE_URL)"),
-            Origin::Local => format!("{redacted} (local server)"),
+            Origin::Local(_) => format!("{redacted} (local server)"),
             Origin::Private(_) => {
                 format!("{redacted} (private cluster started by crm, stopped on exit)")
             }
+        }
+    }
+
+    /// What a service connects with as `role`: the Unix socket of a local or private server
+    /// when there is one, else the admin URL with the user replaced.
+    pub fn service_dsn(&self, role: &str, password: Option<&str>) -> String {
+        match &self.origin {
+            Origin::Local(pg) | Origin::Private(pg) => pg.service_dsn("crm", role, password),
+            Origin::Configured => crm_db::embedded::with_user(&self.admin_url, role, password),
         }
     }
 
@@ -90,7 +99,7 @@ pub async fn resolve(configured: Option<String>, data_dir: &Path) -> anyhow::Res
         origin: if pg.is_private() {
             Origin::Private(pg)
         } else {
-            Origin::Local
+            Origin::Local(pg)
         },
     })
 }

@@ -189,11 +189,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("migrating {}", schema.name))?;
     }
-    let core_url = crm_db::embedded::with_user(
-        &db.admin_url,
-        &crm_core::SCHEMA.app_role(),
-        app_password.as_deref(),
-    );
+    let core_url = db.service_dsn(&crm_core::SCHEMA.app_role(), app_password.as_deref());
     let mut pool_settings = PoolSettings::new(core_url, crm_core::SCHEMA.name);
     pool_settings.max_size = args.serve.pool_size;
     let core = crm_core::CoreState::new(pool::build(&pool_settings), &page_secret(&args.serve));
