@@ -104,6 +104,7 @@ fn diesel_type(udt: &str) -> Option<&'static str> {
         "bytea" => "Bytea",
         "timestamptz" => "Timestamptz",
         "jsonb" => "Jsonb",
+        "_text" => "Array<Text>",
         // Not representable in diesel (xid8): read with raw SQL in crm-db's outbox reader.
         _ => return None,
     })
@@ -139,29 +140,42 @@ fn declared(source: &str) -> BTreeSet<(String, String, String)> {
 async fn diesel_schemas_match_the_migrated_database() {
     let db = TestDb::new().await.unwrap();
     let mut conn = db.admin().await.unwrap();
-    let cols: Vec<Col> = diesel::sql_query(
-        "SELECT table_name::text, column_name::text, udt_name::text, is_nullable::text \
-           FROM information_schema.columns WHERE table_schema = 'core'",
-    )
-    .load(&mut conn)
-    .await
-    .unwrap();
-    let mut actual = BTreeSet::new();
-    for c in cols {
-        if c.table_name.starts_with("__diesel") {
-            continue;
+    let shared = declared(include_str!("../../shared/db/src/schema.rs"));
+    for (schema, source) in [
+        ("core", include_str!("../../services/core/src/schema.rs")),
+        (
+            "identity",
+            include_str!("../../services/identity/src/schema.rs"),
+        ),
+    ] {
+        let cols: Vec<Col> = diesel::sql_query(
+            "SELECT table_name::text, column_name::text, udt_name::text, is_nullable::text \
+               FROM information_schema.columns WHERE table_schema = $1",
+        )
+        .bind::<Text, _>(schema)
+        .load(&mut conn)
+        .await
+        .unwrap();
+        let mut actual = BTreeSet::new();
+        for c in cols {
+            if c.table_name.starts_with("__diesel") {
+                continue;
+            }
+            let Some(ty) = diesel_type(&c.udt_name) else {
+                continue;
+            };
+            let ty = if c.is_nullable == "YES" {
+                format!("Nullable<{ty}>")
+            } else {
+                ty.to_owned()
+            };
+            actual.insert((c.table_name, c.column_name, ty));
         }
-        let Some(ty) = diesel_type(&c.udt_name) else {
-            continue;
-        };
-        let ty = if c.is_nullable == "YES" {
-            format!("Nullable<{ty}>")
-        } else {
-            ty.to_owned()
-        };
-        actual.insert((c.table_name, c.column_name, ty));
+        let mut expected = declared(source);
+        expected.extend(shared.iter().cloned());
+        assert_eq!(
+            expected, actual,
+            "{schema}: schema.rs and the migrations disagree"
+        );
     }
-    let mut expected = declared(include_str!("../../services/core/src/schema.rs"));
-    expected.extend(declared(include_str!("../../shared/db/src/schema.rs")));
-    assert_eq!(expected, actual, "schema.rs and the migrations disagree");
 }

@@ -4,6 +4,8 @@
 //!   and tests, verification for everyone else, with a cache of verified tokens.
 //! - [`keys`]: where verification keys come from ([`keys::KeySource`]).
 //! - [`revocation`]: the in-memory set of revoked sessions, tokens, subjects and clients.
+//! - [`remote`]: keys and revocations followed from identity's `WatchJwks` and
+//!   `WatchRevocations` streams.
 //! - [`principal`]: who is calling, and the role → permission catalog.
 //! - [`layer`]: the tower layer that authenticates every call and enforces each RPC's declared
 //!   permission before the handler runs.
@@ -13,6 +15,7 @@ pub mod keys;
 pub mod layer;
 pub mod password;
 pub mod principal;
+pub mod remote;
 pub mod revocation;
 pub mod token;
 

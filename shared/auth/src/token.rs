@@ -170,6 +170,21 @@ impl TokenSigner {
         }
     }
 
+    /// A signer over an existing private key.
+    #[must_use]
+    pub fn from_secret(kid: impl Into<String>, secret: &[u8; 32]) -> Self {
+        Self {
+            key: SigningKey::from_bytes(secret),
+            kid: kid.into(),
+        }
+    }
+
+    /// The private key bytes, for sealing at rest.
+    #[must_use]
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
     /// The key id.
     #[must_use]
     pub fn kid(&self) -> &str {

@@ -64,6 +64,14 @@ pub enum ApiError {
         /// Constraint or field that collided.
         detail: String,
     },
+    /// The caller's credentials are missing, wrong or no longer valid.
+    #[error("{message}")]
+    Unauthenticated {
+        /// Stable reason.
+        reason: &'static str,
+        /// Developer message.
+        message: String,
+    },
     /// The caller may not do this.
     #[error("{message}")]
     PermissionDenied {
@@ -173,6 +181,11 @@ impl ApiError {
                     "ALREADY_EXISTS",
                     HashMap::from([("constraint".to_owned(), detail)]),
                 ),
+            ),
+            Self::Unauthenticated { reason, message } => Status::with_error_details(
+                Code::Unauthenticated,
+                message,
+                info(reason, HashMap::new()),
             ),
             Self::PermissionDenied { reason, message } => Status::with_error_details(
                 Code::PermissionDenied,

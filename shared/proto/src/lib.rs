@@ -22,6 +22,14 @@ pub mod crm {
             generated!("crm.common.v1.rs");
         }
     }
+    /// The identity service.
+    pub mod identity {
+        /// Version 1.
+        #[allow(clippy::all, clippy::pedantic, missing_docs)]
+        pub mod v1 {
+            generated!("crm.identity.v1.rs");
+        }
+    }
     /// The CRM core service.
     pub mod core {
         /// Version 1.
@@ -48,3 +56,4 @@ pub mod google {
 
 pub use crm::common::v1 as common_v1;
 pub use crm::core::v1 as core_v1;
+pub use crm::identity::v1 as identity_v1;

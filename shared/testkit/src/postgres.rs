@@ -17,7 +17,7 @@ pub const APP_PASSWORD: &str = "crm-test-app";
 /// Every service schema the suite has, in migration order.
 #[must_use]
 pub fn all_schemas() -> Vec<ServiceSchema> {
-    vec![crm_core::SCHEMA]
+    vec![crm_identity::SCHEMA, crm_core::SCHEMA]
 }
 
 struct Template {

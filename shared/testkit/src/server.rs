@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crm_auth::keys::StaticKeys;
+use crm_auth::keys::{KeySource, StaticKeys};
+use crm_auth::password::PasswordHasher;
+use crm_auth::remote::{JwksKeys, KeyChain};
 use crm_auth::revocation::RevocationSet;
 use crm_auth::token::TokenSigner;
 use crm_auth::{TokenVerifier, VerifierSettings};
@@ -32,8 +34,11 @@ pub struct TestServer {
     pub revocations: Arc<RevocationSet>,
     /// The core state (pool, page tokens).
     pub core: CoreState,
+    /// The identity state (pool, keys, hasher).
+    pub identity: crm_identity::IdentityState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    followers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// How to start a test server.
@@ -45,6 +50,8 @@ pub struct TestServerOptions {
     pub settings: ServerSettings,
     /// Pool size.
     pub pool_size: u32,
+    /// Identity settings (tests shorten the lockout and the refresh grace).
+    pub identity: crm_identity::IdentitySettings,
 }
 
 impl Default for TestServerOptions {
@@ -58,6 +65,11 @@ impl Default for TestServerOptions {
                 ..ServerSettings::default()
             },
             pool_size: 4,
+            identity: crm_identity::IdentitySettings {
+                lockout_base: Duration::from_secs(1),
+                refresh_grace: Duration::from_secs(1),
+                ..crm_identity::IdentitySettings::default()
+            },
         }
     }
 }
@@ -77,8 +89,13 @@ impl TestServer {
     /// When binding or connecting fails.
     pub async fn start_with(db: &TestDb, options: TestServerOptions) -> anyhow::Result<Self> {
         let signer = Arc::new(TokenSigner::generate("test-key"));
-        let keys = Arc::new(StaticKeys::new());
-        keys.insert(signer.kid(), signer.verifying_key());
+        let static_keys = Arc::new(StaticKeys::new());
+        static_keys.insert(signer.kid(), signer.verifying_key());
+        let jwks = Arc::new(JwksKeys::new());
+        let keys = Arc::new(KeyChain(vec![
+            static_keys as Arc<dyn KeySource>,
+            Arc::clone(&jwks) as Arc<dyn KeySource>,
+        ]));
         let revocations = Arc::new(RevocationSet::new());
         let verifier_settings = VerifierSettings::default();
         let verifier = Arc::new(TokenVerifier::new(
@@ -95,7 +112,20 @@ impl TestServer {
         );
         pool_settings.max_size = options.pool_size;
         let core = CoreState::new(pool::build(&pool_settings), Uuid::new_v4().as_bytes());
+        let mut identity_pool = PoolSettings::new(db.app_url("identity"), "identity");
+        identity_pool.max_size = options.pool_size;
+        // Small argon2 parameters: tests exercise the logic, benchmarks the cost.
+        let params = argon2::Params::new(1024, 1, 1, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let identity = crm_identity::IdentityState::start(
+            pool::build(&identity_pool),
+            crm_identity::keys::Kek::generate(),
+            Uuid::new_v4().as_bytes(),
+            PasswordHasher::new(4, params).map_err(|e| anyhow::anyhow!("{e}"))?,
+            options.identity.clone(),
+        )
+        .await?;
         let mut server = GrpcServer::new(options.settings, verifier);
+        crm_identity::register(&mut server, &identity);
         crm_core::register(&mut server, &core);
 
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -112,6 +142,11 @@ impl TestServer {
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .connect()
             .await?;
+        let followers = vec![
+            crm_auth::remote::follow_jwks(channel.clone(), Arc::clone(&jwks)),
+            crm_auth::remote::follow_revocations(channel.clone(), Arc::clone(&revocations)),
+        ];
+        tokio::time::timeout(Duration::from_secs(10), jwks.loaded()).await?;
         Ok(Self {
             addr,
             channel,
@@ -119,8 +154,10 @@ impl TestServer {
             verifier_settings,
             revocations,
             core,
+            identity,
             shutdown: Some(tx),
             task: Some(task),
+            followers,
         })
     }
 
@@ -149,6 +186,9 @@ impl TestServer {
 
     /// Signals shutdown and waits for the server to stop.
     pub async fn stop(mut self) {
+        for f in &self.followers {
+            f.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -160,6 +200,9 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        for f in &self.followers {
+            f.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

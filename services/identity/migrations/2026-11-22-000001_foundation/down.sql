@@ -1,0 +1,10 @@
+DROP TABLE revocations;
+DROP TABLE signing_keys;
+DROP TABLE refresh_tokens;
+DROP TABLE sessions;
+DROP TABLE memberships;
+DROP TABLE login_throttle;
+DROP TABLE users;
+DROP TABLE organizations;
+DROP TABLE outbox;
+DROP TABLE idempotency_keys;

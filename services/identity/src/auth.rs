@@ -1,0 +1,697 @@
+//! `AuthService`: password login with lockout, refresh-token rotation, logout.
+//!
+//! - Unknown email, wrong password and "not a member of that organization" are one answer
+//!   (UNAUTHENTICATED `INVALID_CREDENTIALS`) at one cost: the password is always checked, against
+//!   a dummy hash when the user is unknown.
+//! - Failures are counted per email whether or not it exists; five in a row lock it for 30 s,
+//!   doubling per lockout up to 15 min, unlocking by itself; a success resets the count.
+//! - Refresh tokens rotate on every use. A retry with the same token within the grace window,
+//!   from the same client, gets the same successor; any later reuse revokes the whole family and
+//!   the session, and the revocation reaches every service through `WatchRevocations`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crm_auth::layer::principal_of;
+use crm_auth::password::{HashError, PasswordHasher};
+use crm_auth::token::{Audience, Claims};
+use crm_auth::{MethodPolicy, Requirement};
+use crm_db::{AsyncPgConnection, DbError, DbPool, tenant};
+use crm_platform::ApiError;
+use crm_platform::api::names;
+use crm_platform::api::validate::Violations;
+use crm_proto::identity_v1::auth_service_server::AuthService;
+use crm_proto::identity_v1::{
+    LoginRequest, LogoutRequest, LogoutResponse, RefreshTokenRequest, RevocationKind, TokenResponse,
+};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::keys::KeyStore;
+use crate::revocations;
+use crate::schema::{
+    login_throttle as lt, memberships as m, refresh_tokens as rt, sessions as s, users as u,
+};
+use crate::secrets::TokenSecrets;
+use crate::{DOMAIN, IdentitySettings};
+
+const SERVICE: &str = "crm.identity.v1.AuthService";
+
+diesel::define_sql_function! {
+    /// PostgreSQL's `lower(text)`; the users' unique index is on `lower(email)`.
+    fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+const FIRST_PARTY_CLIENT: &str = "crm-first-party";
+const FAILURES_BEFORE_LOCKOUT: i32 = 5;
+const ACTIVE: i16 = 2;
+
+/// RPC requirements.
+#[must_use]
+pub fn policy() -> MethodPolicy {
+    MethodPolicy::new()
+        .with(SERVICE, "Login", Requirement::Public)
+        .with(SERVICE, "RefreshToken", Requirement::Public)
+        .with(SERVICE, "Logout", Requirement::Authenticated)
+}
+
+/// The handlers.
+#[derive(Clone)]
+pub struct AuthApi {
+    pool: DbPool,
+    keys: Arc<KeyStore>,
+    hasher: PasswordHasher,
+    secrets: TokenSecrets,
+    settings: IdentitySettings,
+    revoked: Arc<Notify>,
+}
+
+impl std::fmt::Debug for AuthApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthApi").finish_non_exhaustive()
+    }
+}
+
+fn status(e: ApiError) -> Status {
+    e.into_status(DOMAIN)
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::Unauthenticated {
+        reason: "INVALID_CREDENTIALS",
+        message: "the email, password or organization is not right".into(),
+    }
+}
+
+fn invalid_grant(message: &str) -> ApiError {
+    ApiError::Unauthenticated {
+        reason: "INVALID_GRANT",
+        message: message.into(),
+    }
+}
+
+/// Lockout length after the `n`-th lockout: `base` (30 s) doubling, at most 15 min.
+#[must_use]
+pub fn lockout_length(base: Duration, n: i32) -> Duration {
+    let exp = u32::try_from(n.saturating_sub(1)).unwrap_or(0).min(10);
+    base.saturating_mul(1 << exp)
+        .min(Duration::from_secs(15 * 60))
+}
+
+fn chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl AuthApi {
+    /// Handlers.
+    #[must_use]
+    pub fn new(
+        pool: DbPool,
+        keys: Arc<KeyStore>,
+        hasher: PasswordHasher,
+        secrets: TokenSecrets,
+        settings: IdentitySettings,
+        revoked: Arc<Notify>,
+    ) -> Self {
+        Self {
+            pool,
+            keys,
+            hasher,
+            secrets,
+            settings,
+            revoked,
+        }
+    }
+
+    fn access_token(
+        &self,
+        org: Uuid,
+        user: Uuid,
+        roles: Vec<String>,
+        session: Uuid,
+        client_id: &str,
+    ) -> Result<(String, i32), ApiError> {
+        let signer = self.keys.signer().ok_or(ApiError::Unavailable {
+            reason: "NO_SIGNING_KEY",
+        })?;
+        let now = Utc::now().timestamp();
+        let ttl = i64::try_from(self.settings.access_ttl.as_secs()).unwrap_or(300);
+        let claims = Claims {
+            iss: self.settings.issuer.clone(),
+            sub: format!("users/{user}"),
+            aud: Audience::One(self.settings.audience.clone()),
+            exp: now + ttl,
+            iat: now,
+            nbf: now,
+            jti: Uuid::now_v7().to_string(),
+            client_id: client_id.to_owned(),
+            scope: "crm".into(),
+            org_id: org.to_string(),
+            roles,
+            sid: Some(session.to_string()),
+        };
+        Ok((signer.sign(&claims), i32::try_from(ttl).unwrap_or(300)))
+    }
+
+    /// Returns the lock's remaining time if the email is locked now.
+    async fn locked_for(&self, email_key: &str) -> Result<Option<Duration>, ApiError> {
+        let mut conn = self.pool.get().await.map_err(DbError::from)?;
+        let until: Option<Option<DateTime<Utc>>> = lt::table
+            .filter(lt::email_key.eq(email_key))
+            .select(lt::locked_until)
+            .first(&mut conn)
+            .await
+            .optional()?;
+        let now = Utc::now();
+        Ok(until
+            .flatten()
+            .filter(|t| *t > now)
+            .and_then(|t| (t - now).to_std().ok()))
+    }
+
+    async fn record_failure(&self, email_key: &str) -> Result<(), ApiError> {
+        let mut conn = self.pool.get().await.map_err(DbError::from)?;
+        let (failures, lockouts): (i32, i32) = diesel::insert_into(lt::table)
+            .values((lt::email_key.eq(email_key), lt::failures.eq(1)))
+            .on_conflict(lt::email_key)
+            .do_update()
+            .set((
+                lt::failures.eq(lt::failures + 1),
+                lt::update_time.eq(diesel::dsl::now),
+            ))
+            .returning((lt::failures, lt::lockouts))
+            .get_result(&mut conn)
+            .await?;
+        if failures >= FAILURES_BEFORE_LOCKOUT {
+            let lockouts = lockouts + 1;
+            diesel::update(lt::table.filter(lt::email_key.eq(email_key)))
+                .set((
+                    lt::failures.eq(0),
+                    lt::lockouts.eq(lockouts),
+                    lt::locked_until
+                        .eq(Utc::now()
+                            + chrono(lockout_length(self.settings.lockout_base, lockouts))),
+                ))
+                .execute(&mut conn)
+                .await?;
+            tracing::warn!(lockouts, "login locked after repeated failures");
+        }
+        Ok(())
+    }
+
+    async fn reset_failures(&self, email_key: &str) -> Result<(), ApiError> {
+        let mut conn = self.pool.get().await.map_err(DbError::from)?;
+        diesel::delete(lt::table.filter(lt::email_key.eq(email_key)))
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn login(&self, body: LoginRequest) -> Result<TokenResponse, ApiError> {
+        let mut v = Violations::new();
+        if body.email.trim().is_empty() || body.email.len() > 254 {
+            v.push(
+                "email",
+                "REQUIRED",
+                "an email address of at most 254 characters is required",
+            );
+        }
+        if body.password.is_empty() || body.password.len() > 1024 {
+            v.push(
+                "password",
+                "REQUIRED",
+                "a password of at most 1024 bytes is required",
+            );
+        }
+        let org = names::parse_organization(&body.organization, "organization")
+            .map_err(|e| v.absorb(e))
+            .ok();
+        v.finish()?;
+        let org =
+            org.ok_or_else(|| ApiError::Internal("organization parsed without violation".into()))?;
+        let client_id = if body.client_id.is_empty() {
+            FIRST_PARTY_CLIENT.to_owned()
+        } else {
+            body.client_id
+        };
+        let email_key = body.email.trim().to_lowercase();
+
+        if let Some(wait) = self.locked_for(&email_key).await? {
+            return Err(ApiError::ResourceExhausted {
+                reason: "ACCOUNT_LOCKED",
+                message: "too many failed sign-ins; try again later".into(),
+                retry_after: Some(wait),
+            });
+        }
+
+        let user: Option<(Uuid, Option<String>)> = {
+            let mut conn = self.pool.get().await.map_err(DbError::from)?;
+            u::table
+                .filter(lower(u::email).eq(&email_key))
+                .select((u::id, u::password_hash))
+                .first(&mut conn)
+                .await
+                .optional()?
+        };
+        let stored = user.as_ref().and_then(|(_, h)| h.clone());
+        let verification = self
+            .hasher
+            .verify(body.password.clone(), stored.clone())
+            .await
+            .map_err(|e| match e {
+                HashError::Busy => ApiError::ResourceExhausted {
+                    reason: "LOGIN_CAPACITY",
+                    message: "too many sign-ins at once; retry shortly".into(),
+                    retry_after: Some(Duration::from_millis(200)),
+                },
+                HashError::Internal(detail) => ApiError::Internal(detail),
+            })?;
+
+        let membership = match (&user, verification.matches) {
+            (Some((user_id, _)), true) => {
+                let user_id = *user_id;
+                tenant::transaction(&self.pool, org, move |conn| {
+                    Box::pin(async move {
+                        m::table
+                            .filter(m::organization_id.eq(org))
+                            .filter(m::user_id.eq(user_id))
+                            .filter(m::status.eq(ACTIVE))
+                            .select(m::roles)
+                            .first::<Vec<String>>(&mut { conn })
+                            .await
+                            .optional()
+                            .map_err(ApiError::from)
+                    })
+                })
+                .await?
+            }
+            _ => None,
+        };
+        let (Some((user_id, _)), Some(roles)) = (user, membership) else {
+            self.record_failure(&email_key).await?;
+            return Err(invalid_credentials());
+        };
+        self.reset_failures(&email_key).await?;
+        if verification.needs_rehash {
+            self.rehash(user_id, body.password).await;
+        }
+
+        let session = Uuid::now_v7();
+        let refresh = self.secrets.mint(org);
+        let digest = self.secrets.digest(&refresh);
+        let now = Utc::now();
+        let session_expire = now + chrono(self.settings.session_ttl);
+        let refresh_expire = (now + chrono(self.settings.refresh_ttl)).min(session_expire);
+        let client = client_id.clone();
+        tenant::transaction(&self.pool, org, move |conn| {
+            Box::pin(async move {
+                diesel::insert_into(s::table)
+                    .values((
+                        s::organization_id.eq(org),
+                        s::id.eq(session),
+                        s::user_id.eq(user_id),
+                        s::client_id.eq(&client),
+                        s::expire_time.eq(session_expire),
+                    ))
+                    .execute(&mut { conn })
+                    .await?;
+                insert_refresh(
+                    conn,
+                    org,
+                    session,
+                    Uuid::now_v7(),
+                    digest,
+                    &client,
+                    refresh_expire,
+                )
+                .await?;
+                Ok::<_, ApiError>(())
+            })
+        })
+        .await?;
+        let (access_token, expires_in) =
+            self.access_token(org, user_id, roles, session, &client_id)?;
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in,
+            refresh_token: refresh,
+            refresh_expire_time: Some(crm_platform::api::time::timestamp(refresh_expire)),
+            session: format!("organizations/{org}/sessions/{session}"),
+            scope: "crm".into(),
+        })
+    }
+
+    /// Rehashes with the current parameters; skipped (not failed) when the pool is busy.
+    async fn rehash(&self, user_id: Uuid, password: String) {
+        let Ok(phc) = self.hasher.hash(password).await else {
+            return;
+        };
+        if let Ok(mut conn) = self.pool.get().await {
+            let _ = diesel::update(u::table.filter(u::id.eq(user_id)))
+                .set((
+                    u::password_hash.eq(phc),
+                    u::update_time.eq(diesel::dsl::now),
+                ))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+
+    async fn refresh(&self, body: RefreshTokenRequest) -> Result<TokenResponse, ApiError> {
+        if body.refresh_token.is_empty() || body.refresh_token.len() > 200 {
+            return Err(ApiError::invalid(
+                "refresh_token",
+                "REQUIRED",
+                "a refresh token is required",
+            ));
+        }
+        let org = TokenSecrets::organization_of(&body.refresh_token)
+            .ok_or_else(|| invalid_grant("the refresh token is not valid"))?;
+        let client_id = if body.client_id.is_empty() {
+            FIRST_PARTY_CLIENT.to_owned()
+        } else {
+            body.client_id
+        };
+        let digest = self.secrets.digest(&body.refresh_token);
+        let successor = self.secrets.successor(org, &body.refresh_token);
+        let successor_digest = self.secrets.digest(&successor);
+        let grace = chrono(self.settings.refresh_grace);
+        let refresh_ttl = chrono(self.settings.refresh_ttl);
+        let client = client_id.clone();
+        let outcome = tenant::transaction::<Refreshed, ApiError, _>(&self.pool, org, move |conn| {
+            Box::pin(async move {
+                let token: Option<RefreshRow> = rt::table
+                    .filter(rt::organization_id.eq(org))
+                    .filter(rt::digest.eq(&digest))
+                    .select(RefreshRow::as_select())
+                    .for_update()
+                    .first(&mut { conn })
+                    .await
+                    .optional()?;
+                let Some(RefreshRow {
+                    id,
+                    session_id: session,
+                    family_id: family,
+                    client_id: token_client,
+                    expire_time: expire,
+                    used_time: used,
+                    revoke_time: revoked,
+                }) = token
+                else {
+                    return Ok(Refreshed::Refused("the refresh token is not valid"));
+                };
+                let now = Utc::now();
+                let session_row: (Uuid, DateTime<Utc>, Option<DateTime<Utc>>) = s::table
+                    .filter(s::organization_id.eq(org))
+                    .filter(s::id.eq(session))
+                    .select((s::user_id, s::expire_time, s::revoke_time))
+                    .first(&mut { conn })
+                    .await?;
+                let (user_id, session_expire, session_revoked) = session_row;
+                if revoked.is_some()
+                    || session_revoked.is_some()
+                    || expire <= now
+                    || session_expire <= now
+                {
+                    return Ok(Refreshed::Refused(
+                        "the refresh token is expired or revoked",
+                    ));
+                }
+                if token_client != client {
+                    return Ok(Refreshed::Refused(
+                        "the refresh token was issued to another client",
+                    ));
+                }
+                match used {
+                    None => {
+                        let next_id = Uuid::now_v7();
+                        diesel::update(
+                            rt::table
+                                .filter(rt::organization_id.eq(org))
+                                .filter(rt::id.eq(id)),
+                        )
+                        .set((rt::used_time.eq(now), rt::successor_id.eq(next_id)))
+                        .execute(&mut { conn })
+                        .await?;
+                        let next_expire = (now + refresh_ttl).min(session_expire);
+                        insert_refresh(
+                            conn,
+                            org,
+                            session,
+                            family,
+                            successor_digest,
+                            &client,
+                            next_expire,
+                        )
+                        .await?;
+                        Ok(Refreshed::Issued {
+                            user_id,
+                            session,
+                            expire: next_expire,
+                        })
+                    }
+                    Some(used_at) if now - used_at <= grace => {
+                        // A retry of a refresh that already succeeded: the same successor again.
+                        let next_expire: DateTime<Utc> = rt::table
+                            .filter(rt::organization_id.eq(org))
+                            .filter(rt::digest.eq(&successor_digest))
+                            .filter(rt::revoke_time.is_null())
+                            .select(rt::expire_time)
+                            .first(&mut { conn })
+                            .await
+                            .optional()?
+                            .ok_or(ApiError::Unauthenticated {
+                                reason: "INVALID_GRANT",
+                                message: "the refresh token is not valid".into(),
+                            })?;
+                        Ok(Refreshed::Issued {
+                            user_id,
+                            session,
+                            expire: next_expire,
+                        })
+                    }
+                    Some(_) => {
+                        // Reuse after rotation: someone else holds a copy. End the family and session.
+                        diesel::update(
+                            rt::table
+                                .filter(rt::organization_id.eq(org))
+                                .filter(rt::family_id.eq(family)),
+                        )
+                        .set(rt::revoke_time.eq(now))
+                        .execute(&mut { conn })
+                        .await?;
+                        diesel::update(
+                            s::table
+                                .filter(s::organization_id.eq(org))
+                                .filter(s::id.eq(session)),
+                        )
+                        .set(s::revoke_time.eq(now))
+                        .execute(&mut { conn })
+                        .await?;
+                        revocations::record(
+                            conn,
+                            RevocationKind::Session,
+                            &session.to_string(),
+                            None,
+                        )
+                        .await?;
+                        Ok(Refreshed::Reused)
+                    }
+                }
+            })
+        })
+        .await?;
+        let (user_id, session, expire) = match outcome {
+            Refreshed::Issued {
+                user_id,
+                session,
+                expire,
+            } => (user_id, session, expire),
+            Refreshed::Refused(message) => return Err(invalid_grant(message)),
+            Refreshed::Reused => {
+                self.revoked.notify_waiters();
+                tracing::warn!(%org, "refresh token reuse detected; family and session revoked");
+                return Err(ApiError::Unauthenticated {
+                    reason: "REFRESH_TOKEN_REUSED",
+                    message: "the refresh token was already used; the session has been ended"
+                        .into(),
+                });
+            }
+        };
+        let roles = self
+            .current_roles(org, user_id)
+            .await?
+            .ok_or_else(|| invalid_grant("the membership is no longer active"))?;
+        let (access_token, expires_in) =
+            self.access_token(org, user_id, roles, session, &client_id)?;
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in,
+            refresh_token: successor,
+            refresh_expire_time: Some(crm_platform::api::time::timestamp(expire)),
+            session: format!("organizations/{org}/sessions/{session}"),
+            scope: "crm".into(),
+        })
+    }
+
+    async fn current_roles(
+        &self,
+        org: Uuid,
+        user_id: Uuid,
+    ) -> Result<Option<Vec<String>>, ApiError> {
+        tenant::transaction(&self.pool, org, move |conn| {
+            Box::pin(async move {
+                m::table
+                    .filter(m::organization_id.eq(org))
+                    .filter(m::user_id.eq(user_id))
+                    .filter(m::status.eq(ACTIVE))
+                    .select(m::roles)
+                    .first::<Vec<String>>(&mut { conn })
+                    .await
+                    .optional()
+                    .map_err(ApiError::from)
+            })
+        })
+        .await
+    }
+}
+
+/// The columns of a refresh token that a refresh decides on.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = rt)]
+struct RefreshRow {
+    id: Uuid,
+    session_id: Uuid,
+    family_id: Uuid,
+    client_id: String,
+    expire_time: DateTime<Utc>,
+    used_time: Option<DateTime<Utc>>,
+    revoke_time: Option<DateTime<Utc>>,
+}
+
+enum Refreshed {
+    Issued {
+        user_id: Uuid,
+        session: Uuid,
+        expire: DateTime<Utc>,
+    },
+    Refused(&'static str),
+    Reused,
+}
+
+async fn insert_refresh(
+    conn: &AsyncPgConnection,
+    org: Uuid,
+    session: Uuid,
+    family: Uuid,
+    digest: Vec<u8>,
+    client: &str,
+    expire: DateTime<Utc>,
+) -> Result<(), diesel::result::Error> {
+    diesel::insert_into(rt::table)
+        .values((
+            rt::organization_id.eq(org),
+            rt::id.eq(Uuid::now_v7()),
+            rt::session_id.eq(session),
+            rt::family_id.eq(family),
+            rt::digest.eq(digest),
+            rt::client_id.eq(client),
+            rt::expire_time.eq(expire),
+        ))
+        .execute(&mut { conn })
+        .await?;
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthApi {
+    async fn login(&self, req: Request<LoginRequest>) -> Result<Response<TokenResponse>, Status> {
+        self.login(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn refresh_token(
+        &self,
+        req: Request<RefreshTokenRequest>,
+    ) -> Result<Response<TokenResponse>, Status> {
+        self.refresh(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn logout(
+        &self,
+        req: Request<LogoutRequest>,
+    ) -> Result<Response<LogoutResponse>, Status> {
+        let principal = principal_of(&req)?;
+        let org = principal.organization;
+        let session = principal
+            .session_id
+            .as_deref()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or_else(|| {
+                status(ApiError::FailedPrecondition {
+                    reason: "NO_SESSION",
+                    message: "this token has no session to end".into(),
+                })
+            })?;
+        let pool = self.pool.clone();
+        let write = async move {
+            tenant::transaction(&pool, org, move |conn| {
+                Box::pin(async move {
+                    let now = Utc::now();
+                    diesel::update(
+                        s::table
+                            .filter(s::organization_id.eq(org))
+                            .filter(s::id.eq(session)),
+                    )
+                    .set(s::revoke_time.eq(now))
+                    .execute(&mut { conn })
+                    .await?;
+                    diesel::update(
+                        rt::table
+                            .filter(rt::organization_id.eq(org))
+                            .filter(rt::session_id.eq(session)),
+                    )
+                    .set(rt::revoke_time.eq(now))
+                    .execute(&mut { conn })
+                    .await?;
+                    revocations::record(conn, RevocationKind::Session, &session.to_string(), None)
+                        .await?;
+                    Ok::<_, ApiError>(())
+                })
+            })
+            .await
+        };
+        crm_platform::mutation::detached(None, write)
+            .await
+            .map_err(status)?;
+        self.revoked.notify_waiters();
+        Ok(Response::new(LogoutResponse {
+            session: format!("organizations/{org}/sessions/{session}"),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lockouts_double_up_to_fifteen_minutes() {
+        let base = Duration::from_secs(30);
+        assert_eq!(lockout_length(base, 1), Duration::from_secs(30));
+        assert_eq!(lockout_length(base, 2), Duration::from_secs(60));
+        assert_eq!(lockout_length(base, 5), Duration::from_secs(480));
+        assert_eq!(lockout_length(base, 6), Duration::from_secs(900));
+        assert_eq!(lockout_length(base, 40), Duration::from_secs(900));
+    }
+}

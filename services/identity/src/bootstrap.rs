@@ -1,0 +1,85 @@
+//! Creating an organization with its first administrator, for `crm up --demo` and tests. (The
+//! organization and member RPCs that an operator calls come with the rest of identity.)
+
+use crm_auth::password::PasswordHasher;
+use crm_db::{DbError, DbPool, tenant};
+use crm_platform::ApiError;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+use crate::schema::{memberships as m, organizations as o, users as u};
+
+/// Ensures organization `org` exists, that a user with `email` exists (with `password` when
+/// created), and that the user is an active member with `roles`. Idempotent.
+///
+/// # Errors
+/// Database or hashing failures.
+pub async fn ensure_member(
+    pool: &DbPool,
+    hasher: &PasswordHasher,
+    org: Uuid,
+    org_display_name: &str,
+    email: &str,
+    password: &str,
+    roles: &[&str],
+) -> Result<Uuid, ApiError> {
+    let phc = hasher
+        .hash(password.to_owned())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut conn = pool.get().await.map_err(DbError::from)?;
+    diesel::insert_into(o::table)
+        .values((o::id.eq(org), o::display_name.eq(org_display_name)))
+        .on_conflict_do_nothing()
+        .execute(&mut conn)
+        .await?;
+    let email_key = email.trim().to_lowercase();
+    let existing: Option<Uuid> = u::table
+        .filter(u::email.eq(&email_key))
+        .select(u::id)
+        .first(&mut conn)
+        .await
+        .optional()?;
+    let user = match existing {
+        Some(id) => id,
+        None => {
+            let id = Uuid::now_v7();
+            diesel::insert_into(u::table)
+                .values((
+                    u::id.eq(id),
+                    u::email.eq(&email_key),
+                    u::display_name.eq(&email_key),
+                    u::password_hash.eq(phc),
+                ))
+                .execute(&mut conn)
+                .await?;
+            id
+        }
+    };
+    drop(conn);
+    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+    tenant::transaction(pool, org, move |conn| {
+        Box::pin(async move {
+            diesel::insert_into(m::table)
+                .values((
+                    m::organization_id.eq(org),
+                    m::user_id.eq(user),
+                    m::roles.eq(&roles),
+                    m::status.eq(2i16),
+                ))
+                .on_conflict((m::organization_id, m::user_id))
+                .do_update()
+                .set((
+                    m::roles.eq(&roles),
+                    m::status.eq(2i16),
+                    m::update_time.eq(diesel::dsl::now),
+                ))
+                .execute(&mut { conn })
+                .await?;
+            Ok::<_, ApiError>(())
+        })
+    })
+    .await?;
+    Ok(user)
+}

@@ -1,0 +1,165 @@
+//! Identity service: organizations, users, memberships, sessions, access and refresh tokens,
+//! signing keys (JWKS) and the revocation stream every other service follows.
+
+pub mod auth;
+pub mod bootstrap;
+pub mod jwks;
+pub mod keys;
+pub mod revocations;
+pub mod schema;
+pub mod secrets;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crm_auth::MethodPolicy;
+use crm_auth::password::PasswordHasher;
+use crm_db::DbPool;
+use crm_db::migrate::ServiceSchema;
+use crm_platform::GrpcServer;
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use tokio::sync::Notify;
+
+/// `ErrorInfo.domain` of this service's errors.
+pub const DOMAIN: &str = "identity.crm";
+
+/// The identity schema's migrations.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+fn migrations() -> EmbeddedMigrations {
+    MIGRATIONS
+}
+
+/// Schema `identity`, roles `identity_owner` / `identity_app`.
+pub const SCHEMA: ServiceSchema = ServiceSchema {
+    name: "identity",
+    migrations,
+};
+
+/// Token lifetimes and names.
+#[derive(Debug, Clone)]
+pub struct IdentitySettings {
+    /// `iss` of issued tokens.
+    pub issuer: String,
+    /// `aud` of issued tokens.
+    pub audience: String,
+    /// Access-token lifetime for users (5 min).
+    pub access_ttl: Duration,
+    /// Refresh-token lifetime (30 days, never past the session).
+    pub refresh_ttl: Duration,
+    /// Session lifetime (30 days).
+    pub session_ttl: Duration,
+    /// How long a retried refresh gets the same successor.
+    pub refresh_grace: Duration,
+    /// First lockout length (doubling per lockout, at most 15 min).
+    pub lockout_base: Duration,
+    /// Key rotation.
+    pub rotation: keys::RotationPolicy,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        Self {
+            issuer: "crm-identity".into(),
+            audience: "crm".into(),
+            access_ttl: Duration::from_secs(300),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_grace: Duration::from_secs(20),
+            lockout_base: Duration::from_secs(30),
+            rotation: keys::RotationPolicy::default(),
+        }
+    }
+}
+
+/// What the identity handlers share.
+#[derive(Clone)]
+pub struct IdentityState {
+    /// Pool connected as `identity_app`.
+    pub pool: DbPool,
+    /// Signing keys.
+    pub keys: Arc<keys::KeyStore>,
+    /// Password hashing pool.
+    pub hasher: PasswordHasher,
+    /// Refresh-token key.
+    pub secrets: secrets::TokenSecrets,
+    /// Lifetimes and names.
+    pub settings: IdentitySettings,
+    /// Woken after revocations commit.
+    pub revoked: Arc<Notify>,
+}
+
+impl std::fmt::Debug for IdentityState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityState")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdentityState {
+    /// Builds the state and loads (or creates) the signing keys.
+    ///
+    /// # Errors
+    /// When the keys cannot be loaded or created.
+    pub async fn start(
+        pool: DbPool,
+        kek: keys::Kek,
+        token_secret: &[u8],
+        hasher: PasswordHasher,
+        settings: IdentitySettings,
+    ) -> Result<Self, keys::KeyError> {
+        let keys = Arc::new(keys::KeyStore::new(
+            pool.clone(),
+            kek,
+            settings.rotation.clone(),
+        ));
+        keys.rotate_and_reload().await?;
+        Ok(Self {
+            pool,
+            keys,
+            hasher,
+            secrets: secrets::TokenSecrets::new(token_secret),
+            settings,
+            revoked: Arc::new(Notify::new()),
+        })
+    }
+}
+
+/// Every identity RPC and what it needs.
+#[must_use]
+pub fn policy() -> MethodPolicy {
+    auth::policy()
+        .merge(&jwks::policy())
+        .merge(&revocations::policy())
+}
+
+/// Adds the identity services to `server`.
+pub fn register(server: &mut GrpcServer, state: &IdentityState) {
+    use crm_proto::identity_v1::auth_service_server::AuthServiceServer;
+    use crm_proto::identity_v1::key_service_server::KeyServiceServer;
+    use crm_proto::identity_v1::revocation_service_server::RevocationServiceServer;
+    let limit = server.settings().max_message_bytes;
+    let auth = AuthServiceServer::new(auth::AuthApi::new(
+        state.pool.clone(),
+        Arc::clone(&state.keys),
+        state.hasher.clone(),
+        state.secrets.clone(),
+        state.settings.clone(),
+        Arc::clone(&state.revoked),
+    ))
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
+    let keys = KeyServiceServer::new(jwks::KeyApi::new(Arc::clone(&state.keys)));
+    let revocations = RevocationServiceServer::new(revocations::RevocationApi::new(
+        state.pool.clone(),
+        Arc::clone(&state.revoked),
+    ));
+    server.add_service(auth, &auth::policy(), Some(state.pool.clone()));
+    server.add_service(keys, &jwks::policy(), Some(state.pool.clone()));
+    server.add_service(
+        revocations,
+        &revocations::policy(),
+        Some(state.pool.clone()),
+    );
+}

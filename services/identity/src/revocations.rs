@@ -1,0 +1,178 @@
+//! The revocation log and `RevocationService.WatchRevocations`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crm_auth::{MethodPolicy, Requirement};
+use crm_db::outbox::Cursor;
+use crm_db::{AsyncPgConnection, DbError, DbPool};
+use crm_platform::ApiError;
+use crm_platform::api::time::{optional_timestamp, timestamp};
+use crm_proto::identity_v1::revocation_service_server::RevocationService;
+use crm_proto::identity_v1::{
+    Revocation, RevocationKind, WatchRevocationsRequest, WatchRevocationsResponse,
+};
+use diesel::sql_types::{BigInt, Bool, Int2, Nullable, Text, Timestamptz};
+use diesel_async::RunQueryDsl;
+use tokio::sync::Notify;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::DOMAIN;
+
+const SERVICE: &str = "crm.identity.v1.RevocationService";
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a revocation matters: longer than any access token lives.
+pub const RELEVANT_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// RPC requirements. Revocations carry opaque ids only; every service must be able to follow
+/// them before it holds credentials of its own.
+#[must_use]
+pub fn policy() -> MethodPolicy {
+    MethodPolicy::new().with(SERVICE, "WatchRevocations", Requirement::Public)
+}
+
+/// Records a revocation in the caller's transaction.
+///
+/// # Errors
+/// The database error.
+pub async fn record(
+    conn: &AsyncPgConnection,
+    kind: RevocationKind,
+    value: &str,
+    issued_before: Option<DateTime<Utc>>,
+) -> Result<(), diesel::result::Error> {
+    let expire = Utc::now() + chrono::Duration::from_std(RELEVANT_FOR).unwrap_or_default();
+    diesel::sql_query(
+        "INSERT INTO revocations (kind, value, issued_before, expire_time) VALUES ($1, $2, $3, $4)",
+    )
+    .bind::<Int2, _>(kind as i16)
+    .bind::<Text, _>(value)
+    .bind::<Nullable<Timestamptz>, _>(issued_before)
+    .bind::<Timestamptz, _>(expire)
+    .execute(&mut { conn })
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, diesel::QueryableByName)]
+struct Row {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    txid: String,
+    #[diesel(sql_type = Int2)]
+    kind: i16,
+    #[diesel(sql_type = Text)]
+    value: String,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    issued_before: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Timestamptz)]
+    create_time: DateTime<Utc>,
+}
+
+async fn read_after(
+    pool: &DbPool,
+    after: Cursor,
+    include_expired: bool,
+) -> Result<Vec<Row>, DbError> {
+    let mut conn = pool.get().await?;
+    // Commit-safe order, as for the outbox: only transactions below the snapshot's xmin.
+    Ok(diesel::sql_query(
+        "SELECT id, txid::text AS txid, kind, value, issued_before, create_time FROM revocations \
+          WHERE (txid, id) > ($1::xid8, $2) \
+            AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+            AND ($3 OR expire_time > now()) \
+          ORDER BY txid, id LIMIT 500",
+    )
+    .bind::<Text, _>(after.txid.to_string())
+    .bind::<BigInt, _>(after.id)
+    .bind::<Bool, _>(include_expired)
+    .load(&mut conn)
+    .await?)
+}
+
+/// The stream handlers.
+#[derive(Debug, Clone)]
+pub struct RevocationApi {
+    pool: DbPool,
+    written: Arc<Notify>,
+}
+
+impl RevocationApi {
+    /// Handlers over `pool`; `written` is notified after revocations commit.
+    #[must_use]
+    pub fn new(pool: DbPool, written: Arc<Notify>) -> Self {
+        Self { pool, written }
+    }
+}
+
+type RevocationStream =
+    Pin<Box<dyn Stream<Item = Result<WatchRevocationsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RevocationService for RevocationApi {
+    type WatchRevocationsStream = RevocationStream;
+
+    async fn watch_revocations(
+        &self,
+        req: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let body = req.into_inner();
+        let mut cursor =
+            Cursor::decode(&body.cursor).map_err(|e| ApiError::from(e).into_status(DOMAIN))?;
+        let mut include_expired = !body.cursor.is_empty();
+        let api = self.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let notified = api.written.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                match read_after(&api.pool, cursor, include_expired).await {
+                    Ok(rows) if rows.is_empty() => {
+                        tokio::select! {
+                            () = &mut notified => {}
+                            () = tokio::time::sleep(POLL_INTERVAL) => {}
+                            () = tx.closed() => return,
+                        }
+                    }
+                    Ok(rows) => {
+                        include_expired = true;
+                        if let Some(last) = rows.last() {
+                            cursor = Cursor {
+                                txid: last.txid.parse().unwrap_or(cursor.txid),
+                                id: last.id,
+                            };
+                        }
+                        let revocations = rows
+                            .into_iter()
+                            .map(|r| Revocation {
+                                kind: i32::from(r.kind),
+                                value: r.value,
+                                issued_before: optional_timestamp(r.issued_before),
+                                create_time: Some(timestamp(r.create_time)),
+                            })
+                            .collect();
+                        let batch = WatchRevocationsResponse {
+                            revocations,
+                            cursor: cursor.encode(),
+                        };
+                        if tx.send(Ok(batch)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(ApiError::from(e).into_status(DOMAIN))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

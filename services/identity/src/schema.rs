@@ -1,0 +1,98 @@
+// Diesel schema of the `identity` schema; tables resolve through the connection's search_path.
+// Checked against the migrated database by the schema drift test. (xid8 columns are read with
+// raw SQL and are not declared here.)
+
+diesel::table! {
+    organizations (id) {
+        id -> Uuid,
+        display_name -> Text,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        revision -> Int8,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        email -> Text,
+        display_name -> Text,
+        password_hash -> Nullable<Text>,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        revision -> Int8,
+    }
+}
+
+diesel::table! {
+    login_throttle (email_key) {
+        email_key -> Text,
+        failures -> Int4,
+        lockouts -> Int4,
+        locked_until -> Nullable<Timestamptz>,
+        update_time -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    memberships (organization_id, user_id) {
+        organization_id -> Uuid,
+        user_id -> Uuid,
+        roles -> Array<Text>,
+        status -> Int2,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        revision -> Int8,
+    }
+}
+
+diesel::table! {
+    sessions (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        user_id -> Uuid,
+        client_id -> Text,
+        create_time -> Timestamptz,
+        expire_time -> Timestamptz,
+        revoke_time -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        session_id -> Uuid,
+        family_id -> Uuid,
+        digest -> Bytea,
+        client_id -> Text,
+        create_time -> Timestamptz,
+        expire_time -> Timestamptz,
+        used_time -> Nullable<Timestamptz>,
+        successor_id -> Nullable<Uuid>,
+        revoke_time -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    signing_keys (kid) {
+        kid -> Text,
+        state -> Int2,
+        public_key -> Bytea,
+        sealed_private_key -> Bytea,
+        create_time -> Timestamptz,
+        activate_time -> Nullable<Timestamptz>,
+        retire_time -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    revocations (id) {
+        id -> Int8,
+        kind -> Int2,
+        value -> Text,
+        issued_before -> Nullable<Timestamptz>,
+        create_time -> Timestamptz,
+        expire_time -> Timestamptz,
+    }
+}

@@ -1,0 +1,162 @@
+//! Keys and revocations pushed by identity: every service follows `WatchJwks` and
+//! `WatchRevocations` in background tasks, so verifying a token needs no database or network
+//! call, and a revocation reaches every service within about a second.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use crm_proto::identity_v1::key_service_client::KeyServiceClient;
+use crm_proto::identity_v1::revocation_service_client::RevocationServiceClient;
+use crm_proto::identity_v1::{Jwks, RevocationKind, WatchJwksRequest, WatchRevocationsRequest};
+use ed25519_dalek::VerifyingKey;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::keys::KeySource;
+use crate::revocation::RevocationSet;
+
+/// The key set last received from identity.
+#[derive(Debug)]
+pub struct JwksKeys {
+    keys: RwLock<HashMap<String, VerifyingKey>>,
+    loaded: watch::Sender<bool>,
+}
+
+impl Default for JwksKeys {
+    fn default() -> Self {
+        Self {
+            keys: RwLock::new(HashMap::new()),
+            loaded: watch::channel(false).0,
+        }
+    }
+}
+
+impl JwksKeys {
+    /// An empty set.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the set with the Ed25519 keys of `jwks` (others are ignored).
+    pub fn replace(&self, jwks: &Jwks) {
+        let keys: HashMap<String, VerifyingKey> = jwks
+            .keys
+            .iter()
+            .filter(|k| k.kty == "OKP" && k.crv == "Ed25519")
+            .filter_map(|k| {
+                let bytes: [u8; 32] = URL_SAFE_NO_PAD.decode(&k.x).ok()?.try_into().ok()?;
+                Some((k.kid.clone(), VerifyingKey::from_bytes(&bytes).ok()?))
+            })
+            .collect();
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = keys;
+        }
+        self.loaded.send_replace(true);
+    }
+
+    /// Waits until a key set has been received at least once.
+    pub async fn loaded(&self) {
+        let mut rx = self.loaded.subscribe();
+        let _ = rx.wait_for(|l| *l).await;
+    }
+}
+
+impl KeySource for JwksKeys {
+    fn key(&self, kid: &str) -> Option<VerifyingKey> {
+        self.keys.read().ok().and_then(|k| k.get(kid).copied())
+    }
+}
+
+/// Several key sources, asked in order.
+pub struct KeyChain(pub Vec<Arc<dyn KeySource>>);
+
+impl std::fmt::Debug for KeyChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyChain({} sources)", self.0.len())
+    }
+}
+
+impl KeySource for KeyChain {
+    fn key(&self, kid: &str) -> Option<VerifyingKey> {
+        self.0.iter().find_map(|s| s.key(kid))
+    }
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Follows `WatchJwks` on `channel` forever, reconnecting with backoff.
+pub fn follow_jwks(channel: Channel, keys: Arc<JwksKeys>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let mut client = KeyServiceClient::new(channel.clone());
+            match client.watch_jwks(WatchJwksRequest {}).await {
+                Ok(response) => {
+                    let mut stream = response.into_inner();
+                    while let Ok(Some(jwks)) = stream.message().await {
+                        keys.replace(&jwks);
+                        backoff = MIN_BACKOFF;
+                    }
+                }
+                Err(status) => tracing::debug!(%status, "WatchJwks unavailable; retrying"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    })
+}
+
+/// Follows `WatchRevocations` on `channel` forever, resuming from its cursor after a
+/// disconnect, and applies each revocation to `set`.
+pub fn follow_revocations(
+    channel: Channel,
+    set: Arc<RevocationSet>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut cursor = String::new();
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let mut client = RevocationServiceClient::new(channel.clone());
+            match client
+                .watch_revocations(WatchRevocationsRequest {
+                    cursor: cursor.clone(),
+                })
+                .await
+            {
+                Ok(response) => {
+                    let mut stream = response.into_inner();
+                    while let Ok(Some(batch)) = stream.message().await {
+                        for r in &batch.revocations {
+                            apply(&set, r);
+                        }
+                        cursor = batch.cursor;
+                        backoff = MIN_BACKOFF;
+                    }
+                }
+                Err(status) => tracing::debug!(%status, "WatchRevocations unavailable; retrying"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    })
+}
+
+fn apply(set: &RevocationSet, r: &crm_proto::identity_v1::Revocation) {
+    match RevocationKind::try_from(r.kind) {
+        Ok(RevocationKind::Session) => set.revoke_session(r.value.clone()),
+        Ok(RevocationKind::Token) => set.revoke_token(r.value.clone()),
+        Ok(RevocationKind::Client) => set.revoke_client(r.value.clone()),
+        Ok(RevocationKind::Subject) => {
+            let before = r.issued_before.as_ref().map_or(i64::MAX, |t| t.seconds);
+            set.revoke_subject(r.value.clone(), before);
+        }
+        Ok(RevocationKind::Unspecified) | Err(_) => {
+            tracing::warn!(kind = r.kind, "unknown revocation kind ignored");
+        }
+    }
+}
