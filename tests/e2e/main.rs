@@ -11,6 +11,7 @@
 mod customers;
 mod events;
 mod health;
+mod identity;
 mod migrations;
 mod outbox;
 mod pagination;

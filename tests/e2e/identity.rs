@@ -1,0 +1,272 @@
+//! Identity: login, lockout, refresh rotation, logout, and revocation reaching core.
+
+use std::time::{Duration, Instant};
+
+use crm_proto::core_v1::ListCustomersRequest;
+use crm_proto::identity_v1::auth_service_client::AuthServiceClient;
+use crm_proto::identity_v1::key_service_client::KeyServiceClient;
+use crm_proto::identity_v1::{
+    GetJwksRequest, LoginRequest, LogoutRequest, RefreshTokenRequest, TokenResponse,
+};
+use crm_testkit::TestServer;
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+use crate::support::{Env, reason};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Member {
+    env: Env,
+    email: String,
+}
+
+async fn member(roles: &[&str]) -> Member {
+    let env = Env::new().await;
+    let email = format!("{}@example.com", Uuid::now_v7().simple());
+    crm_identity::bootstrap::ensure_member(
+        &env.server.identity.pool,
+        &env.server.identity.hasher,
+        env.org,
+        "Acme Septic",
+        &email,
+        PASSWORD,
+        roles,
+    )
+    .await
+    .unwrap();
+    Member { env, email }
+}
+
+impl Member {
+    fn auth(&self) -> AuthServiceClient<tonic::transport::Channel> {
+        AuthServiceClient::new(self.env.server.channel.clone())
+    }
+
+    async fn login_as(&self, email: &str, password: &str) -> Result<TokenResponse, Status> {
+        self.auth()
+            .login(LoginRequest {
+                email: email.to_owned(),
+                password: password.to_owned(),
+                organization: self.env.parent(),
+                client_id: String::new(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn login(&self) -> TokenResponse {
+        self.login_as(&self.email, PASSWORD).await.unwrap()
+    }
+
+    async fn refresh(&self, token: &str) -> Result<TokenResponse, Status> {
+        self.auth()
+            .refresh_token(RefreshTokenRequest {
+                refresh_token: token.to_owned(),
+                client_id: String::new(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn list_customers(&self, access_token: &str) -> Result<(), Status> {
+        self.env
+            .customers()
+            .list_customers(TestServer::request(
+                access_token,
+                ListCustomersRequest {
+                    parent: self.env.parent(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(|_| ())
+    }
+
+    /// Waits (at most 3 s) until core refuses `access_token`; returns how long it took.
+    async fn refused_within(&self, access_token: &str) -> Duration {
+        let started = Instant::now();
+        loop {
+            match self.list_customers(access_token).await {
+                Err(s) if s.code() == Code::Unauthenticated => {
+                    assert_eq!(reason(&s), "TOKEN_REVOKED");
+                    return started.elapsed();
+                }
+                Ok(()) if started.elapsed() < Duration::from_secs(3) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => panic!("the revoked token was not refused in time: {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn login_gives_tokens_that_core_accepts_and_keys_are_published() {
+    let m = member(&["crm.sales"]).await;
+    let tokens = m.login().await;
+    assert_eq!(tokens.token_type, "Bearer");
+    assert_eq!(tokens.expires_in, 300);
+    assert!(tokens.refresh_token.starts_with("rt1."));
+    assert!(
+        tokens
+            .session
+            .starts_with(&format!("{}/sessions/", m.env.parent()))
+    );
+    m.list_customers(&tokens.access_token).await.unwrap();
+
+    let jwks = KeyServiceClient::new(m.env.server.channel.clone())
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!jwks.keys.is_empty());
+    assert!(
+        jwks.keys
+            .iter()
+            .all(|k| k.kty == "OKP" && k.crv == "Ed25519" && k.alg == "EdDSA")
+    );
+
+    // Only hashes of refresh tokens and sealed private keys are stored.
+    let stored = crate::support::count(
+        &m.env.db,
+        &format!("SELECT count(*) AS n FROM identity.refresh_tokens WHERE convert_from(digest, 'LATIN1') LIKE '%{}%'", &tokens.refresh_token[45..]),
+    )
+    .await;
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn unknown_user_wrong_password_and_foreign_org_look_the_same() {
+    let m = member(&["crm.sales"]).await;
+    let wrong = m.login_as(&m.email, "not the password").await.unwrap_err();
+    let unknown = m
+        .login_as("nobody@example.com", PASSWORD)
+        .await
+        .unwrap_err();
+    let foreign = m
+        .auth()
+        .login(LoginRequest {
+            email: m.email.clone(),
+            password: PASSWORD.into(),
+            organization: format!("organizations/{}", Uuid::now_v7()),
+            client_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    for s in [&wrong, &unknown, &foreign] {
+        assert_eq!(s.code(), Code::Unauthenticated);
+        assert_eq!(s.message(), wrong.message());
+        assert_eq!(reason(s), "INVALID_CREDENTIALS");
+    }
+    // Email is matched case-insensitively.
+    m.login_as(&m.email.to_uppercase(), PASSWORD).await.unwrap();
+
+    let bad = m.login_as("", "").await.unwrap_err();
+    crate::support::assert_invalid_field(&bad, "email");
+    crate::support::assert_invalid_field(&bad, "password");
+}
+
+#[tokio::test]
+async fn lockout_after_five_failures_unlocks_by_itself_and_success_resets() {
+    let m = member(&["crm.sales"]).await;
+    for _ in 0..5 {
+        let s = m.login_as(&m.email, "wrong").await.unwrap_err();
+        assert_eq!(s.code(), Code::Unauthenticated);
+    }
+    // The sixth attempt is refused even with the right password.
+    let locked = m.login_as(&m.email, PASSWORD).await.unwrap_err();
+    assert_eq!(locked.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&locked), "ACCOUNT_LOCKED");
+    assert!(
+        tonic_types::StatusExt::get_error_details(&locked)
+            .retry_info()
+            .is_some()
+    );
+    // Unknown emails lock the same way: lockout reveals nothing about who exists.
+    for _ in 0..5 {
+        let _ = m.login_as("ghost@example.com", "x").await;
+    }
+    assert_eq!(
+        m.login_as("ghost@example.com", "x")
+            .await
+            .unwrap_err()
+            .code(),
+        Code::ResourceExhausted
+    );
+
+    // The test server's first lockout lasts 1 s.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    m.login().await;
+    // A success reset the count: four more failures do not lock.
+    for _ in 0..4 {
+        assert_eq!(
+            m.login_as(&m.email, "wrong").await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
+    }
+    m.login().await;
+}
+
+#[tokio::test]
+async fn refresh_rotates_tolerates_races_and_revokes_the_family_on_reuse() {
+    let m = member(&["crm.sales"]).await;
+    let first = m.login().await;
+
+    // Parallel refreshes of one token: one successor, returned to both.
+    let (a, b) = tokio::join!(
+        m.refresh(&first.refresh_token),
+        m.refresh(&first.refresh_token)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.refresh_token, b.refresh_token);
+    assert_ne!(a.refresh_token, first.refresh_token);
+    assert_eq!(a.session, first.session);
+    m.list_customers(&a.access_token).await.unwrap();
+
+    // The successor rotates normally.
+    let second = m.refresh(&a.refresh_token).await.unwrap();
+    assert_ne!(second.refresh_token, a.refresh_token);
+
+    // A replay of the first token after the grace window revokes everything of the session.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let replay = m.refresh(&first.refresh_token).await.unwrap_err();
+    assert_eq!(replay.code(), Code::Unauthenticated);
+    assert_eq!(reason(&replay), "REFRESH_TOKEN_REUSED");
+    assert_eq!(
+        reason(&m.refresh(&second.refresh_token).await.unwrap_err()),
+        "INVALID_GRANT"
+    );
+    let took = m.refused_within(&second.access_token).await;
+    assert!(took < Duration::from_secs(3));
+
+    assert_eq!(
+        reason(&m.refresh("rt1.garbage").await.unwrap_err()),
+        "INVALID_GRANT"
+    );
+}
+
+#[tokio::test]
+async fn logout_is_refused_by_core_within_about_a_second() {
+    let m = member(&["crm.sales"]).await;
+    let tokens = m.login().await;
+    let other_session = m.login().await;
+    m.list_customers(&tokens.access_token).await.unwrap();
+    let out = m
+        .auth()
+        .logout(TestServer::request(&tokens.access_token, LogoutRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.session, tokens.session);
+    let took = m.refused_within(&tokens.access_token).await;
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(
+        reason(&m.refresh(&tokens.refresh_token).await.unwrap_err()),
+        "INVALID_GRANT"
+    );
+    // Other sessions of the same user are untouched.
+    m.list_customers(&other_session.access_token).await.unwrap();
+    let anonymous = m.auth().logout(LogoutRequest {}).await.unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+}
