@@ -27,11 +27,14 @@ async fn member(roles: &[&str]) -> Member {
     crm_identity::bootstrap::ensure_member(
         &env.server.identity.pool,
         &env.server.identity.hasher,
-        env.org,
-        "Acme Septic",
-        &email,
-        PASSWORD,
-        roles,
+        &crm_identity::bootstrap::Member {
+            org: env.org,
+            org_display_name: "Acme Septic",
+            email: &email,
+            password: PASSWORD,
+            roles,
+            reset_password: false,
+        },
     )
     .await
     .unwrap();

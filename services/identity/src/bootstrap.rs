@@ -10,20 +10,42 @@ use uuid::Uuid;
 
 use crate::schema::{memberships as m, organizations as o, users as u};
 
+/// An organization member to ensure.
+#[derive(Debug, Clone, Copy)]
+pub struct Member<'a> {
+    /// The organization.
+    pub org: Uuid,
+    /// Its name, when it has to be created.
+    pub org_display_name: &'a str,
+    /// The user's email.
+    pub email: &'a str,
+    /// The user's password.
+    pub password: &'a str,
+    /// Roles in the organization.
+    pub roles: &'a [&'a str],
+    /// Whether an existing user's password is replaced.
+    pub reset_password: bool,
+}
+
 /// Ensures organization `org` exists, that a user with `email` exists (with `password` when
-/// created), and that the user is an active member with `roles`. Idempotent.
+/// created, or always when `reset_password`), and that the user is an active member with
+/// `roles`. Idempotent.
 ///
 /// # Errors
 /// Database or hashing failures.
 pub async fn ensure_member(
     pool: &DbPool,
     hasher: &PasswordHasher,
-    org: Uuid,
-    org_display_name: &str,
-    email: &str,
-    password: &str,
-    roles: &[&str],
+    member: &Member<'_>,
 ) -> Result<Uuid, ApiError> {
+    let Member {
+        org,
+        org_display_name,
+        email,
+        password,
+        roles,
+        reset_password,
+    } = *member;
     let phc = hasher
         .hash(password.to_owned())
         .await
@@ -42,7 +64,18 @@ pub async fn ensure_member(
         .await
         .optional()?;
     let user = match existing {
-        Some(id) => id,
+        Some(id) => {
+            if reset_password {
+                diesel::update(u::table.filter(u::id.eq(id)))
+                    .set((
+                        u::password_hash.eq(&phc),
+                        u::update_time.eq(diesel::dsl::now),
+                    ))
+                    .execute(&mut conn)
+                    .await?;
+            }
+            id
+        }
         None => {
             let id = Uuid::now_v7();
             diesel::insert_into(u::table)

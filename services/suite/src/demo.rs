@@ -1,23 +1,28 @@
-//! `crm up --demo`: a demo organization with sample customers, created through the public API,
-//! and the next steps printed for a newcomer.
+//! `crm up --demo`: a demo organization with an administrator (a fresh password every start),
+//! sample customers created through the public API with that administrator's token, and the
+//! next steps printed for a newcomer.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use crm_auth::VerifierSettings;
-use crm_auth::token::TokenSigner;
 use crm_proto::core_v1::customer_service_client::CustomerServiceClient;
 use crm_proto::core_v1::{CreateCustomerRequest, Customer, CustomerKind};
+use crm_proto::identity_v1::LoginRequest;
+use crm_proto::identity_v1::auth_service_client::AuthServiceClient;
+use rand::RngCore;
 use uuid::Uuid;
 
 /// The fixed demo organization, so its data survives restarts of `crm up --demo`.
 pub const DEMO_ORG: Uuid = Uuid::from_u128(0x0193_a5b0_0000_7000_8000_0000_0000_0001);
+/// The demo administrator.
+pub const DEMO_EMAIL: &str = "admin@demo.example";
 
 /// What the banner shows of the demo.
 pub struct Demo {
     /// `organizations/{id}`.
     pub organization: String,
-    /// A token for an `org.admin` of it.
+    /// The administrator's password of this run.
+    pub password: String,
+    /// An access token from logging in with it.
     pub token: String,
 }
 
@@ -54,22 +59,47 @@ const SAMPLES: &[(&str, &str, &str, CustomerKind)] = &[
     ),
 ];
 
-/// Seeds the demo organization through the running server; idempotent across runs.
+fn new_password() -> String {
+    let mut bytes = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+}
+
+/// Creates (or refreshes) the demo organization and administrator through identity, logs in
+/// through the API, and seeds customers through the API; idempotent across runs.
 pub async fn seed(
     addr: SocketAddr,
-    signer: &TokenSigner,
-    settings: &VerifierSettings,
+    identity: &crm_identity::IdentityState,
 ) -> anyhow::Result<Demo> {
-    let claims = TokenSigner::user_claims(
-        settings,
-        Uuid::now_v7(),
-        DEMO_ORG,
-        &["org.admin"],
-        Duration::from_secs(12 * 3600),
-    );
-    let token = signer.sign(&claims);
+    let password = new_password();
+    crm_identity::bootstrap::ensure_member(
+        &identity.pool,
+        &identity.hasher,
+        &crm_identity::bootstrap::Member {
+            org: DEMO_ORG,
+            org_display_name: "Demo Septic & Grease",
+            email: DEMO_EMAIL,
+            password: &password,
+            roles: &["org.admin"],
+            reset_password: true,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the demo administrator: {e}"))?;
     let organization = format!("organizations/{DEMO_ORG}");
-    let mut client = CustomerServiceClient::connect(format!("http://{addr}")).await?;
+    let target = format!("http://{addr}");
+    let tokens = AuthServiceClient::connect(target.clone())
+        .await?
+        .login(LoginRequest {
+            email: DEMO_EMAIL.into(),
+            password: password.clone(),
+            organization: organization.clone(),
+            client_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    let token = tokens.access_token;
+    let mut client = CustomerServiceClient::connect(target).await?;
     for (i, (name, email, phone, kind)) in SAMPLES.iter().enumerate() {
         let mut req = tonic::Request::new(CreateCustomerRequest {
             parent: organization.clone(),
@@ -96,6 +126,7 @@ pub async fn seed(
     }
     Ok(Demo {
         organization,
+        password,
         token,
     })
 }
@@ -104,39 +135,54 @@ pub async fn seed(
 pub fn print_next_steps(addr: SocketAddr, database: &str, demo: Option<&Demo>) {
     println!();
     println!("CRM suite is serving gRPC on {addr} (reflection and grpc.health.v1 enabled)");
-    println!("  services: crm.core.v1.CustomerService, crm.core.v1.EventService");
+    println!(
+        "  services: crm.identity.v1.{{AuthService,KeyService,RevocationService}}, crm.core.v1.{{CustomerService,EventService}}"
+    );
     println!("  database: {database}");
     println!();
     println!("List the services:");
     println!("  grpcurl -plaintext {addr} list");
     println!("  buf curl --protocol grpc --http2-prior-knowledge --list-services http://{addr}");
-    match demo {
-        Some(demo) => {
-            println!();
-            println!(
-                "Demo organization {} (token valid 12 h, signed by a key of this process only):",
-                demo.organization
-            );
-            println!("  export TOKEN={}", demo.token);
-            println!();
-            println!("List its customers:");
-            println!(
-                "  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" -d '{{\"parent\":\"{}\"}}' {addr} crm.core.v1.CustomerService/ListCustomers",
-                demo.organization
-            );
-            println!("Create one:");
-            println!(
-                "  buf curl --protocol grpc --http2-prior-knowledge -H \"authorization: Bearer $TOKEN\" \\\n    --data '{{\"parent\":\"{}\",\"customer\":{{\"displayName\":\"Lakeside Cafe\",\"kind\":\"CUSTOMER_KIND_FOOD_SERVICE\"}}}}' \\\n    http://{addr}/crm.core.v1.CustomerService/CreateCustomer",
-                demo.organization
-            );
-        }
-        None => {
-            println!();
-            println!(
-                "Calls need an access token signed by a key in CRM_TOKEN_PUBLIC_KEYS; `crm up --demo` prints one."
-            );
-        }
-    }
+    let Some(demo) = demo else {
+        println!();
+        println!(
+            "Sign in with AuthService/Login as a member of an organization; `crm up --demo` creates one."
+        );
+        println!();
+        println!("Stop with Ctrl-C.");
+        return;
+    };
+    println!();
+    println!("Demo organization {}", demo.organization);
+    println!("  administrator: {DEMO_EMAIL}");
+    println!("  password:      {}   (new at every start)", demo.password);
+    println!();
+    println!("Sign in (the response has an access token for 5 minutes and a refresh token):");
+    println!(
+        "  grpcurl -plaintext -d '{{\"email\":\"{DEMO_EMAIL}\",\"password\":\"{}\",\"organization\":\"{}\"}}' {addr} crm.identity.v1.AuthService/Login",
+        demo.password, demo.organization
+    );
+    println!();
+    println!("Or use this access token, from such a sign-in just now (valid 5 minutes):");
+    println!("  export TOKEN={}", demo.token);
+    println!();
+    println!("List the customers:");
+    println!(
+        "  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" -d '{{\"parent\":\"{}\"}}' {addr} crm.core.v1.CustomerService/ListCustomers",
+        demo.organization
+    );
+    println!("Create one:");
+    println!(
+        "  buf curl --protocol grpc --http2-prior-knowledge -H \"authorization: Bearer $TOKEN\" \\\n    --data '{{\"parent\":\"{}\",\"customer\":{{\"displayName\":\"Lakeside Cafe\",\"kind\":\"CUSTOMER_KIND_FOOD_SERVICE\"}}}}' \\\n    http://{addr}/crm.core.v1.CustomerService/CreateCustomer",
+        demo.organization
+    );
+    println!("Refresh, then sign out (the old access token is refused within about a second):");
+    println!(
+        "  grpcurl -plaintext -d '{{\"refreshToken\":\"<refresh token>\"}}' {addr} crm.identity.v1.AuthService/RefreshToken"
+    );
+    println!(
+        "  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" {addr} crm.identity.v1.AuthService/Logout"
+    );
     println!();
     println!("Stop with Ctrl-C.");
 }

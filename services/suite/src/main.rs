@@ -9,11 +9,16 @@ mod bench;
 mod database;
 mod demo;
 mod keys;
+mod secrets;
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use std::time::Duration;
+
+use crm_auth::password::{PasswordHasher, default_params};
+use crm_auth::remote::JwksKeys;
 use crm_auth::revocation::RevocationSet;
 use crm_auth::{TokenVerifier, VerifierSettings};
 use crm_db::migrate::{self, Direction};
@@ -77,6 +82,8 @@ struct MigrateArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Service {
+    /// Identity and OAuth.
+    Identity,
     /// CRM core.
     Core,
 }
@@ -85,12 +92,19 @@ enum Service {
 struct ServeOne {
     /// The service to run.
     service: Service,
-    /// URL the service connects with: its `_app` role.
-    #[arg(long, env = "CORE_DATABASE_URL", hide_env_values = true)]
-    core_database_url: String,
-    /// Verification keys, `kid=<base64url Ed25519 public key>` separated by commas.
+    /// URL the service connects with: its `_app` role (`core_app` or `identity_app`).
+    #[arg(long, env = "SERVICE_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// Identity's gRPC address, whose key set and revocations this service follows.
+    #[arg(long, env = "CRM_IDENTITY_URL")]
+    identity_url: Option<String>,
+    /// Extra static verification keys, `kid=<base64url Ed25519 public key>` separated by commas.
     #[arg(long, env = "CRM_TOKEN_PUBLIC_KEYS", default_value = "")]
     token_public_keys: String,
+    /// Where identity keeps its generated secrets when CRM_KEY_ENCRYPTION_KEY and
+    /// CRM_TOKEN_SECRET are not set.
+    #[arg(long, env = "CRM_DATA_DIR", default_value = ".crm")]
+    data_dir: std::path::PathBuf,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -109,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// Every service schema, in migration order.
 fn schemas() -> Vec<migrate::ServiceSchema> {
-    vec![crm_core::SCHEMA]
+    vec![crm_identity::SCHEMA, crm_core::SCHEMA]
 }
 
 async fn migrate_all(args: &MigrateArgs) -> anyhow::Result<()> {
@@ -142,18 +156,6 @@ fn page_secret(args: &ServeArgs) -> Vec<u8> {
         || uuid::Uuid::new_v4().as_bytes().to_vec(),
         |s| s.as_bytes().to_vec(),
     )
-}
-
-fn verifier(args: &ServeArgs, keys: Arc<crm_auth::keys::StaticKeys>) -> Arc<TokenVerifier> {
-    Arc::new(TokenVerifier::new(
-        VerifierSettings {
-            issuer: args.token_issuer.clone(),
-            audience: args.token_audience.clone(),
-            ..VerifierSettings::default()
-        },
-        keys,
-        Arc::new(RevocationSet::new()),
-    ))
 }
 
 async fn shutdown_signal() {
@@ -189,20 +191,28 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("migrating {}", schema.name))?;
     }
-    let core_url = db.service_dsn(&crm_core::SCHEMA.app_role(), app_password.as_deref());
-    let mut pool_settings = PoolSettings::new(core_url, crm_core::SCHEMA.name);
-    pool_settings.max_size = args.serve.pool_size;
-    let core = crm_core::CoreState::new(pool::build(&pool_settings), &page_secret(&args.serve));
+    let pool_for = |schema: &migrate::ServiceSchema| {
+        let mut settings = PoolSettings::new(
+            db.service_dsn(&schema.app_role(), app_password.as_deref()),
+            schema.name,
+        );
+        settings.max_size = args.serve.pool_size;
+        pool::build(&settings)
+    };
+    let core = crm_core::CoreState::new(pool_for(&crm_core::SCHEMA), &page_secret(&args.serve));
+    let identity =
+        start_identity(pool_for(&crm_identity::SCHEMA), &args.data_dir, &args.serve).await?;
+    let _rotation = identity.keys.spawn_rotation(Duration::from_secs(60));
 
-    let keys = Arc::new(crm_auth::keys::StaticKeys::new());
-    let demo_signer = args
-        .demo
-        .then(|| crm_auth::token::TokenSigner::generate("demo-dev-key"));
-    if let Some(signer) = &demo_signer {
-        keys.insert(signer.kid(), signer.verifying_key());
-    }
-    let verifier = verifier(&args.serve, keys);
-    let mut server = GrpcServer::new(args.serve.server_settings(), Arc::clone(&verifier));
+    let jwks = Arc::new(JwksKeys::new());
+    let revocations = Arc::new(RevocationSet::new());
+    let verifier = Arc::new(TokenVerifier::new(
+        verifier_settings(&args.serve),
+        Arc::clone(&jwks) as Arc<dyn crm_auth::keys::KeySource>,
+        Arc::clone(&revocations),
+    ));
+    let mut server = GrpcServer::new(args.serve.server_settings(), verifier);
+    crm_identity::register(&mut server, &identity);
     crm_core::register(&mut server, &core);
 
     let listener = TcpListener::bind(args.serve.listen)
@@ -211,15 +221,51 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let serving = tokio::spawn(server.serve(listener, shutdown_signal()));
 
-    let demo = match &demo_signer {
-        Some(signer) => Some(demo::seed(addr, signer, &verifier_settings(&args.serve)).await?),
-        None => None,
+    // Every service in this process follows identity like a remote one would.
+    let channel = crm_platform::client::channel(&format!("http://{addr}"))?;
+    let _followers = [
+        crm_auth::remote::follow_jwks(channel.clone(), Arc::clone(&jwks)),
+        crm_auth::remote::follow_revocations(channel, Arc::clone(&revocations)),
+    ];
+    tokio::time::timeout(Duration::from_secs(10), jwks.loaded())
+        .await
+        .context("identity's key set did not arrive")?;
+
+    let demo = if args.demo {
+        Some(demo::seed(addr, &identity).await?)
+    } else {
+        None
     };
     demo::print_next_steps(addr, &db.describe(), demo.as_ref());
 
     let result = serving.await.context("server task")?;
     db.stop();
     result.map_err(anyhow::Error::from)
+}
+
+async fn start_identity(
+    pool: crm_db::DbPool,
+    data_dir: &std::path::Path,
+    serve: &ServeArgs,
+) -> anyhow::Result<crm_identity::IdentityState> {
+    let kek = secrets::load_or_create("CRM_KEY_ENCRYPTION_KEY", data_dir, "identity-kek")?;
+    let token_secret =
+        secrets::load_or_create("CRM_TOKEN_SECRET", data_dir, "identity-token-secret")?;
+    let permits = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let hasher = PasswordHasher::new(permits, default_params()?)?;
+    let settings = crm_identity::IdentitySettings {
+        issuer: serve.token_issuer.clone(),
+        audience: serve.token_audience.clone(),
+        ..crm_identity::IdentitySettings::default()
+    };
+    Ok(crm_identity::IdentityState::start(
+        pool,
+        crm_identity::keys::Kek::new(kek),
+        &token_secret,
+        hasher,
+        settings,
+    )
+    .await?)
 }
 
 fn verifier_settings(args: &ServeArgs) -> VerifierSettings {
@@ -231,21 +277,54 @@ fn verifier_settings(args: &ServeArgs) -> VerifierSettings {
 }
 
 async fn serve_one(args: ServeOne) -> anyhow::Result<()> {
-    let keys = Arc::new(crm_auth::keys::StaticKeys::new());
-    keys::load_static(&keys, &args.token_public_keys)?;
-    let verifier = verifier(&args.serve, keys);
+    let static_keys = Arc::new(crm_auth::keys::StaticKeys::new());
+    keys::load_static(&static_keys, &args.token_public_keys)?;
+    let jwks = Arc::new(JwksKeys::new());
+    let revocations = Arc::new(RevocationSet::new());
+    let verifier = Arc::new(TokenVerifier::new(
+        verifier_settings(&args.serve),
+        Arc::new(crm_auth::remote::KeyChain(vec![
+            static_keys as Arc<dyn crm_auth::keys::KeySource>,
+            Arc::clone(&jwks) as Arc<dyn crm_auth::keys::KeySource>,
+        ])),
+        Arc::clone(&revocations),
+    ));
     let mut server = GrpcServer::new(args.serve.server_settings(), verifier);
+    let mut settings = PoolSettings::new(args.database_url.clone(), "");
+    settings.max_size = args.serve.pool_size;
+    let mut _rotation = None;
     match args.service {
         Service::Core => {
-            let mut settings =
-                PoolSettings::new(args.core_database_url.clone(), crm_core::SCHEMA.name);
-            settings.max_size = args.serve.pool_size;
+            settings.schema = crm_core::SCHEMA.name.into();
             let core = crm_core::CoreState::new(pool::build(&settings), &page_secret(&args.serve));
             crm_core::register(&mut server, &core);
         }
+        Service::Identity => {
+            settings.schema = crm_identity::SCHEMA.name.into();
+            let identity =
+                start_identity(pool::build(&settings), &args.data_dir, &args.serve).await?;
+            _rotation = Some(identity.keys.spawn_rotation(Duration::from_secs(60)));
+            crm_identity::register(&mut server, &identity);
+        }
     }
     let listener = TcpListener::bind(args.serve.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, service = ?args.service, "serving");
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, service = ?args.service, "serving");
+    // Identity follows itself; other services follow the configured identity.
+    let identity_url = match args.service {
+        Service::Identity => Some(format!("http://{addr}")),
+        Service::Core => args.identity_url.clone(),
+    };
+    let _followers = match identity_url {
+        Some(url) => {
+            let channel = crm_platform::client::channel(&url)?;
+            vec![
+                crm_auth::remote::follow_jwks(channel.clone(), jwks),
+                crm_auth::remote::follow_revocations(channel, revocations),
+            ]
+        }
+        None => Vec::new(),
+    };
     server.serve(listener, shutdown_signal()).await?;
     Ok(())
 }

@@ -1,0 +1,55 @@
+//! Secrets of a deployment: from the environment when set, else (for a local deployment) from
+//! files created once in the data directory with mode 0600.
+
+use std::path::Path;
+
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+
+/// 32 secret bytes: `env` (base64url) when set, else `<dir>/<file>`, created if missing.
+///
+/// # Errors
+/// A malformed variable or an unreadable/unwritable file.
+pub fn load_or_create(env: &str, dir: &Path, file: &str) -> anyhow::Result<[u8; 32]> {
+    if let Ok(value) = std::env::var(env) {
+        return URL_SAFE_NO_PAD
+            .decode(value.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .with_context(|| format!("{env} must be 32 bytes, base64url without padding"));
+    }
+    let path = dir.join(file);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .with_context(|| format!("{} is not 32 base64url bytes", path.display()));
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    write_private(&path, &URL_SAFE_NO_PAD.encode(bytes))?;
+    Ok(bytes)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text)?;
+    Ok(())
+}
