@@ -273,3 +273,108 @@ async fn logout_is_refused_by_core_within_about_a_second() {
     let anonymous = m.auth().logout(LogoutRequest {}).await.unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
 }
+
+fn kid_of(token: &str) -> String {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
+    json["kid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn keys_rotate_while_calls_flow_and_no_call_fails() {
+    let options = crm_testkit::server::TestServerOptions {
+        identity: crm_identity::IdentitySettings {
+            rotation: crm_identity::keys::RotationPolicy {
+                active_for: Duration::from_millis(600),
+                publish_lead: Duration::from_millis(300),
+                retain_for: Duration::from_secs(600),
+            },
+            ..crm_testkit::server::TestServerOptions::default().identity
+        },
+        ..crm_testkit::server::TestServerOptions::default()
+    };
+    let db = crm_testkit::TestDb::new().await.unwrap();
+    let server = TestServer::start_with(&db, options).await.unwrap();
+    let org = Uuid::now_v7();
+    let email = format!("{}@example.com", Uuid::now_v7().simple());
+    crm_identity::bootstrap::ensure_member(
+        &server.identity.pool,
+        &server.identity.hasher,
+        &crm_identity::bootstrap::Member {
+            org,
+            org_display_name: "Rotating",
+            email: &email,
+            password: PASSWORD,
+            roles: &["crm.sales"],
+            reset_password: false,
+        },
+    )
+    .await
+    .unwrap();
+    let login = || {
+        let mut auth = AuthServiceClient::new(server.channel.clone());
+        let email = email.clone();
+        async move {
+            auth.login(LoginRequest {
+                email,
+                password: PASSWORD.into(),
+                organization: format!("organizations/{org}"),
+                client_id: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().access_token)
+        }
+    };
+    let first = login().await.unwrap();
+    let until = Instant::now() + Duration::from_secs(4);
+    let rotator = async {
+        while Instant::now() < until {
+            server.identity.keys.rotate_and_reload().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let caller = async {
+        let mut kids = std::collections::HashSet::new();
+        let mut calls = 0;
+        let mut customers = crm_proto::core_v1::customer_service_client::CustomerServiceClient::new(
+            server.channel.clone(),
+        );
+        while Instant::now() < until {
+            let token = login().await.expect("login during rotation");
+            kids.insert(kid_of(&token));
+            for t in [&token, &first] {
+                customers
+                    .list_customers(TestServer::request(
+                        t,
+                        ListCustomersRequest {
+                            parent: format!("organizations/{org}"),
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .expect("a call failed during key rotation");
+                calls += 1;
+            }
+        }
+        (kids, calls)
+    };
+    let ((), (kids, calls)) = tokio::join!(rotator, caller);
+    assert!(calls > 10, "only {calls} calls");
+    assert!(
+        kids.len() >= 3,
+        "expected several signing keys in 4 s, saw {kids:?}"
+    );
+    // The first token's key is retired but still published, so it still verifies.
+    let jwks = KeyServiceClient::new(server.channel.clone())
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(jwks.keys.iter().any(|k| k.kid == kid_of(&first)));
+}
