@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    // Watch every directory too: adding a file changes its directory, not any watched file.
+    println!("cargo:rerun-if-changed={}", dir.display());
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {

@@ -242,6 +242,12 @@ async fn refresh_rotates_tolerates_races_and_revokes_the_family_on_reuse() {
     );
     let took = m.refused_within(&second.access_token).await;
     assert!(took < Duration::from_secs(3));
+    let events = crate::support::count(
+        &m.env.db,
+        &format!("SELECT count(*) AS n FROM identity.audit_events WHERE organization_id = '{}' AND kind = 'refresh.reuse_detected'", m.env.org),
+    )
+    .await;
+    assert_eq!(events, 1, "the reuse is audited");
 
     assert_eq!(
         reason(&m.refresh("rt1.garbage").await.unwrap_err()),
@@ -377,4 +383,159 @@ async fn keys_rotate_while_calls_flow_and_no_call_fails() {
         .unwrap()
         .into_inner();
     assert!(jwks.keys.iter().any(|k| k.kid == kid_of(&first)));
+}
+
+#[tokio::test]
+async fn audit_chain_records_auth_events_and_detects_tampering() {
+    use crm_proto::identity_v1::audit_service_client::AuditServiceClient;
+    use crm_proto::identity_v1::{ListAuditEventsRequest, VerifyAuditChainRequest};
+    use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+
+    let m = member(&["org.admin"]).await;
+    let _ = m.login_as(&m.email, "wrong").await.unwrap_err();
+    let tokens = m.login().await;
+    m.auth()
+        .logout(TestServer::request(&tokens.access_token, LogoutRequest {}))
+        .await
+        .unwrap();
+    let admin = m.login().await.access_token;
+
+    let mut audit = AuditServiceClient::new(m.env.server.channel.clone());
+    let list = |page_token: String| {
+        TestServer::request(
+            &admin,
+            ListAuditEventsRequest {
+                parent: m.env.parent(),
+                page_size: 2,
+                page_token,
+                kind: String::new(),
+            },
+        )
+    };
+    let mut kinds = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = audit
+            .list_audit_events(list(token))
+            .await
+            .unwrap()
+            .into_inner();
+        kinds.extend(page.audit_events.iter().map(|e| e.kind.clone()));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(
+        kinds,
+        [
+            "login.failed",
+            "login.succeeded",
+            "session.revoked",
+            "login.succeeded"
+        ]
+    );
+    let verify = |audit: &mut AuditServiceClient<tonic::transport::Channel>| {
+        let req = TestServer::request(
+            &admin,
+            VerifyAuditChainRequest {
+                parent: m.env.parent(),
+            },
+        );
+        let mut audit = audit.clone();
+        async move { audit.verify_audit_chain(req).await.unwrap().into_inner() }
+    };
+    let ok = verify(&mut audit).await;
+    assert!(ok.intact, "{ok:?}");
+    assert_eq!(ok.checked, 4);
+
+    // The service's own role cannot rewrite history.
+    let mut app = m.env.db.app("identity").await.unwrap();
+    let denied = app
+        .batch_execute("UPDATE audit_events SET detail = 'x'")
+        .await
+        .unwrap_err();
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
+
+    // Whoever can (a superuser) is caught at the first changed event.
+    let mut admin_db = m.env.db.admin().await.unwrap();
+    let org = m.env.org;
+    admin_db
+        .batch_execute(&format!("UPDATE identity.audit_events SET detail = 'nothing to see' WHERE organization_id = '{org}' AND seq = 2"))
+        .await
+        .unwrap();
+    let changed = verify(&mut audit).await;
+    assert!(!changed.intact);
+    assert_eq!(changed.first_broken_seq, 2, "{changed:?}");
+
+    // A deleted event breaks the link of the one after it.
+    admin_db
+        .batch_execute(&format!("UPDATE identity.audit_events SET detail = 'client crm-first-party' WHERE organization_id = '{org}' AND seq = 2"))
+        .await
+        .unwrap();
+    assert!(
+        verify(&mut audit).await.intact,
+        "restoring the detail restores the chain"
+    );
+    admin_db
+        .batch_execute(&format!(
+            "DELETE FROM identity.audit_events WHERE organization_id = '{org}' AND seq = 3"
+        ))
+        .await
+        .unwrap();
+    let gap = verify(&mut audit).await;
+    assert_eq!(gap.first_broken_seq, 3, "{gap:?}");
+
+    // Removing the newest event is caught by the head.
+    let n: i64 = {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(format!(
+            "SELECT max(seq) AS n FROM identity.audit_events WHERE organization_id = '{org}'"
+        ))
+        .get_result::<N>(&mut admin_db)
+        .await
+        .unwrap()
+        .n
+    };
+    admin_db
+        .batch_execute(&format!(
+            "DELETE FROM identity.audit_events WHERE organization_id = '{org}' AND seq >= 3"
+        ))
+        .await
+        .unwrap();
+    let truncated = verify(&mut audit).await;
+    assert!(!truncated.intact, "{truncated:?}");
+    assert_eq!(
+        truncated.first_broken_seq, 3,
+        "{truncated:?} (had {n} events)"
+    );
+
+    // Another organization's administrator sees nothing; a non-admin role is refused.
+    let other = m.env.server.token(Uuid::now_v7(), &["org.admin"]);
+    let foreign = audit
+        .list_audit_events(TestServer::request(
+            &other,
+            ListAuditEventsRequest {
+                parent: m.env.parent(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::PermissionDenied);
+    let sales = m.env.server.token(m.env.org, &["crm.sales"]);
+    let refused = audit
+        .verify_audit_chain(TestServer::request(
+            &sales,
+            VerifyAuditChainRequest {
+                parent: m.env.parent(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
 }

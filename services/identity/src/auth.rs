@@ -31,6 +31,7 @@ use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::audit;
 use crate::keys::KeyStore;
 use crate::revocations;
 use crate::schema::{
@@ -172,7 +173,36 @@ impl AuthApi {
             .and_then(|t| (t - now).to_std().ok()))
     }
 
-    async fn record_failure(&self, email_key: &str) -> Result<(), ApiError> {
+    /// Audits a failed sign-in in `org`'s log, when `org` exists (so nobody can fill the logs
+    /// of organizations that do not).
+    async fn audit_failure(&self, org: Uuid, email_key: &str, locked: bool) {
+        let exists = match self.pool.get().await {
+            Ok(mut conn) => crate::schema::organizations::table
+                .filter(crate::schema::organizations::id.eq(org))
+                .count()
+                .get_result::<i64>(&mut conn)
+                .await
+                .is_ok_and(|n| n > 0),
+            Err(_) => false,
+        };
+        if !exists {
+            return;
+        }
+        let subject = format!("email:{email_key}");
+        let mut result =
+            audit::append_alone(&self.pool, org, "login.failed", "anonymous", &subject, "").await;
+        if locked && result.is_ok() {
+            result =
+                audit::append_alone(&self.pool, org, "login.locked", "anonymous", &subject, "")
+                    .await;
+        }
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not audit a failed sign-in");
+        }
+    }
+
+    /// Counts a failure; returns whether it locked the email.
+    async fn record_failure(&self, email_key: &str) -> Result<bool, ApiError> {
         let mut conn = self.pool.get().await.map_err(DbError::from)?;
         let (failures, lockouts): (i32, i32) = diesel::insert_into(lt::table)
             .values((lt::email_key.eq(email_key), lt::failures.eq(1)))
@@ -198,8 +228,9 @@ impl AuthApi {
                 .execute(&mut conn)
                 .await?;
             tracing::warn!(lockouts, "login locked after repeated failures");
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     async fn reset_failures(&self, email_key: &str) -> Result<(), ApiError> {
@@ -291,7 +322,8 @@ impl AuthApi {
             _ => None,
         };
         let (Some((user_id, _)), Some(roles)) = (user, membership) else {
-            self.record_failure(&email_key).await?;
+            let locked = self.record_failure(&email_key).await?;
+            self.audit_failure(org, &email_key, locked).await;
             return Err(invalid_credentials());
         };
         self.reset_failures(&email_key).await?;
@@ -328,6 +360,16 @@ impl AuthApi {
                     refresh_expire,
                 )
                 .await?;
+                let actor = format!("users/{user_id}");
+                let subject = format!("organizations/{org}/sessions/{session}");
+                let detail = format!("client {client}");
+                let entry = audit::Entry {
+                    kind: "login.succeeded",
+                    actor: &actor,
+                    subject: &subject,
+                    detail: &detail,
+                };
+                audit::append(conn, org, entry).await?;
                 Ok::<_, ApiError>(())
             })
         })
@@ -499,6 +541,15 @@ impl AuthApi {
                             None,
                         )
                         .await?;
+                        let actor = format!("users/{user_id}");
+                        let subject = format!("organizations/{org}/sessions/{session}");
+                        let entry = audit::Entry {
+                            kind: "refresh.reuse_detected",
+                            actor: &actor,
+                            subject: &subject,
+                            detail: "refresh family and session revoked",
+                        };
+                        audit::append(conn, org, entry).await?;
                         Ok(Refreshed::Reused)
                     }
                 }
@@ -644,6 +695,7 @@ impl AuthService for AuthApi {
                 })
             })?;
         let pool = self.pool.clone();
+        let actor = principal.subject.clone();
         let write = async move {
             tenant::transaction(&pool, org, move |conn| {
                 Box::pin(async move {
@@ -666,6 +718,18 @@ impl AuthService for AuthApi {
                     .await?;
                     revocations::record(conn, RevocationKind::Session, &session.to_string(), None)
                         .await?;
+                    let subject = format!("organizations/{org}/sessions/{session}");
+                    audit::append(
+                        conn,
+                        org,
+                        audit::Entry {
+                            kind: "session.revoked",
+                            actor: &actor,
+                            subject: &subject,
+                            detail: "logout",
+                        },
+                    )
+                    .await?;
                     Ok::<_, ApiError>(())
                 })
             })

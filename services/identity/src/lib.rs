@@ -1,6 +1,7 @@
 //! Identity service: organizations, users, memberships, sessions, access and refresh tokens,
 //! signing keys (JWKS) and the revocation stream every other service follows.
 
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod jwks;
@@ -87,6 +88,8 @@ pub struct IdentityState {
     pub settings: IdentitySettings,
     /// Woken after revocations commit.
     pub revoked: Arc<Notify>,
+    /// Signs List page tokens.
+    pub page_tokens: crm_db::page::PageTokens,
 }
 
 impl std::fmt::Debug for IdentityState {
@@ -122,6 +125,7 @@ impl IdentityState {
             secrets: secrets::TokenSecrets::new(token_secret),
             settings,
             revoked: Arc::new(Notify::new()),
+            page_tokens: crm_db::page::PageTokens::new(token_secret),
         })
     }
 }
@@ -155,7 +159,11 @@ pub fn register(server: &mut GrpcServer, state: &IdentityState) {
         state.pool.clone(),
         Arc::clone(&state.revoked),
     ));
+    let audit = crm_proto::identity_v1::audit_service_server::AuditServiceServer::new(
+        audit::AuditApi::new(state.pool.clone(), state.page_tokens.clone()),
+    );
     server.add_service(auth, &auth::policy(), Some(state.pool.clone()));
+    server.add_service(audit, &audit::policy(), Some(state.pool.clone()));
     server.add_service(keys, &jwks::policy(), Some(state.pool.clone()));
     server.add_service(
         revocations,

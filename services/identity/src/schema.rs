@@ -96,3 +96,26 @@ diesel::table! {
         expire_time -> Timestamptz,
     }
 }
+
+diesel::table! {
+    audit_events (organization_id, seq) {
+        organization_id -> Uuid,
+        seq -> Int8,
+        id -> Uuid,
+        kind -> Text,
+        actor -> Text,
+        subject -> Text,
+        detail -> Text,
+        create_time -> Timestamptz,
+        prev_hash -> Bytea,
+        hash -> Bytea,
+    }
+}
+
+diesel::table! {
+    audit_heads (organization_id) {
+        organization_id -> Uuid,
+        seq -> Int8,
+        hash -> Bytea,
+    }
+}

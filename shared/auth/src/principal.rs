@@ -12,6 +12,8 @@ pub mod permission {
     pub const CUSTOMERS_DELETE: &str = "crm.customers.delete";
     /// Read the core event stream.
     pub const CORE_EVENTS_READ: &str = "crm.events.read";
+    /// Read and verify the organization's authentication audit log.
+    pub const AUDIT_READ: &str = "identity.audit.read";
 }
 
 /// Which permissions each catalog role grants. `org.admin` grants everything.
