@@ -12,6 +12,7 @@ mod customers;
 mod events;
 mod health;
 mod identity;
+mod members;
 mod migrations;
 mod outbox;
 mod pagination;

@@ -6,9 +6,11 @@ pub mod auth;
 pub mod bootstrap;
 pub mod jwks;
 pub mod keys;
+pub mod members;
 pub mod revocations;
 pub mod schema;
 pub mod secrets;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,6 +138,9 @@ pub fn policy() -> MethodPolicy {
     auth::policy()
         .merge(&jwks::policy())
         .merge(&revocations::policy())
+        .merge(&audit::policy())
+        .merge(&members::policy())
+        .merge(&sessions::policy())
 }
 
 /// Adds the identity services to `server`.
@@ -164,6 +169,16 @@ pub fn register(server: &mut GrpcServer, state: &IdentityState) {
     );
     server.add_service(auth, &auth::policy(), Some(state.pool.clone()));
     server.add_service(audit, &audit::policy(), Some(state.pool.clone()));
+    let members = crm_proto::identity_v1::member_service_server::MemberServiceServer::new(
+        members::MemberApi::new(state.clone()),
+    )
+    .max_decoding_message_size(limit);
+    let sessions = crm_proto::identity_v1::session_service_server::SessionServiceServer::new(
+        sessions::SessionApi::new(state.clone()),
+    )
+    .max_decoding_message_size(limit);
+    server.add_service(members, &members::policy(), Some(state.pool.clone()));
+    server.add_service(sessions, &sessions::policy(), Some(state.pool.clone()));
     server.add_service(keys, &jwks::policy(), Some(state.pool.clone()));
     server.add_service(
         revocations,

@@ -119,3 +119,6 @@ diesel::table! {
         hash -> Bytea,
     }
 }
+
+diesel::joinable!(memberships -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(memberships, users);

@@ -14,6 +14,12 @@ pub mod permission {
     pub const CORE_EVENTS_READ: &str = "crm.events.read";
     /// Read and verify the organization's authentication audit log.
     pub const AUDIT_READ: &str = "identity.audit.read";
+    /// List the organization's members.
+    pub const MEMBERS_READ: &str = "identity.members.read";
+    /// Add members and change their roles and status.
+    pub const MEMBERS_WRITE: &str = "identity.members.write";
+    /// List and revoke anyone's sessions in the organization.
+    pub const SESSIONS_MANAGE: &str = "identity.sessions.manage";
 }
 
 /// Which permissions each catalog role grants. `org.admin` grants everything.

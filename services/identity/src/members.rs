@@ -1,0 +1,499 @@
+//! `MemberService`: adding people to an organization and changing their roles or status.
+//! A change of roles or status revokes the person's earlier tokens everywhere, so it takes
+//! effect within about a second rather than at the next token expiry.
+
+use chrono::{DateTime, Utc};
+use crm_auth::layer::principal_of;
+use crm_auth::password::HashError;
+use crm_auth::principal::catalog_roles;
+use crm_auth::{MethodPolicy, Requirement, permission};
+use crm_db::page;
+use crm_platform::ApiError;
+use crm_platform::api::time::timestamp;
+use crm_platform::api::validate::{self, Violations};
+use crm_platform::api::{mask, names};
+use crm_platform::error::etag_error;
+use crm_platform::mutation::{self, IdempotencyKey};
+use crm_proto::identity_v1::member_service_server::MemberService;
+use crm_proto::identity_v1::{
+    CreateMemberRequest, ListMembersRequest, ListMembersResponse, Member, MemberStatus,
+    RevocationKind, UpdateMemberRequest,
+};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::schema::{memberships as m, users as u};
+use crate::{DOMAIN, IdentityState, audit, revocations};
+
+const SERVICE: &str = "crm.identity.v1.MemberService";
+const COLLECTION: &str = "members";
+
+diesel::define_sql_function! {
+    /// PostgreSQL's `lower(text)`.
+    fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
+/// RPC requirements.
+#[must_use]
+pub fn policy() -> MethodPolicy {
+    MethodPolicy::new()
+        .with(
+            SERVICE,
+            "CreateMember",
+            Requirement::Permission(permission::MEMBERS_WRITE),
+        )
+        .with(
+            SERVICE,
+            "ListMembers",
+            Requirement::Permission(permission::MEMBERS_READ),
+        )
+        .with(
+            SERVICE,
+            "UpdateMember",
+            Requirement::Permission(permission::MEMBERS_WRITE),
+        )
+}
+
+#[derive(Debug, Queryable)]
+struct MemberRow {
+    organization_id: Uuid,
+    user_id: Uuid,
+    roles: Vec<String>,
+    status: i16,
+    create_time: DateTime<Utc>,
+    update_time: DateTime<Utc>,
+    revision: i64,
+    email: String,
+    display_name: String,
+}
+
+type MemberColumns = (
+    m::organization_id,
+    m::user_id,
+    m::roles,
+    m::status,
+    m::create_time,
+    m::update_time,
+    m::revision,
+    u::email,
+    u::display_name,
+);
+
+const COLUMNS: MemberColumns = (
+    m::organization_id,
+    m::user_id,
+    m::roles,
+    m::status,
+    m::create_time,
+    m::update_time,
+    m::revision,
+    u::email,
+    u::display_name,
+);
+
+impl From<MemberRow> for Member {
+    fn from(r: MemberRow) -> Self {
+        Self {
+            name: names::child_name(r.organization_id, COLLECTION, r.user_id),
+            email: r.email,
+            display_name: r.display_name,
+            roles: r.roles,
+            status: i32::from(r.status),
+            create_time: Some(timestamp(r.create_time)),
+            update_time: Some(timestamp(r.update_time)),
+            etag: crm_db::etag::from_revision(r.revision),
+        }
+    }
+}
+
+async fn load(
+    conn: &crm_db::AsyncPgConnection,
+    org: Uuid,
+    user: Uuid,
+) -> QueryResult<Option<MemberRow>> {
+    m::table
+        .inner_join(u::table)
+        .filter(m::organization_id.eq(org))
+        .filter(m::user_id.eq(user))
+        .select(COLUMNS)
+        .first(&mut { conn })
+        .await
+        .optional()
+}
+
+fn check_roles(v: &mut Violations, field: &str, roles: &[String]) {
+    if roles.is_empty() {
+        v.push(field, "REQUIRED", "at least one role is required");
+    }
+    let catalog = catalog_roles();
+    for r in roles {
+        if !catalog.contains(&r.as_str()) {
+            v.push(
+                field,
+                "UNKNOWN_ROLE",
+                format!("{r:?} is not a role; roles: {}", catalog.join(", ")),
+            );
+        }
+    }
+}
+
+fn status_number(v: &mut Violations, field: &str, status: i32, default: MemberStatus) -> i16 {
+    match MemberStatus::try_from(status) {
+        Ok(MemberStatus::Unspecified) => default as i16,
+        Ok(s) => s as i16,
+        Err(_) => {
+            v.push(
+                field,
+                "UNKNOWN_ENUM_VALUE",
+                format!("{status} is not a MemberStatus"),
+            );
+            0
+        }
+    }
+}
+
+/// The handlers.
+#[derive(Debug, Clone)]
+pub struct MemberApi {
+    state: IdentityState,
+}
+
+impl MemberApi {
+    /// Handlers over `state`.
+    #[must_use]
+    pub fn new(state: IdentityState) -> Self {
+        Self { state }
+    }
+}
+
+fn status(e: ApiError) -> Status {
+    e.into_status(DOMAIN)
+}
+
+#[tonic::async_trait]
+impl MemberService for MemberApi {
+    async fn create_member(
+        &self,
+        req: Request<CreateMemberRequest>,
+    ) -> Result<Response<Member>, Status> {
+        let principal = principal_of(&req)?;
+        let body = req.into_inner();
+        let mut v = Violations::new();
+        let org = names::parse_organization(&body.parent, "parent")
+            .map_err(|e| v.absorb(e))
+            .ok();
+        let member = body.member.clone().unwrap_or_default();
+        if body.member.is_none() {
+            v.push("member", "REQUIRED", "the member to add is required");
+        }
+        if !validate::is_email(member.email.trim()) {
+            v.push(
+                "member.email",
+                "INVALID_EMAIL",
+                "must be an email address such as name@example.com",
+            );
+        }
+        validate::optional_text(&mut v, "member.display_name", &member.display_name, 200);
+        check_roles(&mut v, "member.roles", &member.roles);
+        let status_n = status_number(&mut v, "member.status", member.status, MemberStatus::Active);
+        let password = body.initial_password.clone();
+        if !password.is_empty() && !(12..=1024).contains(&password.chars().count()) {
+            v.push(
+                "initial_password",
+                "WEAK_PASSWORD",
+                "must be 12 to 1024 characters",
+            );
+        }
+        let mut fingerprint = body.clone();
+        fingerprint.request_id.clear();
+        let key =
+            IdempotencyKey::from_request(&mut v, "CreateMember", &body.request_id, &fingerprint);
+        v.finish().map_err(status)?;
+        let org =
+            org.ok_or_else(|| status(ApiError::Internal("parsed without violation".into())))?;
+        names::require_same_organization(&principal, org).map_err(status)?;
+
+        let phc = if password.is_empty() {
+            None
+        } else {
+            Some(self.state.hasher.hash(password).await.map_err(|e| {
+                status(match e {
+                    HashError::Busy => ApiError::ResourceExhausted {
+                        reason: "HASHING_CAPACITY",
+                        message: "too many password operations at once; retry shortly".into(),
+                        retry_after: Some(std::time::Duration::from_millis(200)),
+                    },
+                    HashError::Internal(d) => ApiError::Internal(d),
+                })
+            })?)
+        };
+        let email = member.email.trim().to_lowercase();
+        let display_name = if member.display_name.trim().is_empty() {
+            email.clone()
+        } else {
+            member.display_name.trim().to_owned()
+        };
+        let roles = member.roles.clone();
+        let actor = principal.subject.clone();
+        let write = mutation::idempotent(self.state.pool.clone(), org, key, move |conn| {
+            Box::pin(async move {
+                let existing: Option<Uuid> = u::table
+                    .filter(lower(u::email).eq(&email))
+                    .select(u::id)
+                    .first(&mut { conn })
+                    .await
+                    .optional()?;
+                let user = match (existing, phc) {
+                    (Some(id), _) => id,
+                    (None, Some(phc)) => {
+                        let id = Uuid::now_v7();
+                        diesel::insert_into(u::table)
+                            .values((
+                                u::id.eq(id),
+                                u::email.eq(&email),
+                                u::display_name.eq(&display_name),
+                                u::password_hash.eq(phc),
+                            ))
+                            .execute(&mut { conn })
+                            .await?;
+                        id
+                    }
+                    (None, None) => {
+                        return Err(ApiError::invalid(
+                            "initial_password",
+                            "REQUIRED",
+                            "a new user needs an initial password",
+                        ));
+                    }
+                };
+                let inserted = diesel::insert_into(m::table)
+                    .values((
+                        m::organization_id.eq(org),
+                        m::user_id.eq(user),
+                        m::roles.eq(&roles),
+                        m::status.eq(status_n),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(&mut { conn })
+                    .await?;
+                if inserted == 0 {
+                    return Err(ApiError::AlreadyExists {
+                        resource_type: "identity.crm/Member",
+                        detail: "email".into(),
+                    });
+                }
+                let subject = names::child_name(org, COLLECTION, user);
+                let detail = format!("roles {}", roles.join(","));
+                audit::append(
+                    conn,
+                    org,
+                    audit::Entry {
+                        kind: "membership.created",
+                        actor: &actor,
+                        subject: &subject,
+                        detail: &detail,
+                    },
+                )
+                .await?;
+                let row = load(conn, org, user)
+                    .await?
+                    .ok_or_else(|| ApiError::Internal("member vanished".into()))?;
+                Ok(Member::from(row))
+            })
+        });
+        mutation::detached(None, write)
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn list_members(
+        &self,
+        req: Request<ListMembersRequest>,
+    ) -> Result<Response<ListMembersResponse>, Status> {
+        let principal = principal_of(&req)?;
+        let body = req.into_inner();
+        let mut v = Violations::new();
+        let org = names::parse_organization(&body.parent, "parent")
+            .map_err(|e| v.absorb(e))
+            .ok();
+        let size = page::page_size(body.page_size, 50, 1000)
+            .map_err(|e| v.absorb(e.into()))
+            .ok();
+        v.finish().map_err(status)?;
+        let (Some(org), Some(size)) = (org, size) else {
+            return Err(status(ApiError::Internal(
+                "parsed without violation".into(),
+            )));
+        };
+        names::require_same_organization(&principal, org).map_err(status)?;
+        let query = page::fingerprint(org, &[&body.parent]);
+        let after = match self
+            .state
+            .page_tokens
+            .decode(&body.page_token, &query)
+            .map_err(|e| status(e.into()))?
+        {
+            None => None,
+            Some(key) => Some(
+                <[String]>::first(&key)
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                    .ok_or_else(|| {
+                        status(ApiError::invalid(
+                            "page_token",
+                            "INVALID_PAGE_TOKEN",
+                            "page_token is malformed",
+                        ))
+                    })?,
+            ),
+        };
+        let limit = i64::from(size) + 1;
+        let mut rows: Vec<MemberRow> =
+            crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
+                Box::pin(async move {
+                    let mut q = m::table
+                        .inner_join(u::table)
+                        .filter(m::organization_id.eq(org))
+                        .order(m::user_id.asc())
+                        .limit(limit)
+                        .select(COLUMNS)
+                        .into_boxed();
+                    if let Some(after) = after {
+                        q = q.filter(m::user_id.gt(after));
+                    }
+                    q.load(&mut { conn }).await.map_err(ApiError::from)
+                })
+            })
+            .await
+            .map_err(status)?;
+        let next_page_token = if rows.len() > size as usize {
+            rows.truncate(size as usize);
+            rows.last()
+                .map(|r| {
+                    self.state
+                        .page_tokens
+                        .encode(&query, &[r.user_id.to_string()])
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListMembersResponse {
+            members: rows.into_iter().map(Member::from).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_member(
+        &self,
+        req: Request<UpdateMemberRequest>,
+    ) -> Result<Response<Member>, Status> {
+        let principal = principal_of(&req)?;
+        let body = req.into_inner();
+        let mut v = Violations::new();
+        let member = body.member.clone().unwrap_or_default();
+        let parsed = names::parse_child(&member.name, COLLECTION, "member.name")
+            .map_err(|e| v.absorb(e))
+            .ok();
+        let paths = mask::resolve(
+            body.update_mask.as_ref(),
+            &["roles", "status"],
+            &[
+                "name",
+                "email",
+                "display_name",
+                "create_time",
+                "update_time",
+                "etag",
+            ],
+        )
+        .map_err(|e| v.absorb(e))
+        .unwrap_or_default();
+        if paths.contains(&"roles") {
+            check_roles(&mut v, "member.roles", &member.roles);
+        }
+        let status_n = if paths.contains(&"status") {
+            status_number(&mut v, "member.status", member.status, MemberStatus::Active)
+        } else {
+            0
+        };
+        let mut fingerprint = body.clone();
+        fingerprint.request_id.clear();
+        let key =
+            IdempotencyKey::from_request(&mut v, "UpdateMember", &body.request_id, &fingerprint);
+        v.finish().map_err(status)?;
+        let (org, user) =
+            parsed.ok_or_else(|| status(ApiError::Internal("parsed without violation".into())))?;
+        names::require_same_organization(&principal, org).map_err(status)?;
+        let actor = principal.subject.clone();
+        let revoked = std::sync::Arc::clone(&self.state.revoked);
+        let write = mutation::idempotent(self.state.pool.clone(), org, key, move |conn| {
+            Box::pin(async move {
+                let current = load(conn, org, user)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound {
+                        resource_type: "identity.crm/Member",
+                        name: member.name.clone(),
+                    })?;
+                crm_db::etag::check(&member.etag, current.revision)
+                    .map_err(|e| etag_error("member.etag", e))?;
+                if paths.is_empty() {
+                    return Ok(Member::from(current));
+                }
+                let roles = if paths.contains(&"roles") {
+                    member.roles.clone()
+                } else {
+                    current.roles.clone()
+                };
+                let new_status = if paths.contains(&"status") {
+                    status_n
+                } else {
+                    current.status
+                };
+                diesel::update(
+                    m::table
+                        .filter(m::organization_id.eq(org))
+                        .filter(m::user_id.eq(user)),
+                )
+                .set((
+                    m::roles.eq(&roles),
+                    m::status.eq(new_status),
+                    m::revision.eq(m::revision + 1),
+                    m::update_time.eq(diesel::dsl::now),
+                ))
+                .execute(&mut { conn })
+                .await?;
+                // Tokens carry roles: revoke the earlier ones so the change applies now.
+                revocations::record(
+                    conn,
+                    RevocationKind::Subject,
+                    &format!("users/{user}"),
+                    Some(Utc::now()),
+                )
+                .await?;
+                let subject = member.name.clone();
+                let detail = format!("roles {} status {new_status}", roles.join(","));
+                audit::append(
+                    conn,
+                    org,
+                    audit::Entry {
+                        kind: "membership.updated",
+                        actor: &actor,
+                        subject: &subject,
+                        detail: &detail,
+                    },
+                )
+                .await?;
+                let row = load(conn, org, user)
+                    .await?
+                    .ok_or_else(|| ApiError::Internal("member vanished".into()))?;
+                Ok(Member::from(row))
+            })
+        });
+        let out = mutation::detached(None, write).await.map_err(status)?;
+        revoked.notify_waiters();
+        Ok(Response::new(out))
+    }
+}

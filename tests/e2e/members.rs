@@ -1,0 +1,434 @@
+//! Identity administration: members, roles, suspension, sessions, cross-tenant refusals.
+
+use std::time::{Duration, Instant};
+
+use crm_proto::core_v1::{CreateCustomerRequest, Customer, ListCustomersRequest};
+use crm_proto::identity_v1::auth_service_client::AuthServiceClient;
+use crm_proto::identity_v1::member_service_client::MemberServiceClient;
+use crm_proto::identity_v1::session_service_client::SessionServiceClient;
+use crm_proto::identity_v1::{
+    CreateMemberRequest, ListMembersRequest, ListSessionsRequest, LoginRequest, Member,
+    MemberStatus, RevokeSessionRequest, UpdateMemberRequest,
+};
+use crm_testkit::TestServer;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+use crate::support::{Env, assert_invalid_field, reason};
+
+const ADMIN_PASSWORD: &str = "administrator password";
+const PASSWORD: &str = "a long enough password";
+
+struct Org {
+    env: Env,
+    admin: String,
+}
+
+async fn org() -> Org {
+    let env = Env::new().await;
+    let email = format!("admin-{}@example.com", Uuid::now_v7().simple());
+    crm_identity::bootstrap::ensure_member(
+        &env.server.identity.pool,
+        &env.server.identity.hasher,
+        &crm_identity::bootstrap::Member {
+            org: env.org,
+            org_display_name: "Members Inc",
+            email: &email,
+            password: ADMIN_PASSWORD,
+            roles: &["org.admin"],
+            reset_password: false,
+        },
+    )
+    .await
+    .unwrap();
+    let admin = login(&env, &email, ADMIN_PASSWORD).await.unwrap();
+    Org { env, admin }
+}
+
+async fn login(env: &Env, email: &str, password: &str) -> Result<String, Status> {
+    AuthServiceClient::new(env.server.channel.clone())
+        .login(LoginRequest {
+            email: email.into(),
+            password: password.into(),
+            organization: env.parent(),
+            client_id: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().access_token)
+}
+
+impl Org {
+    fn members(&self) -> MemberServiceClient<Channel> {
+        MemberServiceClient::new(self.env.server.channel.clone())
+    }
+
+    fn sessions(&self) -> SessionServiceClient<Channel> {
+        SessionServiceClient::new(self.env.server.channel.clone())
+    }
+
+    fn create(&self, email: &str, roles: &[&str], password: &str) -> CreateMemberRequest {
+        CreateMemberRequest {
+            parent: self.env.parent(),
+            member: Some(Member {
+                email: email.into(),
+                roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                ..Default::default()
+            }),
+            initial_password: password.into(),
+            request_id: String::new(),
+        }
+    }
+
+    async fn add(&self, roles: &[&str]) -> (Member, String) {
+        let email = format!("{}@example.com", Uuid::now_v7().simple());
+        let member = self
+            .members()
+            .create_member(TestServer::request(
+                &self.admin,
+                self.create(&email, roles, PASSWORD),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        (member, email)
+    }
+
+    async fn can_list_customers(&self, token: &str) -> Result<(), Status> {
+        self.env
+            .customers()
+            .list_customers(TestServer::request(
+                token,
+                ListCustomersRequest {
+                    parent: self.env.parent(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(|_| ())
+    }
+
+    async fn wait_refused(&self, token: &str) {
+        let until = Instant::now() + Duration::from_secs(3);
+        loop {
+            match self.can_list_customers(token).await {
+                Err(s) if s.code() == Code::Unauthenticated => return,
+                Ok(()) if Instant::now() < until => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => panic!("token still accepted: {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn admins_add_members_who_can_sign_in_and_bad_input_is_named() {
+    let o = org().await;
+    let email = format!("{}@Example.com", Uuid::now_v7().simple());
+    let request_id = Uuid::new_v4().to_string();
+    let mut req = o.create(&email, &["crm.sales"], PASSWORD);
+    req.request_id = request_id.clone();
+    let created = o
+        .members()
+        .create_member(TestServer::request(&o.admin, req.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.email, email.to_lowercase());
+    assert_eq!(created.status, MemberStatus::Active as i32);
+    let again = o
+        .members()
+        .create_member(TestServer::request(&o.admin, req))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, created, "same request_id, same answer");
+    let dup = o
+        .members()
+        .create_member(TestServer::request(
+            &o.admin,
+            o.create(&email, &["crm.sales"], PASSWORD),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), Code::AlreadyExists);
+
+    let token = login(&o.env, &email, PASSWORD).await.unwrap();
+    o.can_list_customers(&token).await.unwrap();
+
+    let listed = o
+        .members()
+        .list_members(TestServer::request(
+            &o.admin,
+            ListMembersRequest {
+                parent: o.env.parent(),
+                page_size: 1,
+                page_token: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.members.len(), 1);
+    let rest = o
+        .members()
+        .list_members(TestServer::request(
+            &o.admin,
+            ListMembersRequest {
+                parent: o.env.parent(),
+                page_size: 10,
+                page_token: listed.next_page_token,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.members.len(), 1);
+    assert!(rest.next_page_token.is_empty());
+
+    for (req, field) in [
+        (
+            o.create("not-an-email", &["crm.sales"], PASSWORD),
+            "member.email",
+        ),
+        (
+            o.create("x@example.com", &["emperor"], PASSWORD),
+            "member.roles",
+        ),
+        (o.create("x@example.com", &[], PASSWORD), "member.roles"),
+        (
+            o.create("x@example.com", &["crm.sales"], "short"),
+            "initial_password",
+        ),
+        (
+            o.create("new@example.com", &["crm.sales"], ""),
+            "initial_password",
+        ),
+    ] {
+        let s = o
+            .members()
+            .create_member(TestServer::request(&o.admin, req))
+            .await
+            .unwrap_err();
+        assert_invalid_field(&s, field);
+    }
+    // Members without the permission may not add anyone.
+    let s = o
+        .members()
+        .create_member(TestServer::request(
+            &token,
+            o.create("y@example.com", &["crm.sales"], PASSWORD),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn role_changes_and_suspension_take_effect_at_once() {
+    let o = org().await;
+    let (member, email) = o.add(&["crm.sales"]).await;
+    let token = login(&o.env, &email, PASSWORD).await.unwrap();
+    o.can_list_customers(&token).await.unwrap();
+
+    let mut client = o.members();
+    let update =
+        |m: &Member, roles: &[&str], status: MemberStatus, paths: &[&str]| UpdateMemberRequest {
+            member: Some(Member {
+                name: m.name.clone(),
+                roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                status: status as i32,
+                etag: m.etag.clone(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            }),
+            request_id: String::new(),
+        };
+    let viewer = client
+        .update_member(TestServer::request(
+            &o.admin,
+            update(
+                &member,
+                &["crm.viewer"],
+                MemberStatus::Unspecified,
+                &["roles"],
+            ),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(viewer.roles, ["crm.viewer"]);
+    let stale = client
+        .update_member(TestServer::request(
+            &o.admin,
+            update(
+                &member,
+                &["org.admin"],
+                MemberStatus::Unspecified,
+                &["roles"],
+            ),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted);
+
+    // The sales token issued before the change stops working everywhere.
+    o.wait_refused(&token).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let as_viewer = login(&o.env, &email, PASSWORD).await.unwrap();
+    o.can_list_customers(&as_viewer).await.unwrap();
+    let denied = o
+        .env
+        .customers()
+        .create_customer(TestServer::request(
+            &as_viewer,
+            CreateCustomerRequest {
+                parent: o.env.parent(),
+                customer: Some(Customer {
+                    display_name: "No".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    client
+        .update_member(TestServer::request(
+            &o.admin,
+            update(&viewer, &[], MemberStatus::Suspended, &["status"]),
+        ))
+        .await
+        .unwrap();
+    o.wait_refused(&as_viewer).await;
+    let refused = login(&o.env, &email, PASSWORD).await.unwrap_err();
+    assert_eq!(reason(&refused), "INVALID_CREDENTIALS");
+}
+
+#[tokio::test]
+async fn sessions_are_ones_own_unless_managing_and_revocation_reaches_core() {
+    let o = org().await;
+    let (_, email) = o.add(&["crm.sales"]).await;
+    let token = login(&o.env, &email, PASSWORD).await.unwrap();
+    let list = |t: &str| {
+        TestServer::request(
+            t,
+            ListSessionsRequest {
+                parent: o.env.parent(),
+                ..Default::default()
+            },
+        )
+    };
+    let own = o
+        .sessions()
+        .list_sessions(list(&token))
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    assert_eq!(own.len(), 1, "a member sees only their own sessions");
+    let all = o
+        .sessions()
+        .list_sessions(list(&o.admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    assert_eq!(all.len(), 2, "an administrator sees everyone's");
+    let admin_session = all
+        .iter()
+        .find(|s| s.name != own[0].name)
+        .unwrap()
+        .name
+        .clone();
+
+    let foreign = o
+        .sessions()
+        .revoke_session(TestServer::request(
+            &token,
+            RevokeSessionRequest {
+                name: admin_session,
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        foreign.code(),
+        Code::NotFound,
+        "someone else's session is invisible"
+    );
+
+    let revoked = o
+        .sessions()
+        .revoke_session(TestServer::request(
+            &o.admin,
+            RevokeSessionRequest {
+                name: own[0].name.clone(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.revoke_time.is_some());
+    o.wait_refused(&token).await;
+}
+
+#[tokio::test]
+async fn another_organizations_admin_sees_nothing_of_this_one() {
+    let o = org().await;
+    o.add(&["crm.sales"]).await;
+    let other = o.env.server.token(Uuid::now_v7(), &["org.admin"]);
+    let members = o
+        .members()
+        .list_members(TestServer::request(
+            &other,
+            ListMembersRequest {
+                parent: o.env.parent(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(members.code(), Code::PermissionDenied);
+    let sessions = o
+        .sessions()
+        .list_sessions(TestServer::request(
+            &other,
+            ListSessionsRequest {
+                parent: o.env.parent(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(sessions.code(), Code::PermissionDenied);
+    let audit = crm_proto::identity_v1::audit_service_client::AuditServiceClient::new(
+        o.env.server.channel.clone(),
+    )
+    .list_audit_events(TestServer::request(
+        &other,
+        crm_proto::identity_v1::ListAuditEventsRequest {
+            parent: o.env.parent(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(audit.code(), Code::PermissionDenied);
+    let add = o
+        .members()
+        .create_member(TestServer::request(
+            &other,
+            o.create("intruder@example.com", &["org.admin"], PASSWORD),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(add.code(), Code::PermissionDenied);
+}
