@@ -432,3 +432,162 @@ async fn another_organizations_admin_sees_nothing_of_this_one() {
         .unwrap_err();
     assert_eq!(add.code(), Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn api_clients_get_tokens_with_secrets_shown_once_rotated_and_revoked() {
+    use crm_proto::identity_v1::api_client_service_client::ApiClientServiceClient;
+    use crm_proto::identity_v1::{
+        ApiClient, ClientCredentialsRequest, CreateApiClientRequest, DeleteApiClientRequest,
+        ListApiClientsRequest, RotateApiClientSecretRequest,
+    };
+
+    let o = org().await;
+    let mut clients = ApiClientServiceClient::new(o.env.server.channel.clone());
+    let request_id = Uuid::new_v4().to_string();
+    let create = CreateApiClientRequest {
+        parent: o.env.parent(),
+        api_client: Some(ApiClient {
+            display_name: "Accounting sync".into(),
+            roles: vec!["crm.viewer".into()],
+            ..Default::default()
+        }),
+        request_id: request_id.clone(),
+    };
+    let created = clients
+        .create_api_client(TestServer::request(&o.admin, create.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let client = created.api_client.unwrap();
+    let first_secret = created.client_secret;
+    assert!(first_secret.starts_with("cs1_"));
+    let retry = clients
+        .create_api_client(TestServer::request(&o.admin, create))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retry.api_client.unwrap().name, client.name);
+    assert!(
+        retry.client_secret.is_empty(),
+        "a secret is shown once, not on a retry"
+    );
+
+    let token_with = |secret: String| {
+        let mut auth = AuthServiceClient::new(o.env.server.channel.clone());
+        let client_id = client.client_id.clone();
+        async move {
+            auth.client_credentials(ClientCredentialsRequest {
+                client_id,
+                client_secret: secret,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+        }
+    };
+    let tokens = token_with(first_secret.clone()).await.unwrap();
+    assert_eq!(tokens.expires_in, 600);
+    assert!(tokens.refresh_token.is_empty());
+    o.can_list_customers(&tokens.access_token).await.unwrap();
+    let write = o
+        .env
+        .customers()
+        .create_customer(TestServer::request(
+            &tokens.access_token,
+            CreateCustomerRequest {
+                parent: o.env.parent(),
+                customer: Some(Customer {
+                    display_name: "No".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        write.code(),
+        Code::PermissionDenied,
+        "the client's roles apply"
+    );
+    assert_eq!(
+        reason(&token_with("cs1_wrong".into()).await.unwrap_err()),
+        "INVALID_CLIENT"
+    );
+
+    // Secrets are stored as keyed digests only.
+    let plain = crate::support::count(
+        &o.env.db,
+        &format!("SELECT count(*) AS n FROM identity.api_client_secrets WHERE position(convert_to('{}', 'UTF8') in digest) > 0", &first_secret[4..20]),
+    )
+    .await;
+    assert_eq!(plain, 0);
+
+    // Two secrets are valid during a rotation; the next rotation retires the oldest.
+    let rotate = || RotateApiClientSecretRequest {
+        name: client.name.clone(),
+        request_id: String::new(),
+    };
+    let second = clients
+        .rotate_api_client_secret(TestServer::request(&o.admin, rotate()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.api_client.as_ref().unwrap().active_secrets, 2);
+    token_with(first_secret.clone()).await.unwrap();
+    token_with(second.client_secret.clone()).await.unwrap();
+    let third = clients
+        .rotate_api_client_secret(TestServer::request(&o.admin, rotate()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reason(&token_with(first_secret).await.unwrap_err()),
+        "INVALID_CLIENT"
+    );
+    token_with(second.client_secret.clone()).await.unwrap();
+    let live = token_with(third.client_secret.clone()).await.unwrap();
+
+    let listed = clients
+        .list_api_clients(TestServer::request(
+            &o.admin,
+            ListApiClientsRequest {
+                parent: o.env.parent(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.api_clients.len(), 1);
+    assert_eq!(listed.api_clients[0].active_secrets, 2);
+
+    // Deleting the client ends its secrets and its tokens everywhere.
+    clients
+        .delete_api_client(TestServer::request(
+            &o.admin,
+            DeleteApiClientRequest {
+                name: client.name.clone(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    o.wait_refused(&live.access_token).await;
+    assert_eq!(
+        reason(&token_with(third.client_secret).await.unwrap_err()),
+        "INVALID_CLIENT"
+    );
+
+    let other = o.env.server.token(Uuid::now_v7(), &["org.admin"]);
+    let foreign = clients
+        .list_api_clients(TestServer::request(
+            &other,
+            ListApiClientsRequest {
+                parent: o.env.parent(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::PermissionDenied);
+}

@@ -23,7 +23,8 @@ use crm_platform::api::names;
 use crm_platform::api::validate::Violations;
 use crm_proto::identity_v1::auth_service_server::AuthService;
 use crm_proto::identity_v1::{
-    LoginRequest, LogoutRequest, LogoutResponse, RefreshTokenRequest, RevocationKind, TokenResponse,
+    ClientCredentialsRequest, LoginRequest, LogoutRequest, LogoutResponse, RefreshTokenRequest,
+    RevocationKind, TokenResponse,
 };
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -56,6 +57,7 @@ pub fn policy() -> MethodPolicy {
     MethodPolicy::new()
         .with(SERVICE, "Login", Requirement::Public)
         .with(SERVICE, "RefreshToken", Requirement::Public)
+        .with(SERVICE, "ClientCredentials", Requirement::Public)
         .with(SERVICE, "Logout", Requirement::Authenticated)
 }
 
@@ -135,14 +137,33 @@ impl AuthApi {
         session: Uuid,
         client_id: &str,
     ) -> Result<(String, i32), ApiError> {
+        self.sign(
+            org,
+            format!("users/{user}"),
+            roles,
+            Some(session),
+            client_id,
+            self.settings.access_ttl,
+        )
+    }
+
+    fn sign(
+        &self,
+        org: Uuid,
+        subject: String,
+        roles: Vec<String>,
+        session: Option<Uuid>,
+        client_id: &str,
+        ttl: Duration,
+    ) -> Result<(String, i32), ApiError> {
         let signer = self.keys.signer().ok_or(ApiError::Unavailable {
             reason: "NO_SIGNING_KEY",
         })?;
         let now = Utc::now().timestamp();
-        let ttl = i64::try_from(self.settings.access_ttl.as_secs()).unwrap_or(300);
+        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(300);
         let claims = Claims {
             iss: self.settings.issuer.clone(),
-            sub: format!("users/{user}"),
+            sub: subject,
             aud: Audience::One(self.settings.audience.clone()),
             exp: now + ttl,
             iat: now,
@@ -152,7 +173,7 @@ impl AuthApi {
             scope: "crm".into(),
             org_id: org.to_string(),
             roles,
-            sid: Some(session.to_string()),
+            sid: session.map(|s| s.to_string()),
         };
         Ok((signer.sign(&claims), i32::try_from(ttl).unwrap_or(300)))
     }
@@ -676,6 +697,47 @@ impl AuthService for AuthApi {
             .await
             .map(Response::new)
             .map_err(status)
+    }
+
+    async fn client_credentials(
+        &self,
+        req: Request<ClientCredentialsRequest>,
+    ) -> Result<Response<TokenResponse>, Status> {
+        let body = req.into_inner();
+        let (org, id, roles) = crate::api_clients::authenticate(
+            &self.pool,
+            &self.secrets,
+            &body.client_id,
+            &body.client_secret,
+        )
+        .await
+        .map_err(status)?;
+        let subject = format!("clients/{id}");
+        let (access_token, expires_in) = self
+            .sign(
+                org,
+                subject.clone(),
+                roles,
+                None,
+                &body.client_id,
+                self.settings.client_access_ttl,
+            )
+            .map_err(status)?;
+        let detail = format!("client_credentials for {}", body.client_id);
+        if let Err(e) =
+            audit::append_alone(&self.pool, org, "token.issued", &subject, &subject, &detail).await
+        {
+            tracing::warn!(error = %e, "could not audit a token issue");
+        }
+        Ok(Response::new(TokenResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in,
+            refresh_token: String::new(),
+            refresh_expire_time: None,
+            session: String::new(),
+            scope: "crm".into(),
+        }))
     }
 
     async fn logout(

@@ -1,6 +1,7 @@
 //! Identity service: organizations, users, memberships, sessions, access and refresh tokens,
 //! signing keys (JWKS) and the revocation stream every other service follows.
 
+pub mod api_clients;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
@@ -48,6 +49,8 @@ pub struct IdentitySettings {
     pub audience: String,
     /// Access-token lifetime for users (5 min).
     pub access_ttl: Duration,
+    /// Access-token lifetime for API clients (10 min).
+    pub client_access_ttl: Duration,
     /// Refresh-token lifetime (30 days, never past the session).
     pub refresh_ttl: Duration,
     /// Session lifetime (30 days).
@@ -66,6 +69,7 @@ impl Default for IdentitySettings {
             issuer: "crm-identity".into(),
             audience: "crm".into(),
             access_ttl: Duration::from_secs(300),
+            client_access_ttl: Duration::from_secs(600),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             refresh_grace: Duration::from_secs(20),
@@ -141,6 +145,7 @@ pub fn policy() -> MethodPolicy {
         .merge(&audit::policy())
         .merge(&members::policy())
         .merge(&sessions::policy())
+        .merge(&api_clients::policy())
 }
 
 /// Adds the identity services to `server`.
@@ -179,6 +184,11 @@ pub fn register(server: &mut GrpcServer, state: &IdentityState) {
     .max_decoding_message_size(limit);
     server.add_service(members, &members::policy(), Some(state.pool.clone()));
     server.add_service(sessions, &sessions::policy(), Some(state.pool.clone()));
+    let clients = crm_proto::identity_v1::api_client_service_server::ApiClientServiceServer::new(
+        api_clients::ApiClientApi::new(state.clone()),
+    )
+    .max_decoding_message_size(limit);
+    server.add_service(clients, &api_clients::policy(), Some(state.pool.clone()));
     server.add_service(keys, &jwks::policy(), Some(state.pool.clone()));
     server.add_service(
         revocations,

@@ -123,7 +123,8 @@ async fn load(
         .optional()
 }
 
-fn check_roles(v: &mut Violations, field: &str, roles: &[String]) {
+/// Adds a violation on `field` unless `roles` is a non-empty list of catalog roles.
+pub(crate) fn check_roles(v: &mut Violations, field: &str, roles: &[String]) {
     if roles.is_empty() {
         v.push(field, "REQUIRED", "at least one role is required");
     }

@@ -122,3 +122,26 @@ diesel::table! {
 
 diesel::joinable!(memberships -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(memberships, users);
+
+diesel::table! {
+    api_clients (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        display_name -> Text,
+        roles -> Array<Text>,
+        create_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        created_by -> Text,
+    }
+}
+
+diesel::table! {
+    api_client_secrets (organization_id, id) {
+        organization_id -> Uuid,
+        client_id -> Uuid,
+        id -> Uuid,
+        digest -> Bytea,
+        create_time -> Timestamptz,
+        revoke_time -> Nullable<Timestamptz>,
+    }
+}

@@ -20,6 +20,8 @@ pub mod permission {
     pub const MEMBERS_WRITE: &str = "identity.members.write";
     /// List and revoke anyone's sessions in the organization.
     pub const SESSIONS_MANAGE: &str = "identity.sessions.manage";
+    /// Create, rotate and delete API clients.
+    pub const CLIENTS_MANAGE: &str = "identity.clients.manage";
 }
 
 /// Which permissions each catalog role grants. `org.admin` grants everything.

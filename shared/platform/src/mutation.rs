@@ -55,7 +55,26 @@ pub async fn idempotent<R, F>(
     work: F,
 ) -> Result<R, ApiError>
 where
-    R: prost::Message + Default + Send + 'static,
+    R: prost::Message + Default + Clone + Send + 'static,
+    F: for<'r> FnOnce(&'r AsyncPgConnection) -> TxFuture<'r, Result<R, ApiError>> + Send + 'static,
+{
+    idempotent_redacted(pool, org, key, work, R::clone).await
+}
+
+/// As [`idempotent`], but what is stored for replays is `redact(response)`: for responses that
+/// carry something shown once (a new secret), a retry gets the rest of the response without it.
+///
+/// # Errors
+/// As [`idempotent`].
+pub async fn idempotent_redacted<R, F>(
+    pool: DbPool,
+    org: Uuid,
+    key: Option<IdempotencyKey>,
+    work: F,
+    redact: fn(&R) -> R,
+) -> Result<R, ApiError>
+where
+    R: prost::Message + Default + Clone + Send + 'static,
     F: for<'r> FnOnce(&'r AsyncPgConnection) -> TxFuture<'r, Result<R, ApiError>> + Send + 'static,
 {
     tenant::transaction(&pool, org, move |conn| {
@@ -78,7 +97,8 @@ where
             }
             let response = work(conn).await?;
             if let Some(k) = &key {
-                idempotency::complete(conn, org, k.request_id, &response.encode_to_vec()).await?;
+                idempotency::complete(conn, org, k.request_id, &redact(&response).encode_to_vec())
+                    .await?;
             }
             Ok(response)
         })

@@ -54,6 +54,7 @@ const READ_ONLY_POSTS: &[&str] = &[
     // logging out twice ends the same session twice.
     "crm.identity.v1.AuthService.Login",
     "crm.identity.v1.AuthService.RefreshToken",
+    "crm.identity.v1.AuthService.ClientCredentials",
     "crm.identity.v1.AuthService.Logout",
 ];
 

@@ -1,0 +1,518 @@
+//! `ApiClientService` and the `client_credentials` grant.
+//!
+//! A client's `client_id` is `c1.<organization>.<client>`, so a token request can be checked
+//! inside that organization's transaction. Secrets are 256-bit random values shown once and
+//! stored as HMAC-SHA-256 digests; rotation keeps the newest two valid.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use crm_auth::layer::principal_of;
+use crm_auth::{MethodPolicy, Requirement, permission};
+use crm_db::{AsyncPgConnection, page, tenant};
+use crm_platform::ApiError;
+use crm_platform::api::names;
+use crm_platform::api::time::{optional_timestamp, timestamp};
+use crm_platform::api::validate::{self, Violations};
+use crm_platform::mutation::{self, IdempotencyKey};
+use crm_proto::identity_v1::api_client_service_server::ApiClientService;
+use crm_proto::identity_v1::{
+    ApiClient, ApiClientWithSecret, CreateApiClientRequest, DeleteApiClientRequest,
+    ListApiClientsRequest, ListApiClientsResponse, RevocationKind, RotateApiClientSecretRequest,
+};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use rand::RngCore;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::schema::{api_client_secrets as cs, api_clients as c};
+use crate::secrets::TokenSecrets;
+use crate::{DOMAIN, IdentityState, audit, revocations};
+
+const SERVICE: &str = "crm.identity.v1.ApiClientService";
+const COLLECTION: &str = "apiClients";
+
+/// RPC requirements.
+#[must_use]
+pub fn policy() -> MethodPolicy {
+    let manage = Requirement::Permission(permission::CLIENTS_MANAGE);
+    MethodPolicy::new()
+        .with(SERVICE, "CreateApiClient", manage)
+        .with(SERVICE, "ListApiClients", manage)
+        .with(SERVICE, "RotateApiClientSecret", manage)
+        .with(SERVICE, "DeleteApiClient", manage)
+}
+
+/// The `client_id` of client `id` of `org`.
+#[must_use]
+pub fn client_id(org: Uuid, id: Uuid) -> String {
+    format!("c1.{org}.{id}")
+}
+
+/// Splits a `client_id` into organization and client.
+#[must_use]
+pub fn parse_client_id(s: &str) -> Option<(Uuid, Uuid)> {
+    let mut parts = s.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("c1"), Some(org), Some(id), None) => {
+            Some((Uuid::parse_str(org).ok()?, Uuid::parse_str(id).ok()?))
+        }
+        _ => None,
+    }
+}
+
+fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("cs1_{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = c)]
+struct ClientRow {
+    organization_id: Uuid,
+    id: Uuid,
+    display_name: String,
+    roles: Vec<String>,
+    create_time: DateTime<Utc>,
+    delete_time: Option<DateTime<Utc>>,
+}
+
+fn to_proto(r: ClientRow, active_secrets: i64) -> ApiClient {
+    ApiClient {
+        name: names::child_name(r.organization_id, COLLECTION, r.id),
+        client_id: client_id(r.organization_id, r.id),
+        display_name: r.display_name,
+        roles: r.roles,
+        create_time: Some(timestamp(r.create_time)),
+        delete_time: optional_timestamp(r.delete_time),
+        active_secrets: i32::try_from(active_secrets).unwrap_or(i32::MAX),
+    }
+}
+
+async fn active_secrets(conn: &AsyncPgConnection, org: Uuid, id: Uuid) -> QueryResult<i64> {
+    cs::table
+        .filter(cs::organization_id.eq(org))
+        .filter(cs::client_id.eq(id))
+        .filter(cs::revoke_time.is_null())
+        .count()
+        .get_result(&mut { conn })
+        .await
+}
+
+async fn find(conn: &AsyncPgConnection, org: Uuid, id: Uuid) -> QueryResult<Option<ClientRow>> {
+    c::table
+        .filter(c::organization_id.eq(org))
+        .filter(c::id.eq(id))
+        .select(ClientRow::as_select())
+        .first(&mut { conn })
+        .await
+        .optional()
+}
+
+/// Adds a secret and keeps only the newest two valid.
+async fn add_secret(
+    conn: &AsyncPgConnection,
+    org: Uuid,
+    id: Uuid,
+    digest: Vec<u8>,
+) -> QueryResult<()> {
+    diesel::insert_into(cs::table)
+        .values((
+            cs::organization_id.eq(org),
+            cs::client_id.eq(id),
+            cs::id.eq(Uuid::now_v7()),
+            cs::digest.eq(digest),
+        ))
+        .execute(&mut { conn })
+        .await?;
+    let keep: Vec<Uuid> = cs::table
+        .filter(cs::organization_id.eq(org))
+        .filter(cs::client_id.eq(id))
+        .filter(cs::revoke_time.is_null())
+        .order(cs::id.desc())
+        .limit(2)
+        .select(cs::id)
+        .load(&mut { conn })
+        .await?;
+    diesel::update(
+        cs::table
+            .filter(cs::organization_id.eq(org))
+            .filter(cs::client_id.eq(id))
+            .filter(cs::revoke_time.is_null())
+            .filter(cs::id.ne_all(keep)),
+    )
+    .set(cs::revoke_time.eq(diesel::dsl::now))
+    .execute(&mut { conn })
+    .await?;
+    Ok(())
+}
+
+/// Checks a `client_credentials` request; returns the client's organization, subject id and roles.
+///
+/// # Errors
+/// UNAUTHENTICATED `INVALID_CLIENT` for anything wrong, whatever it was.
+pub async fn authenticate(
+    pool: &crm_db::DbPool,
+    secrets: &TokenSecrets,
+    client: &str,
+    secret: &str,
+) -> Result<(Uuid, Uuid, Vec<String>), ApiError> {
+    let invalid = || ApiError::Unauthenticated {
+        reason: "INVALID_CLIENT",
+        message: "the client id or secret is not right".into(),
+    };
+    let (org, id) = parse_client_id(client).ok_or_else(invalid)?;
+    if secret.is_empty() || secret.len() > 200 {
+        return Err(invalid());
+    }
+    let digest = secrets.digest(secret);
+    let roles = tenant::transaction(pool, org, move |conn| {
+        Box::pin(async move {
+            let row = find(conn, org, id).await?;
+            let Some(row) = row.filter(|r| r.delete_time.is_none()) else {
+                return Ok(None);
+            };
+            let matches: i64 = cs::table
+                .filter(cs::organization_id.eq(org))
+                .filter(cs::client_id.eq(id))
+                .filter(cs::revoke_time.is_null())
+                .filter(cs::digest.eq(digest))
+                .count()
+                .get_result(&mut { conn })
+                .await?;
+            Ok::<_, ApiError>((matches == 1).then_some(row.roles))
+        })
+    })
+    .await?
+    .ok_or_else(invalid)?;
+    Ok((org, id, roles))
+}
+
+/// The handlers.
+#[derive(Debug, Clone)]
+pub struct ApiClientApi {
+    state: IdentityState,
+}
+
+impl ApiClientApi {
+    /// Handlers over `state`.
+    #[must_use]
+    pub fn new(state: IdentityState) -> Self {
+        Self { state }
+    }
+}
+
+fn status(e: ApiError) -> Status {
+    e.into_status(DOMAIN)
+}
+
+fn without_secret(r: &ApiClientWithSecret) -> ApiClientWithSecret {
+    ApiClientWithSecret {
+        api_client: r.api_client.clone(),
+        client_secret: String::new(),
+    }
+}
+
+#[tonic::async_trait]
+impl ApiClientService for ApiClientApi {
+    async fn create_api_client(
+        &self,
+        req: Request<CreateApiClientRequest>,
+    ) -> Result<Response<ApiClientWithSecret>, Status> {
+        let principal = principal_of(&req)?;
+        let body = req.into_inner();
+        let mut v = Violations::new();
+        let org = names::parse_organization(&body.parent, "parent")
+            .map_err(|e| v.absorb(e))
+            .ok();
+        let client = body.api_client.clone().unwrap_or_default();
+        validate::required_text(&mut v, "api_client.display_name", &client.display_name, 200);
+        crate::members::check_roles(&mut v, "api_client.roles", &client.roles);
+        let mut fingerprint = body.clone();
+        fingerprint.request_id.clear();
+        let key =
+            IdempotencyKey::from_request(&mut v, "CreateApiClient", &body.request_id, &fingerprint);
+        v.finish().map_err(status)?;
+        let org =
+            org.ok_or_else(|| status(ApiError::Internal("parsed without violation".into())))?;
+        names::require_same_organization(&principal, org).map_err(status)?;
+        let secret = new_secret();
+        let digest = self.state.secrets.digest(&secret);
+        let actor = principal.subject.clone();
+        let write = mutation::idempotent_redacted(
+            self.state.pool.clone(),
+            org,
+            key,
+            move |conn| {
+                Box::pin(async move {
+                    let id = Uuid::now_v7();
+                    diesel::insert_into(c::table)
+                        .values((
+                            c::organization_id.eq(org),
+                            c::id.eq(id),
+                            c::display_name.eq(client.display_name.trim()),
+                            c::roles.eq(&client.roles),
+                            c::created_by.eq(&actor),
+                        ))
+                        .execute(&mut { conn })
+                        .await?;
+                    add_secret(conn, org, id, digest).await?;
+                    let name = names::child_name(org, COLLECTION, id);
+                    audit::append(
+                        conn,
+                        org,
+                        audit::Entry {
+                            kind: "api_client.created",
+                            actor: &actor,
+                            subject: &name,
+                            detail: "",
+                        },
+                    )
+                    .await?;
+                    let row = find(conn, org, id)
+                        .await?
+                        .ok_or_else(|| ApiError::Internal("client vanished".into()))?;
+                    Ok(ApiClientWithSecret {
+                        api_client: Some(to_proto(row, 1)),
+                        client_secret: secret,
+                    })
+                })
+            },
+            without_secret,
+        );
+        mutation::detached(None, write)
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn list_api_clients(
+        &self,
+        req: Request<ListApiClientsRequest>,
+    ) -> Result<Response<ListApiClientsResponse>, Status> {
+        let principal = principal_of(&req)?;
+        let body = req.into_inner();
+        let mut v = Violations::new();
+        let org = names::parse_organization(&body.parent, "parent")
+            .map_err(|e| v.absorb(e))
+            .ok();
+        let size = page::page_size(body.page_size, 50, 1000)
+            .map_err(|e| v.absorb(e.into()))
+            .ok();
+        v.finish().map_err(status)?;
+        let (Some(org), Some(size)) = (org, size) else {
+            return Err(status(ApiError::Internal(
+                "parsed without violation".into(),
+            )));
+        };
+        names::require_same_organization(&principal, org).map_err(status)?;
+        let query = page::fingerprint(org, &[&body.parent]);
+        let after = match self
+            .state
+            .page_tokens
+            .decode(&body.page_token, &query)
+            .map_err(|e| status(e.into()))?
+        {
+            None => None,
+            Some(key) => Some(
+                <[String]>::first(&key)
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                    .ok_or_else(|| {
+                        status(ApiError::invalid(
+                            "page_token",
+                            "INVALID_PAGE_TOKEN",
+                            "page_token is malformed",
+                        ))
+                    })?,
+            ),
+        };
+        let limit = i64::from(size) + 1;
+        let mut rows = tenant::transaction(&self.state.pool, org, move |conn| {
+            Box::pin(async move {
+                let mut q = c::table
+                    .filter(c::organization_id.eq(org))
+                    .filter(c::delete_time.is_null())
+                    .order(c::id.asc())
+                    .limit(limit)
+                    .select(ClientRow::as_select())
+                    .into_boxed();
+                if let Some(after) = after {
+                    q = q.filter(c::id.gt(after));
+                }
+                let rows: Vec<ClientRow> = q.load(&mut { conn }).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let n = active_secrets(conn, org, r.id).await?;
+                    out.push((r, n));
+                }
+                Ok::<_, ApiError>(out)
+            })
+        })
+        .await
+        .map_err(status)?;
+        let next_page_token = if rows.len() > size as usize {
+            rows.truncate(size as usize);
+            rows.last()
+                .map(|(r, _)| self.state.page_tokens.encode(&query, &[r.id.to_string()]))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListApiClientsResponse {
+            api_clients: rows.into_iter().map(|(r, n)| to_proto(r, n)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn rotate_api_client_secret(
+        &self,
+        req: Request<RotateApiClientSecretRequest>,
+    ) -> Result<Response<ApiClientWithSecret>, Status> {
+        let principal = principal_of(&req)?;
+        let body = req.into_inner();
+        let mut v = Violations::new();
+        let parsed = names::parse_child(&body.name, COLLECTION, "name")
+            .map_err(|e| v.absorb(e))
+            .ok();
+        let mut fingerprint = body.clone();
+        fingerprint.request_id.clear();
+        let key = IdempotencyKey::from_request(
+            &mut v,
+            "RotateApiClientSecret",
+            &body.request_id,
+            &fingerprint,
+        );
+        v.finish().map_err(status)?;
+        let (org, id) =
+            parsed.ok_or_else(|| status(ApiError::Internal("parsed without violation".into())))?;
+        names::require_same_organization(&principal, org).map_err(status)?;
+        let secret = new_secret();
+        let digest = self.state.secrets.digest(&secret);
+        let actor = principal.subject.clone();
+        let name = body.name.clone();
+        let write = mutation::idempotent_redacted(
+            self.state.pool.clone(),
+            org,
+            key,
+            move |conn| {
+                Box::pin(async move {
+                    let row = find(conn, org, id)
+                        .await?
+                        .filter(|r| r.delete_time.is_none())
+                        .ok_or_else(|| ApiError::NotFound {
+                            resource_type: "identity.crm/ApiClient",
+                            name: name.clone(),
+                        })?;
+                    add_secret(conn, org, id, digest).await?;
+                    audit::append(
+                        conn,
+                        org,
+                        audit::Entry {
+                            kind: "api_client.secret_rotated",
+                            actor: &actor,
+                            subject: &name,
+                            detail: "",
+                        },
+                    )
+                    .await?;
+                    let n = active_secrets(conn, org, id).await?;
+                    Ok(ApiClientWithSecret {
+                        api_client: Some(to_proto(row, n)),
+                        client_secret: secret,
+                    })
+                })
+            },
+            without_secret,
+        );
+        mutation::detached(None, write)
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn delete_api_client(
+        &self,
+        req: Request<DeleteApiClientRequest>,
+    ) -> Result<Response<ApiClient>, Status> {
+        let principal = principal_of(&req)?;
+        let body = req.into_inner();
+        let mut v = Violations::new();
+        let parsed = names::parse_child(&body.name, COLLECTION, "name")
+            .map_err(|e| v.absorb(e))
+            .ok();
+        let mut fingerprint = body.clone();
+        fingerprint.request_id.clear();
+        let key =
+            IdempotencyKey::from_request(&mut v, "DeleteApiClient", &body.request_id, &fingerprint);
+        v.finish().map_err(status)?;
+        let (org, id) =
+            parsed.ok_or_else(|| status(ApiError::Internal("parsed without violation".into())))?;
+        names::require_same_organization(&principal, org).map_err(status)?;
+        let actor = principal.subject.clone();
+        let name = body.name.clone();
+        let write = mutation::idempotent(self.state.pool.clone(), org, key, move |conn| {
+            Box::pin(async move {
+                find(conn, org, id)
+                    .await?
+                    .filter(|r| r.delete_time.is_none())
+                    .ok_or_else(|| ApiError::NotFound {
+                        resource_type: "identity.crm/ApiClient",
+                        name: name.clone(),
+                    })?;
+                diesel::update(
+                    c::table
+                        .filter(c::organization_id.eq(org))
+                        .filter(c::id.eq(id)),
+                )
+                .set(c::delete_time.eq(diesel::dsl::now))
+                .execute(&mut { conn })
+                .await?;
+                diesel::update(
+                    cs::table
+                        .filter(cs::organization_id.eq(org))
+                        .filter(cs::client_id.eq(id))
+                        .filter(cs::revoke_time.is_null()),
+                )
+                .set(cs::revoke_time.eq(diesel::dsl::now))
+                .execute(&mut { conn })
+                .await?;
+                revocations::record(conn, RevocationKind::Client, &client_id(org, id), None)
+                    .await?;
+                audit::append(
+                    conn,
+                    org,
+                    audit::Entry {
+                        kind: "api_client.deleted",
+                        actor: &actor,
+                        subject: &name,
+                        detail: "",
+                    },
+                )
+                .await?;
+                let row = find(conn, org, id)
+                    .await?
+                    .ok_or_else(|| ApiError::Internal("client vanished".into()))?;
+                Ok(to_proto(row, 0))
+            })
+        });
+        let out = mutation::detached(None, write).await.map_err(status)?;
+        self.state.revoked.notify_waiters();
+        Ok(Response::new(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_round_trip() {
+        let (org, id) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(parse_client_id(&client_id(org, id)), Some((org, id)));
+        assert_eq!(parse_client_id("c1.x.y"), None);
+        assert_eq!(parse_client_id(&format!("c2.{org}.{id}")), None);
+        assert!(new_secret().len() > 40);
+    }
+}
