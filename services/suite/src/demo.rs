@@ -24,6 +24,10 @@ pub struct Demo {
     pub password: String,
     /// An access token from logging in with it.
     pub token: String,
+    /// The demo API client's id.
+    pub client_id: String,
+    /// Its secret, new at every start.
+    pub client_secret: String,
 }
 
 const SAMPLES: &[(&str, &str, &str, CustomerKind)] = &[
@@ -124,11 +128,80 @@ pub async fn seed(
             Err(s) => anyhow::bail!("seeding {name}: {s}"),
         }
     }
+    let (client_id, client_secret) =
+        demo_client(&format!("http://{addr}"), &organization, &token).await?;
     Ok(Demo {
         organization,
         password,
         token,
+        client_id,
+        client_secret,
     })
+}
+
+const DEMO_CLIENT: &str = "Demo integration";
+
+/// Replaces the demo API client: the previous one (whose secret was shown by an earlier run)
+/// is deleted, and a new one with a fresh secret is created.
+async fn demo_client(
+    target: &str,
+    organization: &str,
+    token: &str,
+) -> anyhow::Result<(String, String)> {
+    use crm_proto::identity_v1::api_client_service_client::ApiClientServiceClient;
+    use crm_proto::identity_v1::{
+        ApiClient, CreateApiClientRequest, DeleteApiClientRequest, ListApiClientsRequest,
+    };
+    fn authorized<T>(token: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
+        let mut req = tonic::Request::new(message);
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+        Ok(req)
+    }
+    let mut clients = ApiClientServiceClient::connect(target.to_owned()).await?;
+    let existing = clients
+        .list_api_clients(authorized(
+            token,
+            ListApiClientsRequest {
+                parent: organization.to_owned(),
+                page_size: 1000,
+                page_token: String::new(),
+            },
+        )?)
+        .await?
+        .into_inner();
+    for old in existing
+        .api_clients
+        .into_iter()
+        .filter(|c| c.display_name == DEMO_CLIENT)
+    {
+        clients
+            .delete_api_client(authorized(
+                token,
+                DeleteApiClientRequest {
+                    name: old.name,
+                    request_id: String::new(),
+                },
+            )?)
+            .await?;
+    }
+    let created = clients
+        .create_api_client(authorized(
+            token,
+            CreateApiClientRequest {
+                parent: organization.to_owned(),
+                api_client: Some(ApiClient {
+                    display_name: DEMO_CLIENT.into(),
+                    roles: vec!["crm.sales".into()],
+                    ..ApiClient::default()
+                }),
+                request_id: String::new(),
+            },
+        )?)
+        .await?
+        .into_inner();
+    let client_id = created.api_client.map(|c| c.client_id).unwrap_or_default();
+    Ok((client_id, created.client_secret))
 }
 
 /// Prints where the suite is and how to call it.
@@ -136,7 +209,7 @@ pub fn print_next_steps(addr: SocketAddr, database: &str, demo: Option<&Demo>) {
     println!();
     println!("CRM suite is serving gRPC on {addr} (reflection and grpc.health.v1 enabled)");
     println!(
-        "  services: crm.identity.v1.{{AuthService,KeyService,RevocationService}}, crm.core.v1.{{CustomerService,EventService}}"
+        "  services: crm.identity.v1.{{AuthService,KeyService,RevocationService,AuditService,MemberService,SessionService,ApiClientService}}, crm.core.v1.{{CustomerService,EventService}}"
     );
     println!("  database: {database}");
     println!();
@@ -176,6 +249,14 @@ pub fn print_next_steps(addr: SocketAddr, database: &str, demo: Option<&Demo>) {
         "  buf curl --protocol grpc --http2-prior-knowledge -H \"authorization: Bearer $TOKEN\" \\\n    --data '{{\"parent\":\"{}\",\"customer\":{{\"displayName\":\"Lakeside Cafe\",\"kind\":\"CUSTOMER_KIND_FOOD_SERVICE\"}}}}' \\\n    http://{addr}/crm.core.v1.CustomerService/CreateCustomer",
         demo.organization
     );
+    println!("An API client (role crm.sales) for integrations; its secret is shown only here:");
+    println!("  client_id:     {}", demo.client_id);
+    println!("  client_secret: {}", demo.client_secret);
+    println!(
+        "  grpcurl -plaintext -d '{{\"clientId\":\"{}\",\"clientSecret\":\"{}\"}}' {addr} crm.identity.v1.AuthService/ClientCredentials",
+        demo.client_id, demo.client_secret
+    );
+    println!();
     println!("Refresh, then sign out (the old access token is refused within about a second):");
     println!(
         "  grpcurl -plaintext -d '{{\"refreshToken\":\"<refresh token>\"}}' {addr} crm.identity.v1.AuthService/RefreshToken"
