@@ -52,7 +52,7 @@ impl Member {
                 email: email.to_owned(),
                 password: password.to_owned(),
                 organization: self.env.parent(),
-                client_id: String::new(),
+                ..Default::default()
             })
             .await
             .map(tonic::Response::into_inner)
@@ -66,7 +66,7 @@ impl Member {
         self.auth()
             .refresh_token(RefreshTokenRequest {
                 refresh_token: token.to_owned(),
-                client_id: String::new(),
+                ..Default::default()
             })
             .await
             .map(tonic::Response::into_inner)
@@ -133,7 +133,7 @@ async fn login_gives_tokens_that_core_accepts_and_keys_are_published() {
     // Only hashes of refresh tokens and sealed private keys are stored.
     let stored = crate::support::count(
         &m.env.db,
-        &format!("SELECT count(*) AS n FROM identity.refresh_tokens WHERE convert_from(digest, 'LATIN1') LIKE '%{}%'", &tokens.refresh_token[45..]),
+        &format!("SELECT count(*) AS n FROM identity.refresh_tokens WHERE position(convert_to('{}', 'UTF8') in digest) > 0", &tokens.refresh_token[45..]),
     )
     .await;
     assert_eq!(stored, 0);
@@ -154,6 +154,7 @@ async fn unknown_user_wrong_password_and_foreign_org_look_the_same() {
             password: PASSWORD.into(),
             organization: format!("organizations/{}", Uuid::now_v7()),
             client_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -332,6 +333,7 @@ async fn keys_rotate_while_calls_flow_and_no_call_fails() {
                 password: PASSWORD.into(),
                 organization: format!("organizations/{org}"),
                 client_id: String::new(),
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner().access_token)
@@ -538,4 +540,116 @@ async fn audit_chain_records_auth_events_and_detects_tampering() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn totp_is_required_once_enrolled_codes_are_single_use_and_recovery_codes_work_once() {
+    use crm_identity::totp;
+    use crm_proto::identity_v1::mfa_service_client::MfaServiceClient;
+    use crm_proto::identity_v1::{ConfirmTotpRequest, EnrollTotpRequest};
+
+    let m = member(&["crm.sales"]).await;
+    let tokens = m.login().await;
+    let mut mfa = MfaServiceClient::new(m.env.server.channel.clone());
+    let enrolled = mfa
+        .enroll_totp(TestServer::request(
+            &tokens.access_token,
+            EnrollTotpRequest {
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(enrolled.otpauth_uri.starts_with("otpauth://totp/CRM:"));
+    let secret = totp::base32_decode(&enrolled.secret).unwrap();
+    assert_eq!(secret.len(), 20);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let step = totp::step_at(i64::try_from(now).unwrap());
+
+    // Not yet confirmed: sign-in is unchanged.
+    m.login().await;
+    let wrong = mfa
+        .confirm_totp(TestServer::request(
+            &tokens.access_token,
+            ConfirmTotpRequest {
+                code: "000000".into(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    crate::support::assert_invalid_field(&wrong, "code");
+    let confirmed = mfa
+        .confirm_totp(TestServer::request(
+            &tokens.access_token,
+            ConfirmTotpRequest {
+                code: totp::code(&secret, step, 6),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(confirmed.recovery_codes.len(), 10);
+
+    let login_with = |totp_code: String, recovery_code: String| {
+        let mut auth = m.auth();
+        let req = LoginRequest {
+            email: m.email.clone(),
+            password: PASSWORD.into(),
+            organization: m.env.parent(),
+            client_id: String::new(),
+            totp_code,
+            recovery_code,
+        };
+        async move { auth.login(req).await }
+    };
+    assert_eq!(
+        reason(&login_with(String::new(), String::new()).await.unwrap_err()),
+        "MFA_REQUIRED"
+    );
+    // The code used to confirm is spent; the next step's code (within the ±1 window) works once.
+    assert_eq!(
+        reason(
+            &login_with(totp::code(&secret, step, 6), String::new())
+                .await
+                .unwrap_err()
+        ),
+        "MFA_INVALID"
+    );
+    login_with(totp::code(&secret, step + 1, 6), String::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        reason(
+            &login_with(totp::code(&secret, step + 1, 6), String::new())
+                .await
+                .unwrap_err()
+        ),
+        "MFA_INVALID"
+    );
+
+    let recovery = confirmed.recovery_codes[3].clone();
+    login_with(String::new(), recovery.to_lowercase())
+        .await
+        .unwrap();
+    assert_eq!(
+        reason(&login_with(String::new(), recovery).await.unwrap_err()),
+        "MFA_INVALID"
+    );
+
+    let again = mfa
+        .enroll_totp(TestServer::request(
+            &tokens.access_token,
+            EnrollTotpRequest {
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
 }

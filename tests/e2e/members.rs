@@ -53,6 +53,7 @@ async fn login(env: &Env, email: &str, password: &str) -> Result<String, Status>
             password: password.into(),
             organization: env.parent(),
             client_id: String::new(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner().access_token)

@@ -70,6 +70,7 @@ pub struct AuthApi {
     secrets: TokenSecrets,
     settings: IdentitySettings,
     revoked: Arc<Notify>,
+    kek: crate::keys::Kek,
 }
 
 impl std::fmt::Debug for AuthApi {
@@ -109,23 +110,17 @@ fn chrono(d: Duration) -> chrono::Duration {
 }
 
 impl AuthApi {
-    /// Handlers.
+    /// Handlers over the identity state.
     #[must_use]
-    pub fn new(
-        pool: DbPool,
-        keys: Arc<KeyStore>,
-        hasher: PasswordHasher,
-        secrets: TokenSecrets,
-        settings: IdentitySettings,
-        revoked: Arc<Notify>,
-    ) -> Self {
+    pub fn new(state: &crate::IdentityState) -> Self {
         Self {
-            pool,
-            keys,
-            hasher,
-            secrets,
-            settings,
-            revoked,
+            pool: state.pool.clone(),
+            keys: Arc::clone(&state.keys),
+            hasher: state.hasher.clone(),
+            secrets: state.secrets.clone(),
+            settings: state.settings.clone(),
+            revoked: Arc::clone(&state.revoked),
+            kek: state.kek.clone(),
         }
     }
 
@@ -347,6 +342,32 @@ impl AuthApi {
             self.audit_failure(org, &email_key, locked).await;
             return Err(invalid_credentials());
         };
+        match crate::mfa::check(
+            &self.pool,
+            &self.kek,
+            &self.secrets,
+            user_id,
+            &body.totp_code,
+            &body.recovery_code,
+        )
+        .await?
+        {
+            crate::mfa::SecondFactor::NotEnrolled | crate::mfa::SecondFactor::Passed => {}
+            crate::mfa::SecondFactor::Missing => {
+                return Err(ApiError::Unauthenticated {
+                    reason: "MFA_REQUIRED",
+                    message: "this account needs a TOTP or recovery code".into(),
+                });
+            }
+            crate::mfa::SecondFactor::Wrong => {
+                let locked = self.record_failure(&email_key).await?;
+                self.audit_failure(org, &email_key, locked).await;
+                return Err(ApiError::Unauthenticated {
+                    reason: "MFA_INVALID",
+                    message: "the TOTP or recovery code is not right, or was already used".into(),
+                });
+            }
+        }
         self.reset_failures(&email_key).await?;
         if verification.needs_rehash {
             self.rehash(user_id, body.password).await;

@@ -55,9 +55,9 @@ impl Kek {
         self.0
     }
 
-    /// Seals `secret` for key `kid` (the kid is authenticated data: a sealed key cannot be
-    /// moved to another row). Output: 12-byte nonce, then ciphertext and tag.
-    fn seal(&self, kid: &str, secret: &[u8; 32]) -> Result<Vec<u8>, KeyError> {
+    /// Seals `plain` under `label` (authenticated data: a sealed value cannot be moved to another
+    /// row or purpose). Output: 12-byte nonce, then ciphertext and tag.
+    pub(crate) fn seal_bytes(&self, label: &str, plain: &[u8]) -> Result<Vec<u8>, KeyError> {
         let cipher = Aes256Gcm::new_from_slice(&self.0).map_err(|_| KeyError::Crypto)?;
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -67,8 +67,8 @@ impl Kek {
                 .encrypt(
                     Nonce::from_slice(&nonce),
                     Payload {
-                        msg: secret,
-                        aad: kid.as_bytes(),
+                        msg: plain,
+                        aad: label.as_bytes(),
                     },
                 )
                 .map_err(|_| KeyError::Crypto)?,
@@ -76,23 +76,32 @@ impl Kek {
         Ok(out)
     }
 
-    /// Opens a sealed key; `None` if it was sealed under another KEK or altered.
-    fn open(&self, kid: &str, sealed: &[u8]) -> Option<[u8; 32]> {
+    /// Opens what [`Kek::seal_bytes`] sealed under `label`.
+    pub(crate) fn open_bytes(&self, label: &str, sealed: &[u8]) -> Option<Vec<u8>> {
         if sealed.len() < 12 {
             return None;
         }
         let cipher = Aes256Gcm::new_from_slice(&self.0).ok()?;
         let (nonce, body) = sealed.split_at(12);
-        let plain = cipher
+        cipher
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {
                     msg: body,
-                    aad: kid.as_bytes(),
+                    aad: label.as_bytes(),
                 },
             )
-            .ok()?;
-        plain.try_into().ok()
+            .ok()
+    }
+
+    /// Seals a signing key for key `kid`.
+    fn seal(&self, kid: &str, secret: &[u8; 32]) -> Result<Vec<u8>, KeyError> {
+        self.seal_bytes(kid, secret)
+    }
+
+    /// Opens a sealed key; `None` if it was sealed under another KEK or altered.
+    fn open(&self, kid: &str, sealed: &[u8]) -> Option<[u8; 32]> {
+        self.open_bytes(kid, sealed)?.try_into().ok()
     }
 }
 

@@ -8,10 +8,12 @@ pub mod bootstrap;
 pub mod jwks;
 pub mod keys;
 pub mod members;
+pub mod mfa;
 pub mod revocations;
 pub mod schema;
 pub mod secrets;
 pub mod sessions;
+pub mod totp;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +98,8 @@ pub struct IdentityState {
     pub revoked: Arc<Notify>,
     /// Signs List page tokens.
     pub page_tokens: crm_db::page::PageTokens,
+    /// Seals secrets at rest (signing keys, TOTP secrets).
+    pub kek: keys::Kek,
 }
 
 impl std::fmt::Debug for IdentityState {
@@ -120,7 +124,7 @@ impl IdentityState {
     ) -> Result<Self, keys::KeyError> {
         let keys = Arc::new(keys::KeyStore::new(
             pool.clone(),
-            kek,
+            kek.clone(),
             settings.rotation.clone(),
         ));
         keys.rotate_and_reload().await?;
@@ -132,6 +136,7 @@ impl IdentityState {
             settings,
             revoked: Arc::new(Notify::new()),
             page_tokens: crm_db::page::PageTokens::new(token_secret),
+            kek,
         })
     }
 }
@@ -146,6 +151,7 @@ pub fn policy() -> MethodPolicy {
         .merge(&members::policy())
         .merge(&sessions::policy())
         .merge(&api_clients::policy())
+        .merge(&mfa::policy())
 }
 
 /// Adds the identity services to `server`.
@@ -154,16 +160,9 @@ pub fn register(server: &mut GrpcServer, state: &IdentityState) {
     use crm_proto::identity_v1::key_service_server::KeyServiceServer;
     use crm_proto::identity_v1::revocation_service_server::RevocationServiceServer;
     let limit = server.settings().max_message_bytes;
-    let auth = AuthServiceServer::new(auth::AuthApi::new(
-        state.pool.clone(),
-        Arc::clone(&state.keys),
-        state.hasher.clone(),
-        state.secrets.clone(),
-        state.settings.clone(),
-        Arc::clone(&state.revoked),
-    ))
-    .max_decoding_message_size(limit)
-    .max_encoding_message_size(limit);
+    let auth = AuthServiceServer::new(auth::AuthApi::new(state))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
     let keys = KeyServiceServer::new(jwks::KeyApi::new(Arc::clone(&state.keys)));
     let revocations = RevocationServiceServer::new(revocations::RevocationApi::new(
         state.pool.clone(),
@@ -189,6 +188,11 @@ pub fn register(server: &mut GrpcServer, state: &IdentityState) {
     )
     .max_decoding_message_size(limit);
     server.add_service(clients, &api_clients::policy(), Some(state.pool.clone()));
+    let mfa = crm_proto::identity_v1::mfa_service_server::MfaServiceServer::new(mfa::MfaApi::new(
+        state.clone(),
+    ))
+    .max_decoding_message_size(limit);
+    server.add_service(mfa, &mfa::policy(), Some(state.pool.clone()));
     server.add_service(keys, &jwks::policy(), Some(state.pool.clone()));
     server.add_service(
         revocations,

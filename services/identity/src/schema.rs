@@ -145,3 +145,22 @@ diesel::table! {
         revoke_time -> Nullable<Timestamptz>,
     }
 }
+
+diesel::table! {
+    user_totp (user_id) {
+        user_id -> Uuid,
+        sealed_secret -> Bytea,
+        confirm_time -> Nullable<Timestamptz>,
+        last_step -> Int8,
+        create_time -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    recovery_codes (user_id, digest) {
+        user_id -> Uuid,
+        digest -> Bytea,
+        use_time -> Nullable<Timestamptz>,
+        create_time -> Timestamptz,
+    }
+}

@@ -99,6 +99,7 @@ pub async fn seed(
             password: password.clone(),
             organization: organization.clone(),
             client_id: String::new(),
+            ..Default::default()
         })
         .await?
         .into_inner();
