@@ -653,3 +653,93 @@ async fn totp_is_required_once_enrolled_codes_are_single_use_and_recovery_codes_
         .unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_storm_is_refused_fast_while_other_calls_keep_answering() {
+    let options = crm_testkit::server::TestServerOptions {
+        hashing: (1, true),
+        ..Default::default()
+    };
+    let db = crm_testkit::TestDb::new().await.unwrap();
+    let server = TestServer::start_with(&db, options).await.unwrap();
+    let org = Uuid::now_v7();
+    let email = format!("{}@example.com", Uuid::now_v7().simple());
+    crm_identity::bootstrap::ensure_member(
+        &server.identity.pool,
+        &server.identity.hasher,
+        &crm_identity::bootstrap::Member {
+            org,
+            org_display_name: "Storm",
+            email: &email,
+            password: PASSWORD,
+            roles: &["crm.sales"],
+            reset_password: false,
+        },
+    )
+    .await
+    .unwrap();
+    let reader = server.token(org, &["crm.sales"]);
+    let attempts: Vec<_> = (0..12)
+        .map(|_| {
+            let mut auth = AuthServiceClient::new(server.channel.clone());
+            let req = LoginRequest {
+                email: email.clone(),
+                password: PASSWORD.into(),
+                organization: format!("organizations/{org}"),
+                ..Default::default()
+            };
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let outcome = auth.login(req).await;
+                (outcome, started.elapsed())
+            })
+        })
+        .collect();
+    // Meanwhile, other RPCs answer.
+    let mut customers = crm_proto::core_v1::customer_service_client::CustomerServiceClient::new(
+        server.channel.clone(),
+    );
+    for _ in 0..5 {
+        customers
+            .list_customers(TestServer::request(
+                &reader,
+                ListCustomersRequest {
+                    parent: format!("organizations/{org}"),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    let mut refused = Vec::new();
+    let mut succeeded = Vec::new();
+    for a in attempts {
+        match a.await.unwrap() {
+            (Ok(_), took) => succeeded.push(took),
+            (Err(s), took) => {
+                assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+                assert_eq!(reason(&s), "LOGIN_CAPACITY");
+                assert!(
+                    tonic_types::StatusExt::get_error_details(&s)
+                        .retry_info()
+                        .is_some()
+                );
+                refused.push(took);
+            }
+        }
+    }
+    assert!(
+        !succeeded.is_empty() && !refused.is_empty(),
+        "{} succeeded, {} refused",
+        succeeded.len(),
+        refused.len()
+    );
+    // Refusals do not queue behind a hash: typically they return before an admitted login does.
+    refused.sort();
+    let median_refusal = refused[refused.len() / 2];
+    let slowest_success = *succeeded.iter().max().unwrap();
+    assert!(
+        median_refusal < slowest_success,
+        "refusals {refused:?} vs successes {succeeded:?}"
+    );
+}

@@ -52,6 +52,9 @@ pub struct TestServerOptions {
     pub pool_size: u32,
     /// Identity settings (tests shorten the lockout and the refresh grace).
     pub identity: crm_identity::IdentitySettings,
+    /// Concurrent password hashes, and whether they use the production argon2 parameters
+    /// (tests use small ones unless they measure hashing itself).
+    pub hashing: (usize, bool),
 }
 
 impl Default for TestServerOptions {
@@ -70,6 +73,7 @@ impl Default for TestServerOptions {
                 refresh_grace: Duration::from_secs(1),
                 ..crm_identity::IdentitySettings::default()
             },
+            hashing: (4, false),
         }
     }
 }
@@ -115,12 +119,16 @@ impl TestServer {
         let mut identity_pool = PoolSettings::new(db.app_url("identity"), "identity");
         identity_pool.max_size = options.pool_size;
         // Small argon2 parameters: tests exercise the logic, benchmarks the cost.
-        let params = argon2::Params::new(1024, 1, 1, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let params = if options.hashing.1 {
+            crm_auth::password::default_params().map_err(|e| anyhow::anyhow!("{e}"))?
+        } else {
+            argon2::Params::new(1024, 1, 1, None).map_err(|e| anyhow::anyhow!("{e}"))?
+        };
         let identity = crm_identity::IdentityState::start(
             pool::build(&identity_pool),
             crm_identity::keys::Kek::generate(),
             Uuid::new_v4().as_bytes(),
-            PasswordHasher::new(4, params).map_err(|e| anyhow::anyhow!("{e}"))?,
+            PasswordHasher::new(options.hashing.0, params).map_err(|e| anyhow::anyhow!("{e}"))?,
             options.identity.clone(),
         )
         .await?;
