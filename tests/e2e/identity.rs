@@ -743,3 +743,87 @@ async fn a_login_storm_is_refused_fast_while_other_calls_keep_answering() {
         "refusals {refused:?} vs successes {succeeded:?}"
     );
 }
+
+#[tokio::test]
+async fn password_reset_goes_through_the_outbox_is_single_use_and_ends_sessions() {
+    use crm_proto::identity_v1::{
+        PasswordResetRequested, RequestPasswordResetRequest, ResetPasswordRequest,
+    };
+    use diesel_async::RunQueryDsl;
+    use prost::Message;
+
+    #[derive(diesel::QueryableByName)]
+    struct Payload {
+        #[diesel(sql_type = diesel::sql_types::Bytea)]
+        payload: Vec<u8>,
+    }
+
+    let m = member(&["crm.sales"]).await;
+    let before = m.login().await;
+    let mut auth = m.auth();
+    for email in [m.email.clone(), "nobody@example.com".to_owned()] {
+        auth.request_password_reset(RequestPasswordResetRequest {
+            email,
+            organization: m.env.parent(),
+        })
+        .await
+        .unwrap();
+    }
+    // The notification system would read the event; the test reads the outbox.
+    let mut admin = m.env.db.admin().await.unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    let event = loop {
+        let rows: Vec<Payload> = diesel::sql_query(
+            "SELECT payload FROM identity.outbox WHERE event_type = 'crm.identity.v1.PasswordResetRequested'",
+        )
+        .load(&mut admin)
+        .await
+        .unwrap();
+        if let Some(row) = <[Payload]>::first(&rows) {
+            assert_eq!(rows.len(), 1, "only the member's request produces a token");
+            break PasswordResetRequested::decode(row.payload.as_slice()).unwrap();
+        }
+        assert!(Instant::now() < until, "no reset event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(event.email, m.email);
+    assert!(event.reset_token.starts_with("pr1."));
+
+    let weak = auth
+        .reset_password(ResetPasswordRequest {
+            reset_token: event.reset_token.clone(),
+            new_password: "short".into(),
+        })
+        .await
+        .unwrap_err();
+    crate::support::assert_invalid_field(&weak, "new_password");
+    let new_password = "a brand new long password";
+    auth.reset_password(ResetPasswordRequest {
+        reset_token: event.reset_token.clone(),
+        new_password: new_password.into(),
+    })
+    .await
+    .unwrap();
+    let reused = auth
+        .reset_password(ResetPasswordRequest {
+            reset_token: event.reset_token,
+            new_password: new_password.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&reused), "INVALID_RESET_TOKEN");
+
+    m.refused_within(&before.access_token).await;
+    assert_eq!(
+        reason(&m.refresh(&before.refresh_token).await.unwrap_err()),
+        "INVALID_GRANT"
+    );
+    assert_eq!(
+        reason(&m.login_as(&m.email, PASSWORD).await.unwrap_err()),
+        "INVALID_CREDENTIALS"
+    );
+    // Tokens from the second of the reset are refused too (whole-second `iat`): sign in after it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let after = m.login_as(&m.email, new_password).await.unwrap();
+    m.list_customers(&after.access_token).await.unwrap();
+}

@@ -24,7 +24,8 @@ use crm_platform::api::validate::Violations;
 use crm_proto::identity_v1::auth_service_server::AuthService;
 use crm_proto::identity_v1::{
     ClientCredentialsRequest, LoginRequest, LogoutRequest, LogoutResponse, RefreshTokenRequest,
-    RevocationKind, TokenResponse,
+    RequestPasswordResetRequest, RequestPasswordResetResponse, ResetPasswordRequest,
+    ResetPasswordResponse, RevocationKind, TokenResponse,
 };
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -58,6 +59,8 @@ pub fn policy() -> MethodPolicy {
         .with(SERVICE, "Login", Requirement::Public)
         .with(SERVICE, "RefreshToken", Requirement::Public)
         .with(SERVICE, "ClientCredentials", Requirement::Public)
+        .with(SERVICE, "RequestPasswordReset", Requirement::Public)
+        .with(SERVICE, "ResetPassword", Requirement::Public)
         .with(SERVICE, "Logout", Requirement::Authenticated)
 }
 
@@ -489,15 +492,22 @@ impl AuthApi {
                     return Ok(Refreshed::Refused("the refresh token is not valid"));
                 };
                 let now = Utc::now();
-                let session_row: (Uuid, DateTime<Utc>, Option<DateTime<Utc>>) = s::table
+                let session_row: SessionCheck = s::table
                     .filter(s::organization_id.eq(org))
                     .filter(s::id.eq(session))
-                    .select((s::user_id, s::expire_time, s::revoke_time))
+                    .select((s::user_id, s::create_time, s::expire_time, s::revoke_time))
                     .first(&mut { conn })
                     .await?;
-                let (user_id, session_expire, session_revoked) = session_row;
+                let (user_id, session_start, session_expire, session_revoked) = session_row;
+                // A password reset (or other credential change) ends every earlier session.
+                let changed: Option<DateTime<Utc>> = u::table
+                    .filter(u::id.eq(user_id))
+                    .select(u::credentials_change_time)
+                    .first(&mut { conn })
+                    .await?;
                 if revoked.is_some()
                     || session_revoked.is_some()
+                    || changed.is_some_and(|t| session_start <= t)
                     || expire <= now
                     || session_expire <= now
                 {
@@ -667,6 +677,8 @@ struct RefreshRow {
     revoke_time: Option<DateTime<Utc>>,
 }
 
+type SessionCheck = (Uuid, DateTime<Utc>, DateTime<Utc>, Option<DateTime<Utc>>);
+
 enum Refreshed {
     Issued {
         user_id: Uuid,
@@ -759,6 +771,34 @@ impl AuthService for AuthApi {
             session: String::new(),
             scope: "crm".into(),
         }))
+    }
+
+    async fn request_password_reset(
+        &self,
+        req: Request<RequestPasswordResetRequest>,
+    ) -> Result<Response<RequestPasswordResetResponse>, Status> {
+        let body = req.into_inner();
+        crate::password_reset::request(&self.pool, &self.secrets, &body.email, &body.organization)
+            .map_err(status)?;
+        Ok(Response::new(RequestPasswordResetResponse {}))
+    }
+
+    async fn reset_password(
+        &self,
+        req: Request<ResetPasswordRequest>,
+    ) -> Result<Response<ResetPasswordResponse>, Status> {
+        let body = req.into_inner();
+        crate::password_reset::reset(
+            &self.pool,
+            &self.hasher,
+            &self.secrets,
+            &self.revoked,
+            &body.reset_token,
+            &body.new_password,
+        )
+        .await
+        .map_err(status)?;
+        Ok(Response::new(ResetPasswordResponse {}))
     }
 
     async fn logout(

@@ -9,6 +9,7 @@ pub mod jwks;
 pub mod keys;
 pub mod members;
 pub mod mfa;
+pub mod password_reset;
 pub mod revocations;
 pub mod schema;
 pub mod secrets;

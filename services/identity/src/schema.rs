@@ -21,6 +21,7 @@ diesel::table! {
         create_time -> Timestamptz,
         update_time -> Timestamptz,
         revision -> Int8,
+        credentials_change_time -> Nullable<Timestamptz>,
     }
 }
 
@@ -162,5 +163,16 @@ diesel::table! {
         digest -> Bytea,
         use_time -> Nullable<Timestamptz>,
         create_time -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    password_reset_tokens (digest) {
+        digest -> Bytea,
+        user_id -> Uuid,
+        organization_id -> Uuid,
+        create_time -> Timestamptz,
+        expire_time -> Timestamptz,
+        use_time -> Nullable<Timestamptz>,
     }
 }

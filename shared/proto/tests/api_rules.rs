@@ -55,6 +55,9 @@ const READ_ONLY_POSTS: &[&str] = &[
     "crm.identity.v1.AuthService.Login",
     "crm.identity.v1.AuthService.RefreshToken",
     "crm.identity.v1.AuthService.ClientCredentials",
+    // Answers the same every time; each call issues a new single-use token by design.
+    "crm.identity.v1.AuthService.RequestPasswordReset",
+    "crm.identity.v1.AuthService.ResetPassword",
     "crm.identity.v1.AuthService.Logout",
 ];
 

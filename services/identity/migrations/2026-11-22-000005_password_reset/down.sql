@@ -1,0 +1,2 @@
+DROP TABLE password_reset_tokens;
+ALTER TABLE users DROP COLUMN credentials_change_time;
