@@ -827,3 +827,158 @@ async fn password_reset_goes_through_the_outbox_is_single_use_and_ends_sessions(
     let after = m.login_as(&m.email, new_password).await.unwrap();
     m.list_customers(&after.access_token).await.unwrap();
 }
+
+#[tokio::test]
+async fn exchange_switches_organization_introspection_reports_and_revocation_revokes() {
+    use crm_proto::identity_v1::o_auth_service_client::OAuthServiceClient;
+    use crm_proto::identity_v1::{
+        ExchangeTokenRequest, IntrospectTokenRequest, RevokeTokenRequest,
+    };
+
+    let m = member(&["crm.sales"]).await;
+    let org_b = Uuid::now_v7();
+    crm_identity::bootstrap::ensure_member(
+        &m.env.server.identity.pool,
+        &m.env.server.identity.hasher,
+        &crm_identity::bootstrap::Member {
+            org: org_b,
+            org_display_name: "Second Org",
+            email: &m.email,
+            password: PASSWORD,
+            roles: &["crm.viewer"],
+            reset_password: false,
+        },
+    )
+    .await
+    .unwrap();
+    let a = m.login().await;
+    let mut oauth = OAuthServiceClient::new(m.env.server.channel.clone());
+    let b = oauth
+        .exchange_token(TestServer::request(
+            &a.access_token,
+            ExchangeTokenRequest {
+                requested_organization: format!("organizations/{org_b}"),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        b.session
+            .starts_with(&format!("organizations/{org_b}/sessions/"))
+    );
+    let list_in = |org: String, token: String| {
+        let mut customers = m.env.customers();
+        async move {
+            customers
+                .list_customers(TestServer::request(
+                    &token,
+                    ListCustomersRequest {
+                        parent: org,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(|_| ())
+        }
+    };
+    list_in(format!("organizations/{org_b}"), b.access_token.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        list_in(m.env.parent(), b.access_token.clone())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied,
+        "one token, one organization"
+    );
+    let stranger = oauth
+        .exchange_token(TestServer::request(
+            &a.access_token,
+            ExchangeTokenRequest {
+                requested_organization: format!("organizations/{}", Uuid::now_v7()),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(stranger.code(), Code::PermissionDenied);
+
+    let own = oauth
+        .introspect_token(TestServer::request(
+            &a.access_token,
+            IntrospectTokenRequest {
+                token: a.access_token.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(own.active);
+    assert_eq!(own.organization, m.env.parent());
+    assert_eq!(own.roles, ["crm.sales"]);
+    let other_org = oauth
+        .introspect_token(TestServer::request(
+            &a.access_token,
+            IntrospectTokenRequest {
+                token: b.access_token.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !other_org.active,
+        "another organization's token is not described"
+    );
+    let garbage = oauth
+        .introspect_token(TestServer::request(
+            &a.access_token,
+            IntrospectTokenRequest {
+                token: "x.y.z".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!garbage.active);
+
+    // Revoking an access token (by jti) and a refresh token (its session).
+    let second = m.login().await;
+    oauth
+        .revoke_token(TestServer::request(
+            &second.access_token,
+            RevokeTokenRequest {
+                token: second.access_token.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    m.refused_within(&second.access_token).await;
+    oauth
+        .revoke_token(TestServer::request(
+            &a.access_token,
+            RevokeTokenRequest {
+                token: a.refresh_token.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        reason(&m.refresh(&a.refresh_token).await.unwrap_err()),
+        "INVALID_GRANT"
+    );
+    m.refused_within(&a.access_token).await;
+    // Unknown tokens are accepted silently (RFC 7009).
+    let third = m.login().await;
+    oauth
+        .revoke_token(TestServer::request(
+            &third.access_token,
+            RevokeTokenRequest {
+                token: "rt1.nothing".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    m.list_customers(&third.access_token).await.unwrap();
+}

@@ -376,6 +376,21 @@ impl AuthApi {
             self.rehash(user_id, body.password).await;
         }
 
+        self.open_session(org, user_id, roles, &client_id, "login.succeeded")
+            .await
+    }
+
+    /// Opens a session of `user_id` in `org`: session row, refresh token, audit event `kind`,
+    /// and the token pair.
+    pub(crate) async fn open_session(
+        &self,
+        org: Uuid,
+        user_id: Uuid,
+        roles: Vec<String>,
+        client_id: &str,
+        kind: &'static str,
+    ) -> Result<TokenResponse, ApiError> {
+        let client_id = client_id.to_owned();
         let session = Uuid::now_v7();
         let refresh = self.secrets.mint(org);
         let digest = self.secrets.digest(&refresh);
@@ -409,7 +424,7 @@ impl AuthApi {
                 let subject = format!("organizations/{org}/sessions/{session}");
                 let detail = format!("client {client}");
                 let entry = audit::Entry {
-                    kind: "login.succeeded",
+                    kind,
                     actor: &actor,
                     subject: &subject,
                     detail: &detail,

@@ -9,6 +9,7 @@ pub mod jwks;
 pub mod keys;
 pub mod members;
 pub mod mfa;
+pub mod oauth;
 pub mod password_reset;
 pub mod revocations;
 pub mod schema;
@@ -153,6 +154,7 @@ pub fn policy() -> MethodPolicy {
         .merge(&sessions::policy())
         .merge(&api_clients::policy())
         .merge(&mfa::policy())
+        .merge(&oauth::policy())
 }
 
 /// Adds the identity services to `server`.
@@ -194,6 +196,11 @@ pub fn register(server: &mut GrpcServer, state: &IdentityState) {
     ))
     .max_decoding_message_size(limit);
     server.add_service(mfa, &mfa::policy(), Some(state.pool.clone()));
+    let oauth = crm_proto::identity_v1::o_auth_service_server::OAuthServiceServer::new(
+        oauth::OAuthApi::new(state, server.verifier()),
+    )
+    .max_decoding_message_size(limit);
+    server.add_service(oauth, &oauth::policy(), Some(state.pool.clone()));
     server.add_service(keys, &jwks::policy(), Some(state.pool.clone()));
     server.add_service(
         revocations,

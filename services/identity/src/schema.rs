@@ -176,3 +176,4 @@ diesel::table! {
         use_time -> Nullable<Timestamptz>,
     }
 }
+diesel::allow_tables_to_appear_in_same_query!(refresh_tokens, sessions);

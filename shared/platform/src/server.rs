@@ -98,6 +98,12 @@ impl GrpcServer {
         }
     }
 
+    /// The verifier the authentication layer uses (for introspection).
+    #[must_use]
+    pub fn verifier(&self) -> Arc<TokenVerifier> {
+        Arc::clone(&self.verifier)
+    }
+
     /// The settings, for services to apply message-size limits to their generated servers.
     #[must_use]
     pub fn settings(&self) -> &ServerSettings {

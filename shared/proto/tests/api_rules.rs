@@ -58,6 +58,11 @@ const READ_ONLY_POSTS: &[&str] = &[
     // Answers the same every time; each call issues a new single-use token by design.
     "crm.identity.v1.AuthService.RequestPasswordReset",
     "crm.identity.v1.AuthService.ResetPassword",
+    // RFC 8693/7662/7009 operations: exchange issues a new session like a login; introspection
+    // only reads; revoking twice is revoking once.
+    "crm.identity.v1.OAuthService.ExchangeToken",
+    "crm.identity.v1.OAuthService.IntrospectToken",
+    "crm.identity.v1.OAuthService.RevokeToken",
     "crm.identity.v1.AuthService.Logout",
 ];
 
