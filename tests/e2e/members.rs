@@ -592,3 +592,112 @@ async fn api_clients_get_tokens_with_secrets_shown_once_rotated_and_revoked() {
         .unwrap_err();
     assert_eq!(foreign.code(), Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn authorization_code_with_pkce_issues_tokens_once_and_a_replay_ends_the_session() {
+    use crm_identity::pkce::challenge_s256;
+    use crm_proto::identity_v1::api_client_service_client::ApiClientServiceClient;
+    use crm_proto::identity_v1::o_auth_service_client::OAuthServiceClient;
+    use crm_proto::identity_v1::{
+        ApiClient, CreateApiClientRequest, CreateAuthorizationCodeRequest,
+        ExchangeAuthorizationCodeRequest,
+    };
+
+    let o = org().await;
+    let redirect = "https://app.example/callback";
+    let app = ApiClientServiceClient::new(o.env.server.channel.clone())
+        .create_api_client(TestServer::request(
+            &o.admin,
+            CreateApiClientRequest {
+                parent: o.env.parent(),
+                api_client: Some(ApiClient {
+                    display_name: "Route planner".into(),
+                    roles: vec!["crm.viewer".into()],
+                    redirect_uris: vec![redirect.into()],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_client
+        .unwrap();
+    let bad_uri = ApiClientServiceClient::new(o.env.server.channel.clone())
+        .create_api_client(TestServer::request(
+            &o.admin,
+            CreateApiClientRequest {
+                parent: o.env.parent(),
+                api_client: Some(ApiClient {
+                    display_name: "x".into(),
+                    roles: vec!["crm.viewer".into()],
+                    redirect_uris: vec!["http://evil.example/cb".into()],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_invalid_field(&bad_uri, "api_client.redirect_uris");
+
+    let (_, email) = o.add(&["crm.sales"]).await;
+    let user = login(&o.env, &email, PASSWORD).await.unwrap();
+    let verifier = format!(
+        "{}-verifier-{}",
+        Uuid::now_v7().simple(),
+        Uuid::now_v7().simple()
+    );
+    let mut oauth = OAuthServiceClient::new(o.env.server.channel.clone());
+    let authorize = |method: &str, uri: &str| CreateAuthorizationCodeRequest {
+        client_id: app.client_id.clone(),
+        redirect_uri: uri.into(),
+        code_challenge: challenge_s256(&verifier),
+        code_challenge_method: method.into(),
+    };
+    let plain = oauth
+        .create_authorization_code(TestServer::request(&user, authorize("plain", redirect)))
+        .await
+        .unwrap_err();
+    assert_invalid_field(&plain, "code_challenge_method");
+    let elsewhere = oauth
+        .create_authorization_code(TestServer::request(
+            &user,
+            authorize("S256", "https://app.example/other"),
+        ))
+        .await
+        .unwrap_err();
+    assert_invalid_field(&elsewhere, "redirect_uri");
+    let code = oauth
+        .create_authorization_code(TestServer::request(&user, authorize("S256", redirect)))
+        .await
+        .unwrap()
+        .into_inner()
+        .code;
+
+    let exchange = |verifier: String| ExchangeAuthorizationCodeRequest {
+        code: code.clone(),
+        client_id: app.client_id.clone(),
+        redirect_uri: redirect.into(),
+        code_verifier: verifier,
+    };
+    let wrong = oauth
+        .exchange_authorization_code(exchange("w".repeat(50)))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&wrong), "INVALID_GRANT");
+    let tokens = oauth
+        .exchange_authorization_code(exchange(verifier.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    o.can_list_customers(&tokens.access_token).await.unwrap();
+
+    let replay = oauth
+        .exchange_authorization_code(exchange(verifier))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&replay), "CODE_REUSED");
+    o.wait_refused(&tokens.access_token).await;
+}

@@ -77,6 +77,54 @@ struct ClientRow {
     roles: Vec<String>,
     create_time: DateTime<Utc>,
     delete_time: Option<DateTime<Utc>>,
+    redirect_uris: Vec<String>,
+}
+
+/// A client as the authorization-code flow needs it.
+#[derive(Debug, Clone)]
+pub struct RegisteredClient {
+    /// Its organization.
+    pub organization: Uuid,
+    /// Registered redirect URIs.
+    pub redirect_uris: Vec<String>,
+}
+
+/// The live client behind `client_id`, if any.
+///
+/// # Errors
+/// Database failures.
+pub async fn registered(
+    pool: &crm_db::DbPool,
+    client: &str,
+) -> Result<Option<RegisteredClient>, ApiError> {
+    let Some((org, id)) = parse_client_id(client) else {
+        return Ok(None);
+    };
+    tenant::transaction(pool, org, move |conn| {
+        Box::pin(async move {
+            Ok::<_, ApiError>(
+                find(conn, org, id)
+                    .await?
+                    .filter(|r| r.delete_time.is_none())
+                    .map(|r| RegisteredClient {
+                        organization: org,
+                        redirect_uris: r.redirect_uris,
+                    }),
+            )
+        })
+    })
+    .await
+}
+
+/// Whether `uri` may be registered: https, or http on the loopback for native apps; no fragment.
+fn acceptable_redirect(uri: &str) -> bool {
+    let Ok(u) = url::Url::parse(uri) else {
+        return false;
+    };
+    let loopback = matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    (u.scheme() == "https" || (u.scheme() == "http" && loopback))
+        && u.fragment().is_none()
+        && u.host_str().is_some()
 }
 
 fn to_proto(r: ClientRow, active_secrets: i64) -> ApiClient {
@@ -88,6 +136,7 @@ fn to_proto(r: ClientRow, active_secrets: i64) -> ApiClient {
         create_time: Some(timestamp(r.create_time)),
         delete_time: optional_timestamp(r.delete_time),
         active_secrets: i32::try_from(active_secrets).unwrap_or(i32::MAX),
+        redirect_uris: r.redirect_uris,
     }
 }
 
@@ -230,6 +279,22 @@ impl ApiClientService for ApiClientApi {
         let client = body.api_client.clone().unwrap_or_default();
         validate::required_text(&mut v, "api_client.display_name", &client.display_name, 200);
         crate::members::check_roles(&mut v, "api_client.roles", &client.roles);
+        if client.redirect_uris.len() > 10 {
+            v.push(
+                "api_client.redirect_uris",
+                "TOO_MANY",
+                "at most 10 redirect URIs",
+            );
+        }
+        for uri in &client.redirect_uris {
+            if !acceptable_redirect(uri) {
+                v.push(
+                    "api_client.redirect_uris",
+                    "INVALID_REDIRECT_URI",
+                    format!("{uri:?} must be https (or http on the loopback) without a fragment"),
+                );
+            }
+        }
         let mut fingerprint = body.clone();
         fingerprint.request_id.clear();
         let key =
@@ -254,6 +319,7 @@ impl ApiClientService for ApiClientApi {
                             c::id.eq(id),
                             c::display_name.eq(client.display_name.trim()),
                             c::roles.eq(&client.roles),
+                            c::redirect_uris.eq(&client.redirect_uris),
                             c::created_by.eq(&actor),
                         ))
                         .execute(&mut { conn })

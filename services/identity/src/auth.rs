@@ -390,59 +390,47 @@ impl AuthApi {
         client_id: &str,
         kind: &'static str,
     ) -> Result<TokenResponse, ApiError> {
-        let client_id = client_id.to_owned();
-        let session = Uuid::now_v7();
-        let refresh = self.secrets.mint(org);
-        let digest = self.secrets.digest(&refresh);
-        let now = Utc::now();
-        let session_expire = now + chrono(self.settings.session_ttl);
-        let refresh_expire = (now + chrono(self.settings.refresh_ttl)).min(session_expire);
-        let client = client_id.clone();
+        let plan = self.plan_session(org, user_id, client_id);
+        let recorded = plan.clone();
         tenant::transaction(&self.pool, org, move |conn| {
-            Box::pin(async move {
-                diesel::insert_into(s::table)
-                    .values((
-                        s::organization_id.eq(org),
-                        s::id.eq(session),
-                        s::user_id.eq(user_id),
-                        s::client_id.eq(&client),
-                        s::expire_time.eq(session_expire),
-                    ))
-                    .execute(&mut { conn })
-                    .await?;
-                insert_refresh(
-                    conn,
-                    org,
-                    session,
-                    Uuid::now_v7(),
-                    digest,
-                    &client,
-                    refresh_expire,
-                )
-                .await?;
-                let actor = format!("users/{user_id}");
-                let subject = format!("organizations/{org}/sessions/{session}");
-                let detail = format!("client {client}");
-                let entry = audit::Entry {
-                    kind,
-                    actor: &actor,
-                    subject: &subject,
-                    detail: &detail,
-                };
-                audit::append(conn, org, entry).await?;
-                Ok::<_, ApiError>(())
-            })
+            Box::pin(async move { record_session(conn, &recorded, kind).await })
         })
         .await?;
+        self.session_tokens(&plan, roles)
+    }
+
+    /// Ids, secrets and times of a session about to open.
+    pub(crate) fn plan_session(&self, org: Uuid, user_id: Uuid, client_id: &str) -> SessionPlan {
+        let refresh = self.secrets.mint(org);
+        let now = Utc::now();
+        let session_expire = now + chrono(self.settings.session_ttl);
+        SessionPlan {
+            org,
+            user_id,
+            client_id: client_id.to_owned(),
+            session: Uuid::now_v7(),
+            digest: self.secrets.digest(&refresh),
+            refresh,
+            session_expire,
+            refresh_expire: (now + chrono(self.settings.refresh_ttl)).min(session_expire),
+        }
+    }
+
+    /// The token pair of a recorded session.
+    pub(crate) fn session_tokens(
+        &self,
+        plan: &SessionPlan,
+        roles: Vec<String>,
+    ) -> Result<TokenResponse, ApiError> {
         let (access_token, expires_in) =
-            self.access_token(org, user_id, roles, session, &client_id)?;
+            self.access_token(plan.org, plan.user_id, roles, plan.session, &plan.client_id)?;
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer".into(),
             expires_in,
-            refresh_token: refresh,
-            refresh_expire_time: Some(crm_platform::api::time::timestamp(refresh_expire)),
-            session: format!("organizations/{org}/sessions/{session}"),
+            refresh_token: plan.refresh.clone(),
+            refresh_expire_time: Some(crm_platform::api::time::timestamp(plan.refresh_expire)),
+            session: format!("organizations/{}/sessions/{}", plan.org, plan.session),
             scope: "crm".into(),
         })
     }
@@ -693,6 +681,64 @@ struct RefreshRow {
 }
 
 type SessionCheck = (Uuid, DateTime<Utc>, DateTime<Utc>, Option<DateTime<Utc>>);
+
+/// A session about to be recorded.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionPlan {
+    pub(crate) org: Uuid,
+    pub(crate) user_id: Uuid,
+    pub(crate) client_id: String,
+    pub(crate) session: Uuid,
+    refresh: String,
+    digest: Vec<u8>,
+    session_expire: DateTime<Utc>,
+    refresh_expire: DateTime<Utc>,
+}
+
+/// Records a planned session, its first refresh token and the audit event `kind`, in the
+/// caller's tenant transaction.
+pub(crate) async fn record_session(
+    conn: &AsyncPgConnection,
+    plan: &SessionPlan,
+    kind: &str,
+) -> Result<(), ApiError> {
+    let org = plan.org;
+    diesel::insert_into(s::table)
+        .values((
+            s::organization_id.eq(org),
+            s::id.eq(plan.session),
+            s::user_id.eq(plan.user_id),
+            s::client_id.eq(&plan.client_id),
+            s::expire_time.eq(plan.session_expire),
+        ))
+        .execute(&mut { conn })
+        .await?;
+    insert_refresh(
+        conn,
+        org,
+        plan.session,
+        Uuid::now_v7(),
+        plan.digest.clone(),
+        &plan.client_id,
+        plan.refresh_expire,
+    )
+    .await?;
+    let actor = format!("users/{}", plan.user_id);
+    let subject = format!("organizations/{org}/sessions/{}", plan.session);
+    let detail = format!("client {}", plan.client_id);
+    audit::append(
+        conn,
+        org,
+        audit::Entry {
+            kind,
+            actor: &actor,
+            subject: &subject,
+            detail: &detail,
+        },
+    )
+    .await?;
+    Ok(())
+}
 
 enum Refreshed {
     Issued {

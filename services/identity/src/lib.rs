@@ -11,6 +11,7 @@ pub mod members;
 pub mod mfa;
 pub mod oauth;
 pub mod password_reset;
+pub mod pkce;
 pub mod revocations;
 pub mod schema;
 pub mod secrets;

@@ -11,8 +11,10 @@ use crm_platform::ApiError;
 use crm_platform::api::names;
 use crm_proto::identity_v1::o_auth_service_server::OAuthService;
 use crm_proto::identity_v1::{
-    ExchangeTokenRequest, IntrospectTokenRequest, IntrospectTokenResponse, RevocationKind,
-    RevokeTokenRequest, RevokeTokenResponse, TokenResponse,
+    CreateAuthorizationCodeRequest, CreateAuthorizationCodeResponse,
+    ExchangeAuthorizationCodeRequest, ExchangeTokenRequest, IntrospectTokenRequest,
+    IntrospectTokenResponse, RevocationKind, RevokeTokenRequest, RevokeTokenResponse,
+    TokenResponse,
 };
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -33,6 +35,12 @@ pub fn policy() -> MethodPolicy {
         .with(SERVICE, "ExchangeToken", Requirement::Authenticated)
         .with(SERVICE, "IntrospectToken", Requirement::Authenticated)
         .with(SERVICE, "RevokeToken", Requirement::Authenticated)
+        .with(
+            SERVICE,
+            "CreateAuthorizationCode",
+            Requirement::Authenticated,
+        )
+        .with(SERVICE, "ExchangeAuthorizationCode", Requirement::Public)
 }
 
 /// The handlers.
@@ -173,8 +181,211 @@ impl OAuthApi {
     }
 }
 
+const CODE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+fn invalid_grant(message: &str) -> ApiError {
+    ApiError::Unauthenticated {
+        reason: "INVALID_GRANT",
+        message: message.into(),
+    }
+}
+
+/// Outcome of spending a code.
+enum CodeUse {
+    Issued(crate::auth::SessionPlan, Vec<String>),
+    Refused(&'static str),
+    Replayed,
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = crate::schema::authorization_codes)]
+struct CodeRow {
+    user_id: Uuid,
+    client_id: String,
+    redirect_uri: String,
+    code_challenge: String,
+    expire_time: chrono::DateTime<Utc>,
+    use_time: Option<chrono::DateTime<Utc>>,
+    session_id: Option<Uuid>,
+}
+
 #[tonic::async_trait]
 impl OAuthService for OAuthApi {
+    async fn create_authorization_code(
+        &self,
+        req: Request<CreateAuthorizationCodeRequest>,
+    ) -> Result<Response<CreateAuthorizationCodeResponse>, Status> {
+        let principal = principal_of(&req)?;
+        let body = req.into_inner();
+        let mut v = crm_platform::api::validate::Violations::new();
+        if body.code_challenge_method != "S256" {
+            v.push(
+                "code_challenge_method",
+                "PKCE_S256_REQUIRED",
+                "PKCE with S256 is required",
+            );
+        }
+        if !crate::pkce::valid_challenge(&body.code_challenge) {
+            v.push(
+                "code_challenge",
+                "INVALID_CODE_CHALLENGE",
+                "must be BASE64URL(SHA-256(code_verifier)), 43 characters",
+            );
+        }
+        let client = crate::api_clients::registered(&self.state.pool, &body.client_id)
+            .await
+            .map_err(status)?;
+        match &client {
+            None => v.push("client_id", "UNKNOWN_CLIENT", "no such client"),
+            Some(c) if !c.redirect_uris.contains(&body.redirect_uri) => {
+                v.push(
+                    "redirect_uri",
+                    "UNREGISTERED_REDIRECT_URI",
+                    "must exactly match a registered redirect URI",
+                );
+            }
+            Some(_) => {}
+        }
+        v.finish().map_err(status)?;
+        let user = user_of(&principal).ok_or_else(|| {
+            status(ApiError::FailedPrecondition {
+                reason: "NOT_A_USER",
+                message: "only people authorize apps".into(),
+            })
+        })?;
+        let org = principal.organization;
+        if client.is_some_and(|c| c.organization != org) {
+            return Err(status(ApiError::PermissionDenied {
+                reason: "CLIENT_OF_ANOTHER_ORGANIZATION",
+                message: "the client belongs to another organization".into(),
+            }));
+        }
+        let code = TokenSecrets::mint_prefixed("ac1", org);
+        let digest = self.state.secrets.digest(&code);
+        let expire = Utc::now() + chrono::Duration::from_std(CODE_TTL).unwrap_or_default();
+        let actor = principal.subject.clone();
+        tenant::transaction(&self.state.pool, org, move |conn| {
+            Box::pin(async move {
+                use crate::schema::authorization_codes as ac;
+                diesel::insert_into(ac::table)
+                    .values((
+                        ac::organization_id.eq(org),
+                        ac::digest.eq(digest),
+                        ac::user_id.eq(user),
+                        ac::client_id.eq(&body.client_id),
+                        ac::redirect_uri.eq(&body.redirect_uri),
+                        ac::code_challenge.eq(&body.code_challenge),
+                        ac::expire_time.eq(expire),
+                    ))
+                    .execute(&mut { conn })
+                    .await?;
+                audit::append(
+                    conn,
+                    org,
+                    audit::Entry {
+                        kind: "authorization_code.issued",
+                        actor: &actor,
+                        subject: &body.client_id,
+                        detail: "",
+                    },
+                )
+                .await?;
+                Ok::<_, ApiError>(())
+            })
+        })
+        .await
+        .map_err(status)?;
+        Ok(Response::new(CreateAuthorizationCodeResponse { code }))
+    }
+
+    async fn exchange_authorization_code(
+        &self,
+        req: Request<ExchangeAuthorizationCodeRequest>,
+    ) -> Result<Response<TokenResponse>, Status> {
+        let body = req.into_inner();
+        let org = TokenSecrets::organization_with_prefix("ac1", &body.code)
+            .ok_or_else(|| status(invalid_grant("the authorization code is not valid")))?;
+        if !crate::pkce::valid_verifier(&body.code_verifier) {
+            return Err(status(ApiError::invalid(
+                "code_verifier",
+                "INVALID_CODE_VERIFIER",
+                "43 to 128 characters of A-Z a-z 0-9 - . _ ~",
+            )));
+        }
+        let digest = self.state.secrets.digest(&body.code);
+        let challenge = crate::pkce::challenge_s256(&body.code_verifier);
+        let auth = self.auth.clone();
+        let outcome = tenant::transaction::<CodeUse, ApiError, _>(&self.state.pool, org, move |conn| {
+            Box::pin(async move {
+                use crate::schema::authorization_codes as ac;
+                let row: Option<CodeRow> = ac::table
+                    .filter(ac::organization_id.eq(org))
+                    .filter(ac::digest.eq(&digest))
+                    .select(CodeRow::as_select())
+                    .for_update()
+                    .first(&mut { conn })
+                    .await
+                    .optional()?;
+                let Some(row) = row else { return Ok(CodeUse::Refused("the authorization code is not valid")) };
+                if row.use_time.is_some() {
+                    // A replayed code: whoever holds a copy must not keep what it bought.
+                    if let Some(session) = row.session_id {
+                        diesel::update(s::table.filter(s::organization_id.eq(org)).filter(s::id.eq(session)))
+                            .set(s::revoke_time.eq(Utc::now()))
+                            .execute(&mut { conn })
+                            .await?;
+                        diesel::update(rt::table.filter(rt::organization_id.eq(org)).filter(rt::session_id.eq(session)))
+                            .set(rt::revoke_time.eq(Utc::now()))
+                            .execute(&mut { conn })
+                            .await?;
+                        revocations::record(conn, RevocationKind::Session, &session.to_string(), None).await?;
+                    }
+                    return Ok(CodeUse::Replayed);
+                }
+                if row.expire_time <= Utc::now() || row.client_id != body.client_id || row.redirect_uri != body.redirect_uri {
+                    return Ok(CodeUse::Refused("the authorization code is expired or was issued for another client or redirect URI"));
+                }
+                if row.code_challenge != challenge {
+                    return Ok(CodeUse::Refused("the code verifier does not match the challenge"));
+                }
+                let roles: Option<Vec<String>> = m::table
+                    .filter(m::organization_id.eq(org))
+                    .filter(m::user_id.eq(row.user_id))
+                    .filter(m::status.eq(2i16))
+                    .select(m::roles)
+                    .first(&mut { conn })
+                    .await
+                    .optional()?;
+                let Some(roles) = roles else { return Ok(CodeUse::Refused("the membership is no longer active")) };
+                let plan = auth.plan_session(org, row.user_id, &body.client_id);
+                crate::auth::record_session(conn, &plan, "authorization_code.exchanged").await?;
+                diesel::update(ac::table.filter(ac::organization_id.eq(org)).filter(ac::digest.eq(&digest)))
+                    .set((ac::use_time.eq(Utc::now()), ac::session_id.eq(plan.session)))
+                    .execute(&mut { conn })
+                    .await?;
+                Ok(CodeUse::Issued(plan, roles))
+            })
+        })
+        .await
+        .map_err(status)?;
+        match outcome {
+            CodeUse::Issued(plan, roles) => self
+                .auth
+                .session_tokens(&plan, roles)
+                .map(Response::new)
+                .map_err(status),
+            CodeUse::Refused(message) => Err(status(invalid_grant(message))),
+            CodeUse::Replayed => {
+                self.state.revoked.notify_waiters();
+                Err(status(ApiError::Unauthenticated {
+                    reason: "CODE_REUSED",
+                    message: "the authorization code was already used; its session has been ended"
+                        .into(),
+                }))
+            }
+        }
+    }
+
     async fn exchange_token(
         &self,
         req: Request<ExchangeTokenRequest>,

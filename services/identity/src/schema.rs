@@ -133,6 +133,7 @@ diesel::table! {
         create_time -> Timestamptz,
         delete_time -> Nullable<Timestamptz>,
         created_by -> Text,
+        redirect_uris -> Array<Text>,
     }
 }
 
@@ -177,3 +178,18 @@ diesel::table! {
     }
 }
 diesel::allow_tables_to_appear_in_same_query!(refresh_tokens, sessions);
+
+diesel::table! {
+    authorization_codes (organization_id, digest) {
+        organization_id -> Uuid,
+        digest -> Bytea,
+        user_id -> Uuid,
+        client_id -> Text,
+        redirect_uri -> Text,
+        code_challenge -> Text,
+        create_time -> Timestamptz,
+        expire_time -> Timestamptz,
+        use_time -> Nullable<Timestamptz>,
+        session_id -> Nullable<Uuid>,
+    }
+}

@@ -52,9 +52,16 @@ impl TokenSecrets {
     /// A new random refresh token for `org`.
     #[must_use]
     pub fn mint(&self, org: Uuid) -> String {
+        Self::mint_prefixed("rt1", org)
+    }
+
+    /// A new random `<prefix>.<org>.<256 random bits>` credential (refresh tokens `rt1`,
+    /// authorization codes `ac1`).
+    #[must_use]
+    pub fn mint_prefixed(prefix: &str, org: Uuid) -> String {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
-        format!("rt1.{org}.{}", URL_SAFE_NO_PAD.encode(bytes))
+        format!("{prefix}.{org}.{}", URL_SAFE_NO_PAD.encode(bytes))
     }
 
     /// The successor of `token`: always the same for the same token.
@@ -73,9 +80,15 @@ impl TokenSecrets {
     /// The organization a well-formed token belongs to.
     #[must_use]
     pub fn organization_of(token: &str) -> Option<Uuid> {
+        Self::organization_with_prefix("rt1", token)
+    }
+
+    /// The organization of a well-formed `<prefix>.<org>.<random>` credential.
+    #[must_use]
+    pub fn organization_with_prefix(prefix: &str, token: &str) -> Option<Uuid> {
         let mut parts = token.split('.');
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some("rt1"), Some(org), Some(random), None) if random.len() == 43 => {
+            (Some(p), Some(org), Some(random), None) if p == prefix && random.len() == 43 => {
                 Uuid::parse_str(org).ok()
             }
             _ => None,

@@ -63,6 +63,8 @@ const READ_ONLY_POSTS: &[&str] = &[
     "crm.identity.v1.OAuthService.ExchangeToken",
     "crm.identity.v1.OAuthService.IntrospectToken",
     "crm.identity.v1.OAuthService.RevokeToken",
+    "crm.identity.v1.OAuthService.CreateAuthorizationCode",
+    "crm.identity.v1.OAuthService.ExchangeAuthorizationCode",
     "crm.identity.v1.AuthService.Logout",
 ];
 

@@ -1,0 +1,2 @@
+DROP TABLE authorization_codes;
+ALTER TABLE api_clients DROP COLUMN redirect_uris;
