@@ -701,3 +701,114 @@ async fn authorization_code_with_pkce_issues_tokens_once_and_a_replay_ends_the_s
     assert_eq!(reason(&replay), "CODE_REUSED");
     o.wait_refused(&tokens.access_token).await;
 }
+
+#[tokio::test]
+async fn integration_credentials_are_sealed_shown_as_last_four_and_decrypted_only_for_services() {
+    use crm_proto::identity_v1::integration_credential_service_client::IntegrationCredentialServiceClient;
+    use crm_proto::identity_v1::{
+        AccessIntegrationCredentialRequest, CreateIntegrationCredentialRequest,
+        DeleteIntegrationCredentialRequest, IntegrationCredential,
+        ListIntegrationCredentialsRequest,
+    };
+
+    let o = org().await;
+    let mut creds = IntegrationCredentialServiceClient::new(o.env.server.channel.clone());
+    let secret = format!("sk_live_{}wxyz", Uuid::now_v7().simple());
+    let create = |provider: &str, secret: &str| CreateIntegrationCredentialRequest {
+        parent: o.env.parent(),
+        integration_credential: Some(IntegrationCredential {
+            display_name: "Payments".into(),
+            provider: provider.into(),
+            secret: secret.into(),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    };
+    let stored = creds
+        .create_integration_credential(TestServer::request(&o.admin, create("stripe", &secret)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.secret_last4, "wxyz");
+    assert!(stored.secret.is_empty());
+    let bad = creds
+        .create_integration_credential(TestServer::request(
+            &o.admin,
+            create("Stripe Inc!", "short"),
+        ))
+        .await
+        .unwrap_err();
+    assert_invalid_field(&bad, "integration_credential.provider");
+    assert_invalid_field(&bad, "integration_credential.secret");
+
+    let listed = creds
+        .list_integration_credentials(TestServer::request(
+            &o.admin,
+            ListIntegrationCredentialsRequest {
+                parent: o.env.parent(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.integration_credentials.len(), 1);
+    assert!(listed.integration_credentials[0].secret.is_empty());
+    let in_clear = crate::support::count(
+        &o.env.db,
+        &format!("SELECT count(*) AS n FROM identity.integration_credentials WHERE position(convert_to('{}', 'UTF8') in ciphertext) > 0", &secret[8..24]),
+    )
+    .await;
+    assert_eq!(in_clear, 0, "the secret is not stored in clear");
+
+    let access = || AccessIntegrationCredentialRequest {
+        name: stored.name.clone(),
+    };
+    let admin_read = creds
+        .access_integration_credential(TestServer::request(&o.admin, access()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        admin_read.code(),
+        Code::PermissionDenied,
+        "people manage credentials but cannot read them"
+    );
+    let service = o.env.server.token(o.env.org, &["service.integrations"]);
+    let plain = creds
+        .access_integration_credential(TestServer::request(&service, access()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plain.secret, secret);
+    let other_org_service = o
+        .env
+        .server
+        .token(Uuid::now_v7(), &["service.integrations"]);
+    let foreign = creds
+        .access_integration_credential(TestServer::request(&other_org_service, access()))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::PermissionDenied);
+    let audited = crate::support::count(
+        &o.env.db,
+        &format!("SELECT count(*) AS n FROM identity.audit_events WHERE organization_id = '{}' AND kind = 'integration_credential.accessed'", o.env.org),
+    )
+    .await;
+    assert_eq!(audited, 1);
+
+    creds
+        .delete_integration_credential(TestServer::request(
+            &o.admin,
+            DeleteIntegrationCredentialRequest {
+                name: stored.name.clone(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let gone = creds
+        .access_integration_credential(TestServer::request(&service, access()))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+}

@@ -5,6 +5,7 @@ pub mod api_clients;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod credentials;
 pub mod jwks;
 pub mod keys;
 pub mod members;
@@ -156,6 +157,7 @@ pub fn policy() -> MethodPolicy {
         .merge(&api_clients::policy())
         .merge(&mfa::policy())
         .merge(&oauth::policy())
+        .merge(&credentials::policy())
 }
 
 /// Adds the identity services to `server`.
@@ -202,6 +204,15 @@ pub fn register(server: &mut GrpcServer, state: &IdentityState) {
     )
     .max_decoding_message_size(limit);
     server.add_service(oauth, &oauth::policy(), Some(state.pool.clone()));
+    let credentials = crm_proto::identity_v1::integration_credential_service_server::IntegrationCredentialServiceServer::new(
+        credentials::CredentialApi::new(state.clone()),
+    )
+    .max_decoding_message_size(limit);
+    server.add_service(
+        credentials,
+        &credentials::policy(),
+        Some(state.pool.clone()),
+    );
     server.add_service(keys, &jwks::policy(), Some(state.pool.clone()));
     server.add_service(
         revocations,

@@ -193,3 +193,18 @@ diesel::table! {
         session_id -> Nullable<Uuid>,
     }
 }
+
+diesel::table! {
+    integration_credentials (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        display_name -> Text,
+        provider -> Text,
+        secret_last4 -> Text,
+        sealed_data_key -> Bytea,
+        ciphertext -> Bytea,
+        create_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        created_by -> Text,
+    }
+}

@@ -22,10 +22,16 @@ pub mod permission {
     pub const SESSIONS_MANAGE: &str = "identity.sessions.manage";
     /// Create, rotate and delete API clients.
     pub const CLIENTS_MANAGE: &str = "identity.clients.manage";
+    /// Store, list and delete integration credentials.
+    pub const CREDENTIALS_MANAGE: &str = "identity.credentials.manage";
+    /// Decrypt integration credentials (services that call the providers).
+    pub const CREDENTIALS_USE: &str = "identity.credentials.use";
 }
 
 /// Which permissions each catalog role grants. `org.admin` grants everything.
 const ROLE_CATALOG: &[(&str, &[&str])] = &[
+    // Everything of the organization, except decrypting integration credentials: that is for the
+    // services that call the providers (`service.integrations`).
     ("org.admin", &["*"]),
     (
         "crm.sales",
@@ -41,6 +47,7 @@ const ROLE_CATALOG: &[(&str, &[&str])] = &[
     ),
     ("crm.viewer", &[permission::CUSTOMERS_READ]),
     ("analytics.viewer", &[permission::CUSTOMERS_READ]),
+    ("service.integrations", &[permission::CREDENTIALS_USE]),
     (
         "service.reader",
         &[permission::CUSTOMERS_READ, permission::CORE_EVENTS_READ],
@@ -59,7 +66,11 @@ pub fn role_grants(role: &str, permission: &str) -> bool {
     ROLE_CATALOG
         .iter()
         .filter(|(r, _)| *r == role)
-        .any(|(_, perms)| perms.iter().any(|p| *p == "*" || *p == permission))
+        .any(|(_, perms)| {
+            perms.iter().any(|p| {
+                *p == permission || (*p == "*" && permission != permission::CREDENTIALS_USE)
+            })
+        })
 }
 
 /// An authenticated caller, as proven by a verified access token.
@@ -110,5 +121,14 @@ mod tests {
         assert!(!role_grants("crm.viewer", permission::CUSTOMERS_WRITE));
         assert!(!role_grants("crm.support", permission::CUSTOMERS_DELETE));
         assert!(!role_grants("no.such.role", permission::CUSTOMERS_READ));
+        assert!(role_grants("org.admin", permission::CREDENTIALS_MANAGE));
+        assert!(
+            !role_grants("org.admin", permission::CREDENTIALS_USE),
+            "admins manage credentials but cannot read them"
+        );
+        assert!(role_grants(
+            "service.integrations",
+            permission::CREDENTIALS_USE
+        ));
     }
 }

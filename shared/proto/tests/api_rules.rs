@@ -65,6 +65,8 @@ const READ_ONLY_POSTS: &[&str] = &[
     "crm.identity.v1.OAuthService.RevokeToken",
     "crm.identity.v1.OAuthService.CreateAuthorizationCode",
     "crm.identity.v1.OAuthService.ExchangeAuthorizationCode",
+    // Reads (and audits) a credential; nothing to repeat.
+    "crm.identity.v1.IntegrationCredentialService.AccessIntegrationCredential",
     "crm.identity.v1.AuthService.Logout",
 ];
 
