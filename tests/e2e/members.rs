@@ -812,3 +812,136 @@ async fn integration_credentials_are_sealed_shown_as_last_four_and_decrypted_onl
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn credential_endpoints_are_rate_limited_per_account_address_and_client() {
+    use crm_identity::rate_limit::RateLimits;
+    use crm_proto::identity_v1::api_client_service_client::ApiClientServiceClient;
+    use crm_proto::identity_v1::{ApiClient, ClientCredentialsRequest, CreateApiClientRequest};
+
+    let options = crm_testkit::server::TestServerOptions {
+        identity: crm_identity::IdentitySettings {
+            rate_limits: RateLimits {
+                login_per_account: 3,
+                per_address: 5,
+                per_api_client: 2,
+                trust_forwarded_for: true,
+            },
+            ..crm_testkit::server::TestServerOptions::default().identity
+        },
+        ..Default::default()
+    };
+    let db = crm_testkit::TestDb::new().await.unwrap();
+    let server = TestServer::start_with(&db, options).await.unwrap();
+    let org = Uuid::now_v7();
+    let mut auth = AuthServiceClient::new(server.channel.clone());
+    // Header values only: documentation addresses (RFC 5737), nothing is sent to them.
+    let attempt = |email: &str, from: &str| {
+        let mut req = tonic::Request::new(LoginRequest {
+            email: email.into(),
+            password: "whatever it is".into(),
+            organization: format!("organizations/{org}"),
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("x-forwarded-for", from.parse().unwrap());
+        req
+    };
+    for _ in 0..3 {
+        let s = auth
+            .login(attempt("target@example.com", "192.0.2.1"))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&s), "INVALID_CREDENTIALS");
+    }
+    let limited = auth
+        .login(attempt("target@example.com", "192.0.2.2"))
+        .await
+        .unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted);
+    assert_eq!(
+        reason(&limited),
+        "RATE_LIMITED",
+        "per account, whatever the address"
+    );
+    assert!(
+        tonic_types::StatusExt::get_error_details(&limited)
+            .retry_info()
+            .is_some()
+    );
+
+    for i in 0..5 {
+        let s = auth
+            .login(attempt(&format!("spray{i}@example.com"), "192.0.2.3"))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&s), "INVALID_CREDENTIALS");
+    }
+    assert_eq!(
+        reason(
+            &auth
+                .login(attempt("spray9@example.com", "192.0.2.3"))
+                .await
+                .unwrap_err()
+        ),
+        "RATE_LIMITED",
+        "per address"
+    );
+    assert_eq!(
+        reason(
+            &auth
+                .login(attempt("spray9@example.com", "192.0.2.4"))
+                .await
+                .unwrap_err()
+        ),
+        "INVALID_CREDENTIALS"
+    );
+
+    let admin = server.token(org, &["org.admin"]);
+    crm_identity::bootstrap::ensure_member(
+        &server.identity.pool,
+        &server.identity.hasher,
+        &crm_identity::bootstrap::Member {
+            org,
+            org_display_name: "Limits",
+            email: "owner@example.com",
+            password: PASSWORD,
+            roles: &["org.admin"],
+            reset_password: false,
+        },
+    )
+    .await
+    .unwrap();
+    let created = ApiClientServiceClient::new(server.channel.clone())
+        .create_api_client(TestServer::request(
+            &admin,
+            CreateApiClientRequest {
+                parent: format!("organizations/{org}"),
+                api_client: Some(ApiClient {
+                    display_name: "Busy".into(),
+                    roles: vec!["crm.viewer".into()],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let grant = || {
+        let mut req = tonic::Request::new(ClientCredentialsRequest {
+            client_id: created.api_client.as_ref().unwrap().client_id.clone(),
+            client_secret: created.client_secret.clone(),
+        });
+        req.metadata_mut()
+            .insert("x-forwarded-for", "192.0.2.9".parse().unwrap());
+        req
+    };
+    auth.client_credentials(grant()).await.unwrap();
+    auth.client_credentials(grant()).await.unwrap();
+    assert_eq!(
+        reason(&auth.client_credentials(grant()).await.unwrap_err()),
+        "RATE_LIMITED",
+        "per API client"
+    );
+}

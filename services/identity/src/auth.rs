@@ -74,6 +74,7 @@ pub struct AuthApi {
     settings: IdentitySettings,
     revoked: Arc<Notify>,
     kek: crate::keys::Kek,
+    limiter: Arc<crate::rate_limit::RateLimiter>,
 }
 
 impl std::fmt::Debug for AuthApi {
@@ -124,6 +125,7 @@ impl AuthApi {
             settings: state.settings.clone(),
             revoked: Arc::clone(&state.revoked),
             kek: state.kek.clone(),
+            limiter: Arc::clone(&state.limiter),
         }
     }
 
@@ -174,6 +176,17 @@ impl AuthApi {
             sid: session.map(|s| s.to_string()),
         };
         Ok((signer.sign(&claims), i32::try_from(ttl).unwrap_or(300)))
+    }
+
+    /// One token from the request's client-address bucket.
+    fn limit_address<T>(&self, req: &Request<T>) -> Result<(), ApiError> {
+        match crate::rate_limit::client_address(req, self.settings.rate_limits.trust_forwarded_for)
+        {
+            Some(ip) => self
+                .limiter
+                .take(&format!("ip:{ip}"), self.settings.rate_limits.per_address),
+            None => Ok(()),
+        }
     }
 
     /// Returns the lock's remaining time if the email is locked now.
@@ -777,6 +790,11 @@ async fn insert_refresh(
 #[tonic::async_trait]
 impl AuthService for AuthApi {
     async fn login(&self, req: Request<LoginRequest>) -> Result<Response<TokenResponse>, Status> {
+        self.limit_address(&req).map_err(status)?;
+        let account = format!("account:{}", req.get_ref().email.trim().to_lowercase());
+        self.limiter
+            .take(&account, self.settings.rate_limits.login_per_account)
+            .map_err(status)?;
         self.login(req.into_inner())
             .await
             .map(Response::new)
@@ -787,6 +805,7 @@ impl AuthService for AuthApi {
         &self,
         req: Request<RefreshTokenRequest>,
     ) -> Result<Response<TokenResponse>, Status> {
+        self.limit_address(&req).map_err(status)?;
         self.refresh(req.into_inner())
             .await
             .map(Response::new)
@@ -797,6 +816,11 @@ impl AuthService for AuthApi {
         &self,
         req: Request<ClientCredentialsRequest>,
     ) -> Result<Response<TokenResponse>, Status> {
+        self.limit_address(&req).map_err(status)?;
+        let client_key = format!("client:{}", req.get_ref().client_id);
+        self.limiter
+            .take(&client_key, self.settings.rate_limits.per_api_client)
+            .map_err(status)?;
         let body = req.into_inner();
         let (org, id, roles) = crate::api_clients::authenticate(
             &self.pool,
@@ -838,6 +862,9 @@ impl AuthService for AuthApi {
         &self,
         req: Request<RequestPasswordResetRequest>,
     ) -> Result<Response<RequestPasswordResetResponse>, Status> {
+        self.limit_address(&req).map_err(status)?;
+        let account = format!("reset:{}", req.get_ref().email.trim().to_lowercase());
+        self.limiter.take(&account, 5).map_err(status)?;
         let body = req.into_inner();
         crate::password_reset::request(&self.pool, &self.secrets, &body.email, &body.organization)
             .map_err(status)?;

@@ -13,6 +13,7 @@ pub mod mfa;
 pub mod oauth;
 pub mod password_reset;
 pub mod pkce;
+pub mod rate_limit;
 pub mod revocations;
 pub mod schema;
 pub mod secrets;
@@ -65,6 +66,8 @@ pub struct IdentitySettings {
     pub refresh_grace: Duration,
     /// First lockout length (doubling per lockout, at most 15 min).
     pub lockout_base: Duration,
+    /// Request rates of the credential endpoints.
+    pub rate_limits: rate_limit::RateLimits,
     /// Key rotation.
     pub rotation: keys::RotationPolicy,
 }
@@ -80,6 +83,7 @@ impl Default for IdentitySettings {
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             refresh_grace: Duration::from_secs(20),
             lockout_base: Duration::from_secs(30),
+            rate_limits: rate_limit::RateLimits::default(),
             rotation: keys::RotationPolicy::default(),
         }
     }
@@ -104,6 +108,8 @@ pub struct IdentityState {
     pub page_tokens: crm_db::page::PageTokens,
     /// Seals secrets at rest (signing keys, TOTP secrets).
     pub kek: keys::Kek,
+    /// Rate-limit buckets of this replica.
+    pub limiter: Arc<rate_limit::RateLimiter>,
 }
 
 impl std::fmt::Debug for IdentityState {
@@ -141,6 +147,7 @@ impl IdentityState {
             revoked: Arc::new(Notify::new()),
             page_tokens: crm_db::page::PageTokens::new(token_secret),
             kek,
+            limiter: Arc::new(rate_limit::RateLimiter::new()),
         })
     }
 }

@@ -71,6 +71,13 @@ impl Default for TestServerOptions {
             identity: crm_identity::IdentitySettings {
                 lockout_base: Duration::from_secs(1),
                 refresh_grace: Duration::from_secs(1),
+                // Functional tests sign in often; the rate-limit test sets its own limits.
+                rate_limits: crm_identity::rate_limit::RateLimits {
+                    login_per_account: 100_000,
+                    per_address: 100_000,
+                    per_api_client: 100_000,
+                    trust_forwarded_for: false,
+                },
                 ..crm_identity::IdentitySettings::default()
             },
             hashing: (4, false),
