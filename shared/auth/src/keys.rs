@@ -9,6 +9,10 @@ use ed25519_dalek::VerifyingKey;
 pub trait KeySource: Send + Sync + 'static {
     /// The key with id `kid`, if known.
     fn key(&self, kid: &str) -> Option<VerifyingKey>;
+
+    /// Told when a token names a key this source does not know: a source that can fetch keys
+    /// may refresh (rate-limited); the token itself is refused either way.
+    fn on_unknown(&self, _kid: &str) {}
 }
 
 /// A fixed, replaceable set of keys.

@@ -3,26 +3,35 @@
 //! call, and a revocation reaches every service within about a second.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crm_proto::identity_v1::key_service_client::KeyServiceClient;
 use crm_proto::identity_v1::revocation_service_client::RevocationServiceClient;
-use crm_proto::identity_v1::{Jwks, RevocationKind, WatchJwksRequest, WatchRevocationsRequest};
+use crm_proto::identity_v1::{
+    GetJwksRequest, Jwks, RevocationKind, WatchJwksRequest, WatchRevocationsRequest,
+};
 use ed25519_dalek::VerifyingKey;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tonic::transport::Channel;
 
 use crate::keys::KeySource;
 use crate::revocation::RevocationSet;
+
+/// How often an unknown `kid` may trigger a refresh of the key set.
+pub const UNKNOWN_KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The key set last received from identity.
 #[derive(Debug)]
 pub struct JwksKeys {
     keys: RwLock<HashMap<String, VerifyingKey>>,
     loaded: watch::Sender<bool>,
+    refresh: Notify,
+    last_refresh: Mutex<Option<Instant>>,
+    refreshes: AtomicU64,
 }
 
 impl Default for JwksKeys {
@@ -30,6 +39,9 @@ impl Default for JwksKeys {
         Self {
             keys: RwLock::new(HashMap::new()),
             loaded: watch::channel(false).0,
+            refresh: Notify::new(),
+            last_refresh: Mutex::new(None),
+            refreshes: AtomicU64::new(0),
         }
     }
 }
@@ -65,9 +77,31 @@ impl JwksKeys {
     }
 }
 
+impl JwksKeys {
+    /// Refreshes asked for by unknown keys so far (after rate limiting).
+    #[must_use]
+    pub fn refresh_requests(&self) -> u64 {
+        self.refreshes.load(Ordering::Relaxed)
+    }
+}
+
 impl KeySource for JwksKeys {
     fn key(&self, kid: &str) -> Option<VerifyingKey> {
         self.keys.read().ok().and_then(|k| k.get(kid).copied())
+    }
+
+    fn on_unknown(&self, kid: &str) {
+        let Ok(mut last) = self.last_refresh.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < UNKNOWN_KEY_REFRESH_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%kid, "unknown signing key: refreshing the key set once");
+        self.refresh.notify_one();
     }
 }
 
@@ -84,12 +118,19 @@ impl KeySource for KeyChain {
     fn key(&self, kid: &str) -> Option<VerifyingKey> {
         self.0.iter().find_map(|s| s.key(kid))
     }
+
+    fn on_unknown(&self, kid: &str) {
+        for s in &self.0 {
+            s.on_unknown(kid);
+        }
+    }
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Follows `WatchJwks` on `channel` forever, reconnecting with backoff.
+/// Follows `WatchJwks` on `channel` forever, reconnecting with backoff; an unknown `kid` also
+/// triggers a one-shot `GetJwks` (rate-limited by [`JwksKeys`]).
 pub fn follow_jwks(channel: Channel, keys: Arc<JwksKeys>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = MIN_BACKOFF;
@@ -98,9 +139,21 @@ pub fn follow_jwks(channel: Channel, keys: Arc<JwksKeys>) -> tokio::task::JoinHa
             match client.watch_jwks(WatchJwksRequest {}).await {
                 Ok(response) => {
                     let mut stream = response.into_inner();
-                    while let Ok(Some(jwks)) = stream.message().await {
-                        keys.replace(&jwks);
-                        backoff = MIN_BACKOFF;
+                    loop {
+                        tokio::select! {
+                            message = stream.message() => match message {
+                                Ok(Some(jwks)) => {
+                                    keys.replace(&jwks);
+                                    backoff = MIN_BACKOFF;
+                                }
+                                Ok(None) | Err(_) => break,
+                            },
+                            () = keys.refresh.notified() => {
+                                if let Ok(jwks) = client.clone().get_jwks(GetJwksRequest {}).await {
+                                    keys.replace(&jwks.into_inner());
+                                }
+                            }
+                        }
                     }
                 }
                 Err(status) => tracing::debug!(%status, "WatchJwks unavailable; retrying"),
@@ -158,5 +211,48 @@ fn apply(set: &RevocationSet, r: &crm_proto::identity_v1::Revocation) {
         Ok(RevocationKind::Unspecified) | Err(_) => {
             tracing::warn!(kind = r.kind, "unknown revocation kind ignored");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{AuthError, TokenSigner, TokenVerifier, VerifierSettings};
+
+    #[test]
+    fn an_unknown_key_asks_for_one_refresh_and_is_refused() {
+        let keys = Arc::new(JwksKeys::new());
+        let verifier = TokenVerifier::new(
+            VerifierSettings::default(),
+            Arc::clone(&keys) as Arc<dyn KeySource>,
+            Arc::new(RevocationSet::new()),
+        );
+        let stranger = TokenSigner::generate("k-unknown");
+        let claims = TokenSigner::user_claims(
+            &VerifierSettings::default(),
+            uuid::Uuid::now_v7(),
+            uuid::Uuid::now_v7(),
+            &["crm.sales"],
+            Duration::from_secs(60),
+        );
+        for _ in 0..5 {
+            assert_eq!(
+                verifier.verify(&stranger.sign(&claims)),
+                Err(AuthError::UnknownKey)
+            );
+        }
+        assert_eq!(keys.refresh_requests(), 1, "rate-limited to one refresh");
+        // Once the key arrives, the same kind of token verifies.
+        keys.replace(&Jwks {
+            keys: vec![crm_proto::identity_v1::Jwk {
+                kid: "k-unknown".into(),
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x: URL_SAFE_NO_PAD.encode(stranger.verifying_key().to_bytes()),
+                alg: "EdDSA".into(),
+                r#use: "sig".into(),
+            }],
+        });
+        assert!(verifier.verify(&stranger.sign(&claims)).is_ok());
     }
 }

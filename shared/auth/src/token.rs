@@ -365,7 +365,10 @@ impl TokenVerifier {
             _ => return Err(AuthError::WrongType),
         }
         let kid = header.kid.ok_or(AuthError::UnknownKey)?;
-        let key = self.keys.key(&kid).ok_or(AuthError::UnknownKey)?;
+        let Some(key) = self.keys.key(&kid) else {
+            self.keys.on_unknown(&kid);
+            return Err(AuthError::UnknownKey);
+        };
         let sig_bytes = URL_SAFE_NO_PAD
             .decode(s)
             .map_err(|_| AuthError::Malformed)?;
