@@ -9,8 +9,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use crm_auth::layer::principal_of;
 use crm_auth::{MethodPolicy, Requirement, permission};
-use crm_db::{AsyncPgConnection, page, tenant};
+use crm_db::{AsyncPgConnection, tenant};
 use crm_platform::ApiError;
+use crm_platform::api::listing::Listing;
 use crm_platform::api::names;
 use crm_platform::api::time::{optional_timestamp, timestamp};
 use crm_platform::api::validate::{self, Violations};
@@ -360,41 +361,20 @@ impl ApiClientService for ApiClientApi {
     ) -> Result<Response<ListApiClientsResponse>, Status> {
         let principal = principal_of(&req)?;
         let body = req.into_inner();
-        let mut v = Violations::new();
-        let org = names::parse_organization(&body.parent, "parent")
-            .map_err(|e| v.absorb(e))
-            .ok();
-        let size = page::page_size(body.page_size, 50, 1000)
-            .map_err(|e| v.absorb(e.into()))
-            .ok();
-        v.finish().map_err(status)?;
-        let (Some(org), Some(size)) = (org, size) else {
-            return Err(status(ApiError::Internal(
-                "parsed without violation".into(),
-            )));
-        };
-        names::require_same_organization(&principal, org).map_err(status)?;
-        let query = page::fingerprint(org, &[&body.parent]);
-        let after = match self
-            .state
-            .page_tokens
-            .decode(&body.page_token, &query)
-            .map_err(|e| status(e.into()))?
-        {
-            None => None,
-            Some(key) => Some(
-                <[String]>::first(&key)
-                    .and_then(|s| Uuid::parse_str(s).ok())
-                    .ok_or_else(|| {
-                        status(ApiError::invalid(
-                            "page_token",
-                            "INVALID_PAGE_TOKEN",
-                            "page_token is malformed",
-                        ))
-                    })?,
-            ),
-        };
-        let limit = i64::from(size) + 1;
+        let listing = Listing::begin(
+            &principal,
+            &self.state.page_tokens,
+            &body.parent,
+            body.page_size,
+            &body.page_token,
+            &[],
+            50,
+            1000,
+        )
+        .map_err(status)?;
+        let org = listing.org;
+        let after = listing.after_uuid().map_err(status)?;
+        let limit = listing.limit();
         let mut rows = tenant::transaction(&self.state.pool, org, move |conn| {
             Box::pin(async move {
                 let mut q = c::table
@@ -418,14 +398,9 @@ impl ApiClientService for ApiClientApi {
         })
         .await
         .map_err(status)?;
-        let next_page_token = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            rows.last()
-                .map(|(r, _)| self.state.page_tokens.encode(&query, &[r.id.to_string()]))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = listing.finish(&self.state.page_tokens, &mut rows, |(r, _)| {
+            vec![r.id.to_string()]
+        });
         Ok(Response::new(ListApiClientsResponse {
             api_clients: rows.into_iter().map(|(r, n)| to_proto(r, n)).collect(),
             next_page_token,

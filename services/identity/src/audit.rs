@@ -5,9 +5,10 @@
 use chrono::{DateTime, Utc};
 use crm_auth::layer::principal_of;
 use crm_auth::{MethodPolicy, Requirement, permission};
-use crm_db::page::{self, PageTokens};
+use crm_db::page::PageTokens;
 use crm_db::{AsyncPgConnection, DbPool, tenant};
 use crm_platform::ApiError;
+use crm_platform::api::listing::Listing;
 use crm_platform::api::names;
 use crm_platform::api::time::timestamp;
 use crm_platform::api::validate::Violations;
@@ -287,39 +288,23 @@ impl AuditService for AuditApi {
         let principal = principal_of(&req)?;
         let body = req.into_inner();
         let mut v = Violations::new();
-        let org = names::parse_organization(&body.parent, "parent")
-            .map_err(|e| v.absorb(e))
-            .ok();
-        let size = page::page_size(body.page_size, 100, 1000)
-            .map_err(|e| v.absorb(e.into()))
-            .ok();
         crm_platform::api::validate::optional_text(&mut v, "kind", &body.kind, 100);
         v.finish().map_err(status)?;
-        let (Some(org), Some(size)) = (org, size) else {
-            return Err(status(ApiError::Internal(
-                "parsed without violation".into(),
-            )));
-        };
-        names::require_same_organization(&principal, org).map_err(status)?;
-        let query = page::fingerprint(org, &[&body.parent, &body.kind]);
-        let after: i64 = match self
-            .page_tokens
-            .decode(&body.page_token, &query)
-            .map_err(|e| status(e.into()))?
-        {
-            None => 0,
-            Some(key) => <[String]>::first(&key)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| {
-                    status(ApiError::invalid(
-                        "page_token",
-                        "INVALID_PAGE_TOKEN",
-                        "page_token is malformed",
-                    ))
-                })?,
-        };
+        let listing = Listing::begin(
+            &principal,
+            &self.page_tokens,
+            &body.parent,
+            body.page_size,
+            &body.page_token,
+            &[&body.kind],
+            100,
+            1000,
+        )
+        .map_err(status)?;
+        let org = listing.org;
+        let after = listing.after_i64().map_err(status)?.unwrap_or(0);
         let kind = body.kind.clone();
-        let limit = i64::from(size) + 1;
+        let limit = listing.limit();
         let mut rows: Vec<Row> = tenant::transaction(&self.pool, org, move |conn| {
             Box::pin(async move {
                 let mut q = a::table
@@ -337,14 +322,8 @@ impl AuditService for AuditApi {
         })
         .await
         .map_err(status)?;
-        let next_page_token = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            rows.last()
-                .map(|r| self.page_tokens.encode(&query, &[r.seq.to_string()]))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            listing.finish(&self.page_tokens, &mut rows, |r| vec![r.seq.to_string()]);
         let audit_events = rows
             .into_iter()
             .map(|r| AuditEvent {
