@@ -945,3 +945,127 @@ async fn credential_endpoints_are_rate_limited_per_account_address_and_client() 
         "per API client"
     );
 }
+
+#[tokio::test]
+async fn organization_defined_roles_expand_to_catalog_roles_in_tokens() {
+    use crm_proto::identity_v1::o_auth_service_client::OAuthServiceClient;
+    use crm_proto::identity_v1::role_service_client::RoleServiceClient;
+    use crm_proto::identity_v1::{
+        CreateRoleRequest, IntrospectTokenRequest, ListRolesRequest, Role,
+    };
+
+    let o = org().await;
+    let mut roles = RoleServiceClient::new(o.env.server.channel.clone());
+    let define = |id: &str, catalog: &[&str]| CreateRoleRequest {
+        parent: o.env.parent(),
+        role: Some(Role {
+            display_name: "Dispatch lead".into(),
+            catalog_roles: catalog.iter().map(|r| (*r).to_owned()).collect(),
+            ..Default::default()
+        }),
+        role_id: id.into(),
+        request_id: String::new(),
+    };
+    let created = roles
+        .create_role(TestServer::request(
+            &o.admin,
+            define("custom.dispatch-lead", &["crm.sales", "analytics.viewer"]),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        created.name,
+        format!("{}/roles/custom.dispatch-lead", o.env.parent())
+    );
+    let dup = roles
+        .create_role(TestServer::request(
+            &o.admin,
+            define("custom.dispatch-lead", &["crm.viewer"]),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), Code::AlreadyExists);
+    assert_invalid_field(
+        &roles
+            .create_role(TestServer::request(
+                &o.admin,
+                define("Dispatch Lead", &["crm.viewer"]),
+            ))
+            .await
+            .unwrap_err(),
+        "role_id",
+    );
+    assert_invalid_field(
+        &roles
+            .create_role(TestServer::request(
+                &o.admin,
+                define("custom.nested", &["custom.dispatch-lead"]),
+            ))
+            .await
+            .unwrap_err(),
+        "role.catalog_roles",
+    );
+    let listed = roles
+        .list_roles(TestServer::request(
+            &o.admin,
+            ListRolesRequest {
+                parent: o.env.parent(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.roles.len(), 1);
+
+    let undefined = o
+        .members()
+        .create_member(TestServer::request(
+            &o.admin,
+            o.create("nobody@example.com", &["custom.ghost"], PASSWORD),
+        ))
+        .await
+        .unwrap_err();
+    assert_invalid_field(&undefined, "member.roles");
+
+    let email = format!("{}@example.com", Uuid::now_v7().simple());
+    o.members()
+        .create_member(TestServer::request(
+            &o.admin,
+            o.create(&email, &["custom.dispatch-lead"], PASSWORD),
+        ))
+        .await
+        .unwrap();
+    let token = login(&o.env, &email, PASSWORD).await.unwrap();
+    let seen = OAuthServiceClient::new(o.env.server.channel.clone())
+        .introspect_token(TestServer::request(
+            &token,
+            IntrospectTokenRequest {
+                token: token.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        seen.roles,
+        ["analytics.viewer", "crm.sales"],
+        "tokens carry the catalog roles"
+    );
+    o.env
+        .customers()
+        .create_customer(TestServer::request(
+            &token,
+            CreateCustomerRequest {
+                parent: o.env.parent(),
+                customer: Some(Customer {
+                    display_name: "Via custom role".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+}

@@ -232,7 +232,10 @@ pub async fn authenticate(
                 .count()
                 .get_result(&mut { conn })
                 .await?;
-            Ok::<_, ApiError>((matches == 1).then_some(row.roles))
+            if matches != 1 {
+                return Ok(None);
+            }
+            Ok::<_, ApiError>(Some(crate::roles::expand(conn, org, &row.roles).await?))
         })
     })
     .await?
@@ -313,6 +316,14 @@ impl ApiClientService for ApiClientApi {
             key,
             move |conn| {
                 Box::pin(async move {
+                    let undefined = crate::roles::undefined(conn, org, &client.roles).await?;
+                    if !undefined.is_empty() {
+                        return Err(ApiError::invalid(
+                            "api_client.roles",
+                            "UNKNOWN_ROLE",
+                            format!("not defined in this organization: {}", undefined.join(", ")),
+                        ));
+                    }
                     let id = Uuid::now_v7();
                     diesel::insert_into(c::table)
                         .values((

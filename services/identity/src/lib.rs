@@ -15,6 +15,7 @@ pub mod password_reset;
 pub mod pkce;
 pub mod rate_limit;
 pub mod revocations;
+pub mod roles;
 pub mod schema;
 pub mod secrets;
 pub mod sessions;
@@ -165,6 +166,7 @@ pub fn policy() -> MethodPolicy {
         .merge(&mfa::policy())
         .merge(&oauth::policy())
         .merge(&credentials::policy())
+        .merge(&roles::policy())
 }
 
 /// Adds the identity services to `server`.
@@ -220,6 +222,11 @@ pub fn register(server: &mut GrpcServer, state: &IdentityState) {
         &credentials::policy(),
         Some(state.pool.clone()),
     );
+    let roles = crm_proto::identity_v1::role_service_server::RoleServiceServer::new(
+        roles::RoleApi::new(state.clone()),
+    )
+    .max_decoding_message_size(limit);
+    server.add_service(roles, &roles::policy(), Some(state.pool.clone()));
     server.add_service(keys, &jwks::policy(), Some(state.pool.clone()));
     server.add_service(
         revocations,

@@ -130,7 +130,8 @@ pub(crate) fn check_roles(v: &mut Violations, field: &str, roles: &[String]) {
     }
     let catalog = catalog_roles();
     for r in roles {
-        if !catalog.contains(&r.as_str()) {
+        // Organization-defined roles are checked for existence in the write's transaction.
+        if !catalog.contains(&r.as_str()) && !crate::roles::is_custom_id(r) {
             v.push(
                 field,
                 "UNKNOWN_ROLE",
@@ -269,6 +270,14 @@ impl MemberService for MemberApi {
                         ));
                     }
                 };
+                let undefined = crate::roles::undefined(conn, org, &roles).await?;
+                if !undefined.is_empty() {
+                    return Err(ApiError::invalid(
+                        "member.roles",
+                        "UNKNOWN_ROLE",
+                        format!("not defined in this organization: {}", undefined.join(", ")),
+                    ));
+                }
                 let inserted = diesel::insert_into(m::table)
                     .values((
                         m::organization_id.eq(org),
@@ -418,6 +427,14 @@ impl MemberService for MemberApi {
                 } else {
                     current.roles.clone()
                 };
+                let undefined = crate::roles::undefined(conn, org, &roles).await?;
+                if !undefined.is_empty() {
+                    return Err(ApiError::invalid(
+                        "member.roles",
+                        "UNKNOWN_ROLE",
+                        format!("not defined in this organization: {}", undefined.join(", ")),
+                    ));
+                }
                 let new_status = if paths.contains(&"status") {
                     status_n
                 } else {

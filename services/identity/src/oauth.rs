@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::auth::AuthApi;
-use crate::schema::{memberships as m, refresh_tokens as rt, sessions as s};
+use crate::schema::{refresh_tokens as rt, sessions as s};
 use crate::secrets::TokenSecrets;
 use crate::{DOMAIN, IdentityState, audit, revocations};
 
@@ -348,14 +348,7 @@ impl OAuthService for OAuthApi {
                 if row.code_challenge != challenge {
                     return Ok(CodeUse::Refused("the code verifier does not match the challenge"));
                 }
-                let roles: Option<Vec<String>> = m::table
-                    .filter(m::organization_id.eq(org))
-                    .filter(m::user_id.eq(row.user_id))
-                    .filter(m::status.eq(2i16))
-                    .select(m::roles)
-                    .first(&mut { conn })
-                    .await
-                    .optional()?;
+                let roles = crate::roles::of_active_member(conn, org, row.user_id).await?;
                 let Some(roles) = roles else { return Ok(CodeUse::Refused("the membership is no longer active")) };
                 let plan = auth.plan_session(org, row.user_id, &body.client_id);
                 crate::auth::record_session(conn, &plan, "authorization_code.exchanged").await?;
@@ -404,14 +397,8 @@ impl OAuthService for OAuthApi {
         })?;
         let roles = tenant::transaction(&self.state.pool, target, move |conn| {
             Box::pin(async move {
-                m::table
-                    .filter(m::organization_id.eq(target))
-                    .filter(m::user_id.eq(user))
-                    .filter(m::status.eq(2i16))
-                    .select(m::roles)
-                    .first::<Vec<String>>(&mut { conn })
+                crate::roles::of_active_member(conn, target, user)
                     .await
-                    .optional()
                     .map_err(ApiError::from)
             })
         })

@@ -208,3 +208,14 @@ diesel::table! {
         created_by -> Text,
     }
 }
+
+diesel::table! {
+    org_roles (organization_id, role_id) {
+        organization_id -> Uuid,
+        role_id -> Text,
+        display_name -> Text,
+        catalog_roles -> Array<Text>,
+        create_time -> Timestamptz,
+        created_by -> Text,
+    }
+}

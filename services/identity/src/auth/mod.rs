@@ -38,9 +38,7 @@ use uuid::Uuid;
 use crate::audit;
 use crate::keys::KeyStore;
 use crate::revocations;
-use crate::schema::{
-    login_throttle as lt, memberships as m, refresh_tokens as rt, sessions as s, users as u,
-};
+use crate::schema::{login_throttle as lt, refresh_tokens as rt, sessions as s, users as u};
 use crate::secrets::TokenSecrets;
 use crate::{DOMAIN, IdentitySettings};
 
@@ -52,7 +50,6 @@ diesel::define_sql_function! {
 }
 const FIRST_PARTY_CLIENT: &str = "crm-first-party";
 const FAILURES_BEFORE_LOCKOUT: i32 = 5;
-const ACTIVE: i16 = 2;
 
 /// RPC requirements.
 #[must_use]
@@ -340,14 +337,8 @@ impl AuthApi {
                 let user_id = *user_id;
                 tenant::transaction(&self.pool, org, move |conn| {
                     Box::pin(async move {
-                        m::table
-                            .filter(m::organization_id.eq(org))
-                            .filter(m::user_id.eq(user_id))
-                            .filter(m::status.eq(ACTIVE))
-                            .select(m::roles)
-                            .first::<Vec<String>>(&mut { conn })
+                        crate::roles::of_active_member(conn, org, user_id)
                             .await
-                            .optional()
                             .map_err(ApiError::from)
                     })
                 })

@@ -209,14 +209,8 @@ impl AuthApi {
     ) -> Result<Option<Vec<String>>, ApiError> {
         tenant::transaction(&self.pool, org, move |conn| {
             Box::pin(async move {
-                m::table
-                    .filter(m::organization_id.eq(org))
-                    .filter(m::user_id.eq(user_id))
-                    .filter(m::status.eq(ACTIVE))
-                    .select(m::roles)
-                    .first::<Vec<String>>(&mut { conn })
+                crate::roles::of_active_member(conn, org, user_id)
                     .await
-                    .optional()
                     .map_err(ApiError::from)
             })
         })
