@@ -858,6 +858,7 @@ async fn exchange_switches_organization_introspection_reports_and_revocation_rev
             &a.access_token,
             ExchangeTokenRequest {
                 requested_organization: format!("organizations/{org_b}"),
+                ..Default::default()
             },
         ))
         .await
@@ -898,6 +899,7 @@ async fn exchange_switches_organization_introspection_reports_and_revocation_rev
             &a.access_token,
             ExchangeTokenRequest {
                 requested_organization: format!("organizations/{}", Uuid::now_v7()),
+                ..Default::default()
             },
         ))
         .await

@@ -1069,3 +1069,82 @@ async fn organization_defined_roles_expand_to_catalog_roles_in_tokens() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn services_act_for_people_with_delegated_tokens_that_die_with_the_session() {
+    use crm_proto::identity_v1::o_auth_service_client::OAuthServiceClient;
+    use crm_proto::identity_v1::{ExchangeTokenRequest, IntrospectTokenRequest, LogoutRequest};
+
+    let o = org().await;
+    let (_, email) = o.add(&["crm.sales"]).await;
+    let person = login(&o.env, &email, PASSWORD).await.unwrap();
+    let service = o.env.server.token(o.env.org, &["service.delegate"]);
+    let mut oauth = OAuthServiceClient::new(o.env.server.channel.clone());
+    let delegate = |caller: &str, subject: &str, scope: &str| {
+        TestServer::request(
+            caller,
+            ExchangeTokenRequest {
+                subject_token: subject.into(),
+                scope: scope.into(),
+                ..Default::default()
+            },
+        )
+    };
+    let delegated = oauth
+        .exchange_token(delegate(&service, &person, "crm unknown"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(delegated.scope, "crm", "scopes only narrow");
+    let seen = oauth
+        .introspect_token(TestServer::request(
+            &person,
+            IntrospectTokenRequest {
+                token: delegated.access_token.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(seen.active);
+    assert!(
+        seen.sub.starts_with("users/"),
+        "the person stays the subject"
+    );
+    assert!(
+        seen.actor.starts_with("users/"),
+        "act names the service's subject: {seen:?}"
+    );
+    o.can_list_customers(&delegated.access_token).await.unwrap();
+
+    // People (even administrators) cannot delegate; a delegated token cannot be delegated again.
+    assert_eq!(
+        oauth
+            .exchange_token(delegate(&o.admin, &person, ""))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    assert_invalid_field(
+        &oauth
+            .exchange_token(delegate(&service, &delegated.access_token, ""))
+            .await
+            .unwrap_err(),
+        "subject_token",
+    );
+    assert_invalid_field(
+        &oauth
+            .exchange_token(delegate(&service, "not.a.token", ""))
+            .await
+            .unwrap_err(),
+        "subject_token",
+    );
+
+    // The person signs out: the delegated token, of the same session, dies with it.
+    AuthServiceClient::new(o.env.server.channel.clone())
+        .logout(TestServer::request(&person, LogoutRequest {}))
+        .await
+        .unwrap();
+    o.wait_refused(&delegated.access_token).await;
+}

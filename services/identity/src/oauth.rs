@@ -74,6 +74,75 @@ fn user_of(p: &Principal) -> Option<Uuid> {
 }
 
 impl OAuthApi {
+    /// RFC 8693 delegation: a token for the person of `subject_token`, acted for by the caller.
+    fn delegate(
+        &self,
+        caller: &Principal,
+        subject_token: &str,
+        scope: &str,
+    ) -> Result<TokenResponse, ApiError> {
+        if !caller.has_permission(permission::TOKENS_DELEGATE) {
+            return Err(ApiError::PermissionDenied {
+                reason: "PERMISSION_MISSING",
+                message: "delegation needs identity.tokens.delegate".into(),
+            });
+        }
+        let subject = self.verifier.verify(subject_token).map_err(|_| {
+            ApiError::invalid(
+                "subject_token",
+                "INVALID_SUBJECT_TOKEN",
+                "the subject token is not valid",
+            )
+        })?;
+        if subject.organization != caller.organization {
+            return Err(ApiError::PermissionDenied {
+                reason: "ORGANIZATION_MISMATCH",
+                message: "the subject token belongs to another organization".into(),
+            });
+        }
+        if subject.actor.is_some() {
+            return Err(ApiError::invalid(
+                "subject_token",
+                "ALREADY_DELEGATED",
+                "a delegated token cannot be delegated again",
+            ));
+        }
+        // Narrow only: keep the requested scopes the subject has (all of them when none are asked).
+        let scopes: Vec<&str> = if scope.trim().is_empty() {
+            subject.scopes.iter().map(String::as_str).collect()
+        } else {
+            scope
+                .split_whitespace()
+                .filter(|s| subject.scopes.iter().any(|have| have == s))
+                .collect()
+        };
+        let remaining = u64::try_from(subject.expires_at - Utc::now().timestamp()).unwrap_or(0);
+        let ttl = std::time::Duration::from_secs(remaining.min(300));
+        let session = subject
+            .session_id
+            .as_deref()
+            .and_then(|s| Uuid::parse_str(s).ok());
+        let (access_token, expires_in) = self.auth.sign(crate::auth::TokenSpec {
+            org: subject.organization,
+            subject: subject.subject.clone(),
+            roles: subject.roles.clone(),
+            session,
+            client_id: caller.client_id.clone(),
+            ttl,
+            scope: scopes.join(" "),
+            act: Some(caller.subject.clone()),
+        })?;
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in,
+            refresh_token: String::new(),
+            refresh_expire_time: None,
+            session: String::new(),
+            scope: scopes.join(" "),
+        })
+    }
+
     /// Revokes a refresh token's session and family, if the caller may.
     async fn revoke_refresh(&self, principal: &Principal, token: &str) -> Result<bool, ApiError> {
         let Some(org) = TokenSecrets::organization_of(token) else {
@@ -384,6 +453,13 @@ impl OAuthService for OAuthApi {
         req: Request<ExchangeTokenRequest>,
     ) -> Result<Response<TokenResponse>, Status> {
         let principal = principal_of(&req)?;
+        if !req.get_ref().subject_token.is_empty() {
+            let body = req.into_inner();
+            return self
+                .delegate(&principal, &body.subject_token, &body.scope)
+                .map(Response::new)
+                .map_err(status);
+        }
         let target = names::parse_organization(
             &req.get_ref().requested_organization,
             "requested_organization",
@@ -438,6 +514,7 @@ impl OAuthService for OAuthApi {
             roles: p.roles.clone(),
             exp: p.expires_at,
             sid: p.session_id.clone().unwrap_or_default(),
+            actor: p.actor.clone().unwrap_or_default(),
         }))
     }
 

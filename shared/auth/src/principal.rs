@@ -26,9 +26,14 @@ pub mod permission {
     pub const CREDENTIALS_MANAGE: &str = "identity.credentials.manage";
     /// Decrypt integration credentials (services that call the providers).
     pub const CREDENTIALS_USE: &str = "identity.credentials.use";
+    /// Exchange a person's token for a delegated one (services acting for people).
+    pub const TOKENS_DELEGATE: &str = "identity.tokens.delegate";
 }
 
-/// Which permissions each catalog role grants. `org.admin` grants everything.
+/// Permissions that `org.admin`'s `*` does not include: they belong to services.
+const SERVICE_ONLY: &[&str] = &[permission::CREDENTIALS_USE, permission::TOKENS_DELEGATE];
+
+/// Which permissions each catalog role grants. `org.admin` grants everything else.
 const ROLE_CATALOG: &[(&str, &[&str])] = &[
     // Everything of the organization, except decrypting integration credentials: that is for the
     // services that call the providers (`service.integrations`).
@@ -48,6 +53,7 @@ const ROLE_CATALOG: &[(&str, &[&str])] = &[
     ("crm.viewer", &[permission::CUSTOMERS_READ]),
     ("analytics.viewer", &[permission::CUSTOMERS_READ]),
     ("service.integrations", &[permission::CREDENTIALS_USE]),
+    ("service.delegate", &[permission::TOKENS_DELEGATE]),
     (
         "service.reader",
         &[permission::CUSTOMERS_READ, permission::CORE_EVENTS_READ],
@@ -67,9 +73,9 @@ pub fn role_grants(role: &str, permission: &str) -> bool {
         .iter()
         .filter(|(r, _)| *r == role)
         .any(|(_, perms)| {
-            perms.iter().any(|p| {
-                *p == permission || (*p == "*" && permission != permission::CREDENTIALS_USE)
-            })
+            perms
+                .iter()
+                .any(|p| *p == permission || (*p == "*" && !SERVICE_ONLY.contains(&permission)))
         })
 }
 
@@ -94,6 +100,8 @@ pub struct Principal {
     pub issued_at: i64,
     /// Expiry, seconds since the epoch.
     pub expires_at: i64,
+    /// For delegated tokens, who acts for the subject (`act.sub`).
+    pub actor: Option<String>,
 }
 
 impl Principal {

@@ -80,6 +80,16 @@ pub struct Claims {
     /// Session id, for user tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// RFC 8693 actor: who acts for the subject in a delegated token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+}
+
+/// The `act` claim (RFC 8693 section 4.1).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Actor {
+    /// The acting party's subject.
+    pub sub: String,
 }
 
 /// Why a token was refused. Every variant is UNAUTHENTICATED; the reason goes into `ErrorInfo`.
@@ -241,6 +251,7 @@ impl TokenSigner {
             org_id: org.to_string(),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
             sid: Some(Uuid::now_v7().to_string()),
+            act: None,
         }
     }
 }
@@ -404,6 +415,7 @@ impl TokenVerifier {
             token_id: claims.jti,
             issued_at: claims.iat,
             expires_at: claims.exp,
+            actor: claims.act.map(|a| a.sub),
         })
     }
 }

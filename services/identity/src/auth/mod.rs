@@ -136,43 +136,39 @@ impl AuthApi {
         session: Uuid,
         client_id: &str,
     ) -> Result<(String, i32), ApiError> {
-        self.sign(
+        self.sign(TokenSpec {
             org,
-            format!("users/{user}"),
+            subject: format!("users/{user}"),
             roles,
-            Some(session),
-            client_id,
-            self.settings.access_ttl,
-        )
+            session: Some(session),
+            client_id: client_id.to_owned(),
+            ttl: self.settings.access_ttl,
+            scope: "crm".into(),
+            act: None,
+        })
     }
 
-    fn sign(
-        &self,
-        org: Uuid,
-        subject: String,
-        roles: Vec<String>,
-        session: Option<Uuid>,
-        client_id: &str,
-        ttl: Duration,
-    ) -> Result<(String, i32), ApiError> {
+    /// Signs an access token with the active key.
+    pub(crate) fn sign(&self, spec: TokenSpec) -> Result<(String, i32), ApiError> {
         let signer = self.keys.signer().ok_or(ApiError::Unavailable {
             reason: "NO_SIGNING_KEY",
         })?;
         let now = Utc::now().timestamp();
-        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(300);
+        let ttl = i64::try_from(spec.ttl.as_secs()).unwrap_or(300);
         let claims = Claims {
             iss: self.settings.issuer.clone(),
-            sub: subject,
+            sub: spec.subject,
             aud: Audience::One(self.settings.audience.clone()),
             exp: now + ttl,
             iat: now,
             nbf: now,
             jti: Uuid::now_v7().to_string(),
-            client_id: client_id.to_owned(),
-            scope: "crm".into(),
-            org_id: org.to_string(),
-            roles,
-            sid: session.map(|s| s.to_string()),
+            client_id: spec.client_id,
+            scope: spec.scope,
+            org_id: spec.org.to_string(),
+            roles: spec.roles,
+            sid: spec.session.map(|s| s.to_string()),
+            act: spec.act.map(|sub| crm_auth::token::Actor { sub }),
         };
         Ok((signer.sign(&claims), i32::try_from(ttl).unwrap_or(300)))
     }
@@ -458,6 +454,20 @@ impl AuthApi {
     }
 }
 
+/// What an access token says.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenSpec {
+    pub(crate) org: Uuid,
+    pub(crate) subject: String,
+    pub(crate) roles: Vec<String>,
+    pub(crate) session: Option<Uuid>,
+    pub(crate) client_id: String,
+    pub(crate) ttl: Duration,
+    pub(crate) scope: String,
+    /// The acting party of a delegated token.
+    pub(crate) act: Option<String>,
+}
+
 /// A session about to be recorded.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionPlan {
@@ -585,14 +595,16 @@ impl AuthService for AuthApi {
         .map_err(status)?;
         let subject = format!("clients/{id}");
         let (access_token, expires_in) = self
-            .sign(
+            .sign(TokenSpec {
                 org,
-                subject.clone(),
+                subject: subject.clone(),
                 roles,
-                None,
-                &body.client_id,
-                self.settings.client_access_ttl,
-            )
+                session: None,
+                client_id: body.client_id.clone(),
+                ttl: self.settings.client_access_ttl,
+                scope: "crm".into(),
+                act: None,
+            })
             .map_err(status)?;
         let detail = format!("client_credentials for {}", body.client_id);
         if let Err(e) =
