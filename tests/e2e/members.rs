@@ -1148,3 +1148,110 @@ async fn services_act_for_people_with_delegated_tokens_that_die_with_the_session
         .unwrap();
     o.wait_refused(&delegated.access_token).await;
 }
+
+#[tokio::test]
+async fn people_create_organizations_they_administer_and_only_members_see_them() {
+    use crm_proto::identity_v1::o_auth_service_client::OAuthServiceClient;
+    use crm_proto::identity_v1::organization_service_client::OrganizationServiceClient;
+    use crm_proto::identity_v1::{
+        CreateOrganizationRequest, ExchangeTokenRequest, GetOrganizationRequest, Organization,
+        UpdateOrganizationRequest,
+    };
+
+    let o = org().await;
+    let mut orgs = OrganizationServiceClient::new(o.env.server.channel.clone());
+    let request_id = Uuid::new_v4().to_string();
+    let create = CreateOrganizationRequest {
+        organization: Some(Organization {
+            display_name: "Second Route Co".into(),
+            ..Default::default()
+        }),
+        request_id: request_id.clone(),
+    };
+    let created = orgs
+        .create_organization(TestServer::request(&o.admin, create.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        orgs.create_organization(TestServer::request(&o.admin, create))
+            .await
+            .unwrap()
+            .into_inner(),
+        created,
+        "same request_id, same organization"
+    );
+    let empty = orgs
+        .create_organization(TestServer::request(
+            &o.admin,
+            CreateOrganizationRequest {
+                organization: Some(Organization::default()),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_invalid_field(&empty, "organization.display_name");
+
+    // The creator administers it: switch into it and rename it.
+    let inside = OAuthServiceClient::new(o.env.server.channel.clone())
+        .exchange_token(TestServer::request(
+            &o.admin,
+            ExchangeTokenRequest {
+                requested_organization: created.name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let got = orgs
+        .get_organization(TestServer::request(
+            &inside,
+            GetOrganizationRequest {
+                name: created.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.display_name, "Second Route Co");
+    let rename = |etag: &str| UpdateOrganizationRequest {
+        organization: Some(Organization {
+            name: created.name.clone(),
+            display_name: "Second Route Company".into(),
+            etag: etag.into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["display_name".into()],
+        }),
+        request_id: String::new(),
+    };
+    let renamed = orgs
+        .update_organization(TestServer::request(&inside, rename(&got.etag)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(renamed.display_name, "Second Route Company");
+    assert_eq!(
+        orgs.update_organization(TestServer::request(&inside, rename(&got.etag)))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Aborted
+    );
+
+    // The old organization's token sees nothing of the new one.
+    let foreign = orgs
+        .get_organization(TestServer::request(
+            &o.admin,
+            GetOrganizationRequest {
+                name: created.name.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::PermissionDenied);
+}

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod members;
 pub mod mfa;
 pub mod oauth;
+pub mod organizations;
 pub mod password_reset;
 pub mod pkce;
 pub mod rate_limit;
@@ -167,6 +168,7 @@ pub fn policy() -> MethodPolicy {
         .merge(&oauth::policy())
         .merge(&credentials::policy())
         .merge(&roles::policy())
+        .merge(&organizations::policy())
 }
 
 /// Adds the identity services to `server`.
@@ -227,6 +229,16 @@ pub fn register(server: &mut GrpcServer, state: &IdentityState) {
     )
     .max_decoding_message_size(limit);
     server.add_service(roles, &roles::policy(), Some(state.pool.clone()));
+    let organizations =
+        crm_proto::identity_v1::organization_service_server::OrganizationServiceServer::new(
+            organizations::OrganizationApi::new(state.clone()),
+        )
+        .max_decoding_message_size(limit);
+    server.add_service(
+        organizations,
+        &organizations::policy(),
+        Some(state.pool.clone()),
+    );
     server.add_service(keys, &jwks::policy(), Some(state.pool.clone()));
     server.add_service(
         revocations,

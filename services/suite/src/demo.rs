@@ -210,7 +210,7 @@ pub fn print_next_steps(addr: SocketAddr, database: &str, demo: Option<&Demo>) {
     println!();
     println!("CRM suite is serving gRPC on {addr} (reflection and grpc.health.v1 enabled)");
     println!(
-        "  services: crm.identity.v1.{{AuthService,KeyService,RevocationService,AuditService,MemberService,SessionService,ApiClientService}}, crm.core.v1.{{CustomerService,EventService}}"
+        "  services: crm.identity.v1 (Auth, OAuth, Key, Revocation, Organization, Member, Role, Session, ApiClient, Mfa, IntegrationCredential, Audit), crm.core.v1 (Customer, Event)"
     );
     println!("  database: {database}");
     println!();

@@ -26,6 +26,8 @@ pub mod permission {
     pub const CREDENTIALS_MANAGE: &str = "identity.credentials.manage";
     /// Decrypt integration credentials (services that call the providers).
     pub const CREDENTIALS_USE: &str = "identity.credentials.use";
+    /// Change the organization.
+    pub const ORGANIZATION_WRITE: &str = "identity.organization.write";
     /// Exchange a person's token for a delegated one (services acting for people).
     pub const TOKENS_DELEGATE: &str = "identity.tokens.delegate";
 }
