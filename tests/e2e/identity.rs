@@ -378,6 +378,21 @@ async fn keys_rotate_while_calls_flow_and_no_call_fails() {
         kids.len() >= 3,
         "expected several signing keys in 4 s, saw {kids:?}"
     );
+    // Every rotation step is in the platform's audit chain, which verifies.
+    let key_events = crate::support::count(
+        &db,
+        "SELECT count(*) AS n FROM identity.audit_events \
+         WHERE organization_id = '00000000-0000-0000-0000-000000000000' AND kind LIKE 'signing_key.%'",
+    )
+    .await;
+    assert!(key_events >= 4, "{key_events} key events");
+    let verdict = crm_identity::audit::verify_chain(
+        &server.identity.pool,
+        crm_identity::keys::PLATFORM_CHAIN,
+    )
+    .await
+    .unwrap();
+    assert!(verdict.broken.is_none(), "{verdict:?}");
     // The first token's key is retired but still published, so it still verifies.
     let jwks = KeyServiceClient::new(server.channel.clone())
         .get_jwks(GetJwksRequest {})

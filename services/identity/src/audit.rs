@@ -260,6 +260,18 @@ async fn verify(conn: &AsyncPgConnection, org: Uuid) -> QueryResult<Verdict> {
     }
 }
 
+/// Verifies `org`'s chain (for operators, and for the platform chain of
+/// [`crate::keys::PLATFORM_CHAIN`], which no tenant's token can ask about).
+///
+/// # Errors
+/// Database failures.
+pub async fn verify_chain(pool: &DbPool, org: Uuid) -> Result<Verdict, ApiError> {
+    tenant::transaction(pool, org, move |conn| {
+        Box::pin(async move { verify(conn, org).await.map_err(ApiError::from) })
+    })
+    .await
+}
+
 /// The handlers.
 #[derive(Debug, Clone)]
 pub struct AuditApi {

@@ -243,7 +243,9 @@ impl KeyStore {
                     // at once; there is no token that could be verified with it yet.
                     (None, _) => {
                         retire_active().execute(conn).await?;
-                        insert_key(conn, &kek, ACTIVE, now).await?;
+                        let kid = insert_key(conn, &kek, ACTIVE, now).await?;
+                        audit_key(conn, "signing_key.activated", &kid, "no usable signing key")
+                            .await?;
                     }
                     (Some(active), Some(next)) => {
                         let active_age = now - active.activate_time.unwrap_or(active.create_time);
@@ -256,6 +258,8 @@ impl KeyStore {
                                 .set((k::state.eq(ACTIVE), k::activate_time.eq(now)))
                                 .execute(conn)
                                 .await?;
+                            let detail = format!("retired {}", active.kid);
+                            audit_key(conn, "signing_key.activated", &next.kid, &detail).await?;
                         }
                     }
                     (Some(active), None) => {
@@ -263,7 +267,8 @@ impl KeyStore {
                         if active_age + to_duration(policy.publish_lead)
                             >= to_duration(policy.active_for)
                         {
-                            insert_key(conn, &kek, NEXT, now).await?;
+                            let kid = insert_key(conn, &kek, NEXT, now).await?;
+                            audit_key(conn, "signing_key.published", &kid, "next key").await?;
                         }
                     }
                 }
@@ -338,12 +343,39 @@ impl KeyStore {
     }
 }
 
+/// The organization id of the platform's own audit chain (events that belong to no tenant,
+/// such as signing-key rotation).
+pub const PLATFORM_CHAIN: uuid::Uuid = uuid::Uuid::nil();
+
+/// Records a key event in the platform chain, in the rotation's transaction.
+async fn audit_key(
+    conn: &mut diesel_async::AsyncPgConnection,
+    kind: &str,
+    kid: &str,
+    detail: &str,
+) -> Result<(), KeyError> {
+    crm_db::tenant::set_tenant(conn, PLATFORM_CHAIN).await?;
+    crate::audit::append(
+        conn,
+        PLATFORM_CHAIN,
+        crate::audit::Entry {
+            kind,
+            actor: "services/identity",
+            subject: kid,
+            detail,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates a key in `state`; returns its kid.
 async fn insert_key(
     conn: &mut diesel_async::AsyncPgConnection,
     kek: &Kek,
     state: i16,
     now: DateTime<Utc>,
-) -> Result<(), KeyError> {
+) -> Result<String, KeyError> {
     let kid = new_kid();
     let signer = TokenSigner::generate(kid.clone());
     let sealed = kek.seal(&kid, &signer.secret_bytes())?;
@@ -358,7 +390,7 @@ async fn insert_key(
         ))
         .execute(conn)
         .await?;
-    Ok(())
+    Ok(kid)
 }
 
 #[cfg(test)]
