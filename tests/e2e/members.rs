@@ -1141,6 +1141,29 @@ async fn services_act_for_people_with_delegated_tokens_that_die_with_the_session
         "subject_token",
     );
 
+    // Narrowed to identity's audience: identity accepts it, core does not.
+    let mut narrow = delegate(&service, &person, "");
+    narrow.get_mut().audience = "crm.identity".into();
+    let narrowed = oauth.exchange_token(narrow).await.unwrap().into_inner();
+    oauth
+        .introspect_token(TestServer::request(
+            &narrowed.access_token,
+            IntrospectTokenRequest {
+                token: person.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    let refused = o
+        .can_list_customers(&narrowed.access_token)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert_eq!(reason(&refused), "TOKEN_AUDIENCE_INVALID");
+    let mut wide = delegate(&service, &person, "");
+    wide.get_mut().audience = "elsewhere".into();
+    assert_invalid_field(&oauth.exchange_token(wide).await.unwrap_err(), "audience");
+
     // The person signs out: the delegated token, of the same session, dies with it.
     AuthServiceClient::new(o.env.server.channel.clone())
         .logout(TestServer::request(&person, LogoutRequest {}))

@@ -80,7 +80,31 @@ impl OAuthApi {
         caller: &Principal,
         subject_token: &str,
         scope: &str,
+        audience: &str,
     ) -> Result<TokenResponse, ApiError> {
+        let suite = self.verifier.audience();
+        let narrowed = match audience {
+            "" => None,
+            a if a == suite => None,
+            a if a
+                .strip_prefix(suite)
+                .and_then(|r| r.strip_prefix('.'))
+                .is_some_and(|svc| {
+                    !svc.is_empty()
+                        && svc.len() <= 40
+                        && svc.bytes().all(|b| b.is_ascii_lowercase())
+                }) =>
+            {
+                Some(a.to_owned())
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "audience",
+                    "INVALID_AUDIENCE",
+                    format!("must be {suite} or one of its services, such as {suite}.core"),
+                ));
+            }
+        };
         if !caller.has_permission(permission::TOKENS_DELEGATE) {
             return Err(ApiError::PermissionDenied {
                 reason: "PERMISSION_MISSING",
@@ -131,6 +155,7 @@ impl OAuthApi {
             ttl,
             scope: scopes.join(" "),
             act: Some(caller.subject.clone()),
+            audience: narrowed,
         })?;
         Ok(TokenResponse {
             access_token,
@@ -456,7 +481,7 @@ impl OAuthService for OAuthApi {
         if !req.get_ref().subject_token.is_empty() {
             let body = req.into_inner();
             return self
-                .delegate(&principal, &body.subject_token, &body.scope)
+                .delegate(&principal, &body.subject_token, &body.scope, &body.audience)
                 .map(Response::new)
                 .map_err(status);
         }

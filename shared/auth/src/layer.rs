@@ -173,6 +173,9 @@ impl<S> AuthService<S> {
         let principal = bearer(req)
             .and_then(|t| self.verifier.verify(t))
             .map_err(unauthenticated)?;
+        if !principal.may_call(self.verifier.audience(), path) {
+            return Err(unauthenticated(AuthError::Audience));
+        }
         if let Requirement::Permission(permission) = requirement
             && !principal.has_permission(permission)
         {

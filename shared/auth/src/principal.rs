@@ -104,6 +104,8 @@ pub struct Principal {
     pub expires_at: i64,
     /// For delegated tokens, who acts for the subject (`act.sub`).
     pub actor: Option<String>,
+    /// `aud` of the token: the suite's audience, or narrowed to services (`crm.core`).
+    pub audiences: Vec<String>,
 }
 
 impl Principal {
@@ -111,6 +113,27 @@ impl Principal {
     #[must_use]
     pub fn organization_name(&self) -> String {
         format!("organizations/{}", self.organization)
+    }
+
+    /// Whether the token may be used with the service of method `path` (`/crm.core.v1.X/Y`):
+    /// tokens for the whole suite may; a token narrowed to services only with those.
+    #[must_use]
+    pub fn may_call(&self, suite_audience: &str, path: &str) -> bool {
+        if self.audiences.iter().any(|a| a == suite_audience) {
+            return true;
+        }
+        // `/crm.core.v1.CustomerService/Get` → `crm.core`.
+        let package = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let mut parts = package.split('.');
+        let service_audience = match (parts.next(), parts.next()) {
+            (Some(root), Some(service)) => format!("{root}.{service}"),
+            _ => return false,
+        };
+        self.audiences.contains(&service_audience)
     }
 
     /// Whether any of the principal's roles grants `permission`.

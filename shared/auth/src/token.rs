@@ -43,9 +43,13 @@ pub enum Audience {
 
 impl Audience {
     fn contains(&self, aud: &str) -> bool {
+        self.values().contains(&aud)
+    }
+
+    fn values(&self) -> Vec<&str> {
         match self {
-            Self::One(a) => a == aud,
-            Self::Many(list) => list.iter().any(|a| a == aud),
+            Self::One(a) => vec![a.as_str()],
+            Self::Many(list) => list.iter().map(String::as_str).collect(),
         }
     }
 }
@@ -316,6 +320,12 @@ impl TokenVerifier {
         }
     }
 
+    /// The suite's audience.
+    #[must_use]
+    pub fn audience(&self) -> &str {
+        &self.settings.audience
+    }
+
     /// The revocation set consulted.
     #[must_use]
     pub fn revocations(&self) -> &Arc<RevocationSet> {
@@ -391,7 +401,13 @@ impl TokenVerifier {
         if claims.iss != self.settings.issuer {
             return Err(AuthError::Issuer);
         }
-        if !claims.aud.contains(&self.settings.audience) {
+        // The suite's audience, or one of its services' (`crm.core`): the layer then checks that
+        // a service-narrowed token is used only with that service.
+        let service_prefix = format!("{}.", self.settings.audience);
+        let audiences: Vec<String> = claims.aud.values().into_iter().map(str::to_owned).collect();
+        if !claims.aud.contains(&self.settings.audience)
+            && !audiences.iter().any(|a| a.starts_with(&service_prefix))
+        {
             return Err(AuthError::Audience);
         }
         let leeway = i64::try_from(self.settings.leeway.as_secs()).unwrap_or(0);
@@ -416,6 +432,7 @@ impl TokenVerifier {
             issued_at: claims.iat,
             expires_at: claims.exp,
             actor: claims.act.map(|a| a.sub),
+            audiences,
         })
     }
 }

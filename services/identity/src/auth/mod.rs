@@ -145,6 +145,7 @@ impl AuthApi {
             ttl: self.settings.access_ttl,
             scope: "crm".into(),
             act: None,
+            audience: None,
         })
     }
 
@@ -158,7 +159,10 @@ impl AuthApi {
         let claims = Claims {
             iss: self.settings.issuer.clone(),
             sub: spec.subject,
-            aud: Audience::One(self.settings.audience.clone()),
+            aud: Audience::One(
+                spec.audience
+                    .unwrap_or_else(|| self.settings.audience.clone()),
+            ),
             exp: now + ttl,
             iat: now,
             nbf: now,
@@ -466,6 +470,8 @@ pub(crate) struct TokenSpec {
     pub(crate) scope: String,
     /// The acting party of a delegated token.
     pub(crate) act: Option<String>,
+    /// A narrower audience than the suite's (`crm.core`), for delegated tokens.
+    pub(crate) audience: Option<String>,
 }
 
 /// A session about to be recorded.
@@ -604,6 +610,7 @@ impl AuthService for AuthApi {
                 ttl: self.settings.client_access_ttl,
                 scope: "crm".into(),
                 act: None,
+                audience: None,
             })
             .map_err(status)?;
         let detail = format!("client_credentials for {}", body.client_id);
