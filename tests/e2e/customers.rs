@@ -511,3 +511,201 @@ async fn roles_without_the_permission_are_refused() {
     assert_eq!(garbage.code(), Code::Unauthenticated);
     assert_eq!(env.customer_rows().await, 1);
 }
+
+#[tokio::test]
+async fn lifecycle_follows_the_allowed_transitions_and_new_fields_are_validated_and_filterable() {
+    use crm_proto::core_v1::LifecycleStage;
+
+    let env = Env::new().await;
+    let mut client = env.customers();
+    let lead = env.create("Lifecycle Co").await;
+    assert_eq!(
+        lead.lifecycle_stage,
+        LifecycleStage::Lead as i32,
+        "new customers are leads"
+    );
+    let churned_at_birth = client
+        .create_customer(env.req(CreateCustomerRequest {
+            parent: env.parent(),
+            customer: Some(Customer {
+                display_name: "Ghost".into(),
+                lifecycle_stage: LifecycleStage::Churned as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_invalid_field(&churned_at_birth, "customer.lifecycle_stage");
+
+    let mut current = lead;
+    let move_to = |stage: LifecycleStage, etag: String, name: String| {
+        let mut client = env.customers();
+        let req = env.req(UpdateCustomerRequest {
+            customer: Some(Customer {
+                name,
+                lifecycle_stage: stage as i32,
+                etag,
+                ..Default::default()
+            }),
+            update_mask: mask(&["lifecycle_stage"]),
+            request_id: String::new(),
+        });
+        async move {
+            client
+                .update_customer(req)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    current = move_to(
+        LifecycleStage::Active,
+        current.etag.clone(),
+        current.name.clone(),
+    )
+    .await
+    .unwrap();
+    let back = move_to(
+        LifecycleStage::Lead,
+        current.etag.clone(),
+        current.name.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(back.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&back), "LIFECYCLE_TRANSITION_NOT_ALLOWED");
+    current = move_to(
+        LifecycleStage::Churned,
+        current.etag.clone(),
+        current.name.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        move_to(
+            LifecycleStage::Inactive,
+            current.etag.clone(),
+            current.name.clone()
+        )
+        .await
+        .unwrap_err()
+        .code(),
+        Code::FailedPrecondition
+    );
+    current = move_to(
+        LifecycleStage::Active,
+        current.etag.clone(),
+        current.name.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        current.lifecycle_stage,
+        LifecycleStage::Active as i32,
+        "won back"
+    );
+
+    let update = |customer: Customer, paths: &[&str]| UpdateCustomerRequest {
+        customer: Some(customer),
+        update_mask: mask(paths),
+        request_id: String::new(),
+    };
+    let tagged = client
+        .update_customer(env.req(update(
+            Customer {
+                name: current.name.clone(),
+                tags: vec!["vip".into(), "grease-trap".into()],
+                time_zone: "America/Chicago".into(),
+                tier: "gold".into(),
+                source: "referral".into(),
+                ..Default::default()
+            },
+            &["tags", "time_zone", "tier", "source"],
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tagged.tags, ["vip", "grease-trap"]);
+    assert_eq!(tagged.time_zone, "America/Chicago");
+    for (customer, paths, field) in [
+        (
+            Customer {
+                name: current.name.clone(),
+                time_zone: "Mars/Olympus".into(),
+                ..Default::default()
+            },
+            &["time_zone"][..],
+            "customer.time_zone",
+        ),
+        (
+            Customer {
+                name: current.name.clone(),
+                tags: vec!["Not A Slug".into()],
+                ..Default::default()
+            },
+            &["tags"][..],
+            "customer.tags",
+        ),
+        (
+            Customer {
+                name: current.name.clone(),
+                tags: vec!["x".into(), "x".into()],
+                ..Default::default()
+            },
+            &["tags"][..],
+            "customer.tags",
+        ),
+        (
+            Customer {
+                name: current.name.clone(),
+                tier: "GOLD!".into(),
+                ..Default::default()
+            },
+            &["tier"][..],
+            "customer.tier",
+        ),
+        (
+            Customer {
+                name: current.name.clone(),
+                lifecycle_stage: 99,
+                ..Default::default()
+            },
+            &["lifecycle_stage"][..],
+            "customer.lifecycle_stage",
+        ),
+    ] {
+        assert_invalid_field(
+            &client
+                .update_customer(env.req(update(customer, paths)))
+                .await
+                .unwrap_err(),
+            field,
+        );
+    }
+
+    env.create("Plain Lead").await;
+    let list = |filter: &str| ListCustomersRequest {
+        parent: env.parent(),
+        filter: filter.into(),
+        ..Default::default()
+    };
+    let vip = client
+        .list_customers(env.req(list("tags:vip")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(vip.customers.len(), 1);
+    let leads = client
+        .list_customers(env.req(list("lifecycle_stage = LEAD")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(leads.customers.len(), 1);
+    assert_eq!(leads.customers[0].display_name, "Plain Lead");
+    let gold = client
+        .list_customers(env.req(list("tier = gold AND source = referral")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(gold.customers.len(), 1);
+}

@@ -17,5 +17,10 @@ diesel::table! {
         revision -> Int8,
         created_by -> Text,
         updated_by -> Text,
+        lifecycle_stage -> Int2,
+        source -> Text,
+        tier -> Text,
+        tags -> Array<Text>,
+        time_zone -> Text,
     }
 }

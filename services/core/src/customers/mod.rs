@@ -4,6 +4,7 @@
 //! organization against the token → one tenant transaction (idempotent for writes, run detached
 //! from the client) → events to the outbox in that transaction → response.
 
+pub mod lifecycle;
 pub mod model;
 pub mod store;
 
@@ -20,7 +21,7 @@ use crm_platform::mutation::{self, IdempotencyKey};
 use crm_proto::core_v1::customer_service_server::CustomerService;
 use crm_proto::core_v1::{
     CreateCustomerRequest, Customer, CustomerCreated, CustomerDeleted, CustomerKind,
-    CustomerUndeleted, CustomerUpdated, DeleteCustomerRequest, GetCustomerRequest,
+    CustomerUndeleted, CustomerUpdated, DeleteCustomerRequest, GetCustomerRequest, LifecycleStage,
     ListCustomersRequest, ListCustomersResponse, UndeleteCustomerRequest, UpdateCustomerRequest,
 };
 use diesel_async::AsyncPgConnection;
@@ -38,7 +39,18 @@ const MAX_PAGE_SIZE: u32 = 1000;
 /// How long a soft-deleted customer can be undeleted.
 const RETENTION_DAYS: i64 = 30;
 
-const UPDATABLE: &[&str] = &["display_name", "email", "phone", "kind", "notes"];
+const UPDATABLE: &[&str] = &[
+    "display_name",
+    "email",
+    "phone",
+    "kind",
+    "notes",
+    "lifecycle_stage",
+    "source",
+    "tier",
+    "tags",
+    "time_zone",
+];
 const OUTPUT_ONLY: &[&str] = &[
     "name",
     "create_time",
@@ -127,9 +139,64 @@ fn validate_fields(v: &mut Violations, c: &Customer, prefix: &str, paths: &[&str
                     format!("{} is not a CustomerKind", c.kind),
                 );
             }
+            "lifecycle_stage" if LifecycleStage::try_from(c.lifecycle_stage).is_err() => {
+                v.push(
+                    field,
+                    "UNKNOWN_ENUM_VALUE",
+                    format!("{} is not a LifecycleStage", c.lifecycle_stage),
+                );
+            }
+            "source" | "tier" => {
+                let value = if *path == "source" {
+                    &c.source
+                } else {
+                    &c.tier
+                };
+                if !value.is_empty() && !is_slug(value) {
+                    v.push(
+                        field,
+                        "INVALID_SLUG",
+                        "lower-case letters, digits and '-', at most 40 characters",
+                    );
+                }
+            }
+            "tags" => {
+                if c.tags.len() > 20 {
+                    v.push(field.clone(), "TOO_MANY_TAGS", "at most 20 tags");
+                }
+                if c.tags.iter().any(|t| !is_slug(t)) {
+                    v.push(
+                        field.clone(),
+                        "INVALID_TAG",
+                        "tags are lower-case letters, digits and '-', at most 40 characters",
+                    );
+                }
+                let mut unique = c.tags.clone();
+                unique.sort();
+                unique.dedup();
+                if unique.len() != c.tags.len() {
+                    v.push(field, "DUPLICATE_TAG", "each tag once");
+                }
+            }
+            "time_zone"
+                if !c.time_zone.is_empty() && c.time_zone.parse::<chrono_tz::Tz>().is_err() =>
+            {
+                v.push(
+                    field,
+                    "UNKNOWN_TIME_ZONE",
+                    "an IANA time zone such as America/Chicago",
+                );
+            }
             _ => {}
         }
     }
+}
+
+/// Lower-case letters, digits and '-', 1 to 40 characters.
+fn is_slug(s: &str) -> bool {
+    (1..=40).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 async fn emit<M: Message + prost::Name>(
@@ -283,6 +350,15 @@ impl CustomerService for CustomerApi {
             v.push("customer", "REQUIRED", "the customer to create is required");
         } else {
             validate_fields(&mut v, &customer, "customer", UPDATABLE);
+            let initial = LifecycleStage::try_from(customer.lifecycle_stage)
+                .unwrap_or(LifecycleStage::Unspecified);
+            if initial != LifecycleStage::Unspecified && !lifecycle::allowed_initially(initial) {
+                v.push(
+                    "customer.lifecycle_stage",
+                    "INVALID_INITIAL_STAGE",
+                    "a new customer is a lead, a prospect or active",
+                );
+            }
         }
         let id = validate::optional_uuid(&mut v, "customer_id", &body.customer_id);
         let mut fingerprint = body.clone();
@@ -490,6 +566,22 @@ impl CustomerService for CustomerApi {
                 }
                 if paths.is_empty() {
                     return Ok(Customer::from(row));
+                }
+                if paths.contains(&"lifecycle_stage") {
+                    let from = LifecycleStage::try_from(i32::from(row.lifecycle_stage))
+                        .unwrap_or(LifecycleStage::Lead);
+                    let to = LifecycleStage::try_from(customer.lifecycle_stage)
+                        .unwrap_or(LifecycleStage::Unspecified);
+                    if !lifecycle::allowed(from, to) {
+                        return Err(ApiError::FailedPrecondition {
+                            reason: "LIFECYCLE_TRANSITION_NOT_ALLOWED",
+                            message: format!(
+                                "a customer cannot move from {} to {}",
+                                from.as_str_name(),
+                                to.as_str_name()
+                            ),
+                        });
+                    }
                 }
                 let changes = CustomerChanges::from_mask(&customer, &paths);
                 let updated = Customer::from(store::update(conn, org, id, &changes, &actor).await?);

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use crm_platform::api::names::child_name;
 use crm_platform::api::time::{optional_timestamp, timestamp};
-use crm_proto::core_v1::{Customer, CustomerKind};
+use crm_proto::core_v1::{Customer, CustomerKind, LifecycleStage};
 use diesel::prelude::*;
 use uuid::Uuid;
 
@@ -32,6 +32,11 @@ pub struct CustomerRow {
     pub revision: i64,
     pub created_by: String,
     pub updated_by: String,
+    pub lifecycle_stage: i16,
+    pub source: String,
+    pub tier: String,
+    pub tags: Vec<String>,
+    pub time_zone: String,
 }
 
 /// A customer to insert.
@@ -47,6 +52,11 @@ pub struct NewCustomer<'a> {
     pub notes: &'a str,
     pub created_by: &'a str,
     pub updated_by: &'a str,
+    pub lifecycle_stage: i16,
+    pub source: &'a str,
+    pub tier: &'a str,
+    pub tags: &'a [String],
+    pub time_zone: &'a str,
 }
 
 /// Changes to apply; `None` leaves a column alone, `Some(None)` clears a nullable one.
@@ -58,6 +68,11 @@ pub struct CustomerChanges {
     pub phone: Option<Option<String>>,
     pub kind: Option<i16>,
     pub notes: Option<String>,
+    pub lifecycle_stage: Option<i16>,
+    pub source: Option<String>,
+    pub tier: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub time_zone: Option<String>,
 }
 
 fn non_empty(s: &str) -> Option<&str> {
@@ -78,6 +93,16 @@ impl<'a> NewCustomer<'a> {
             notes: &c.notes,
             created_by: actor,
             updated_by: actor,
+            lifecycle_stage: i16::try_from(if c.lifecycle_stage == 0 {
+                LifecycleStage::Lead as i32
+            } else {
+                c.lifecycle_stage
+            })
+            .unwrap_or(1),
+            source: &c.source,
+            tier: &c.tier,
+            tags: &c.tags,
+            time_zone: &c.time_zone,
         }
     }
 }
@@ -94,6 +119,13 @@ impl CustomerChanges {
                 "phone" => changes.phone = Some(non_empty(&c.phone).map(str::to_owned)),
                 "kind" => changes.kind = Some(i16::try_from(c.kind).unwrap_or(0)),
                 "notes" => changes.notes = Some(c.notes.clone()),
+                "lifecycle_stage" => {
+                    changes.lifecycle_stage = Some(i16::try_from(c.lifecycle_stage).unwrap_or(1));
+                }
+                "source" => changes.source = Some(c.source.clone()),
+                "tier" => changes.tier = Some(c.tier.clone()),
+                "tags" => changes.tags = Some(c.tags.clone()),
+                "time_zone" => changes.time_zone = Some(c.time_zone.clone()),
                 _ => {}
             }
         }
@@ -118,6 +150,11 @@ impl From<CustomerRow> for Customer {
             revision,
             created_by,
             updated_by,
+            lifecycle_stage,
+            source,
+            tier,
+            tags,
+            time_zone,
         } = row;
         Self {
             name: child_name(organization_id, COLLECTION, id),
@@ -133,6 +170,11 @@ impl From<CustomerRow> for Customer {
             etag: crm_db::etag::from_revision(revision),
             creator: created_by,
             last_modifier: updated_by,
+            lifecycle_stage: i32::from(lifecycle_stage),
+            source,
+            tier,
+            tags,
+            time_zone,
         }
     }
 }

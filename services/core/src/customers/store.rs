@@ -126,6 +126,10 @@ pub const FILTER_FIELDS: &[&str] = &[
     "phone",
     "kind",
     "notes",
+    "lifecycle_stage",
+    "source",
+    "tier",
+    "tags",
     "create_time",
     "update_time",
 ];
@@ -225,6 +229,19 @@ fn kind_number(value: &Value) -> Result<i16, FilterError> {
         .ok_or_else(|| FilterError::new(format!("{text:?} is not a CustomerKind")))
 }
 
+fn stage_number(value: &Value) -> Result<i16, FilterError> {
+    let text = value.text();
+    crm_proto::core_v1::LifecycleStage::from_str_name(text)
+        .or_else(|| {
+            crm_proto::core_v1::LifecycleStage::from_str_name(&format!(
+                "LIFECYCLE_STAGE_{}",
+                text.to_ascii_uppercase()
+            ))
+        })
+        .and_then(|s| i16::try_from(s as i32).ok())
+        .ok_or_else(|| FilterError::new(format!("{text:?} is not a LifecycleStage")))
+}
+
 fn leaf(
     field: &str,
     op: Op,
@@ -236,6 +253,16 @@ fn leaf(
         "email" => crm_db::filter_text!(c::email.assume_not_null(), field, op, value),
         "phone" => crm_db::filter_text!(c::phone.assume_not_null(), field, op, value),
         "kind" => crm_db::filter_enum!(c::kind, field, op, kind_number(value)?),
+        "lifecycle_stage" => {
+            crm_db::filter_enum!(c::lifecycle_stage, field, op, stage_number(value)?)
+        }
+        "source" => crm_db::filter_text!(c::source, field, op, value),
+        "tier" => crm_db::filter_text!(c::tier, field, op, value),
+        "tags" => match op {
+            // `tags:vip` (or `tags = vip`): the customer has the tag.
+            Op::Has | Op::Eq => Ok(Box::new(c::tags.contains(vec![value.text().to_owned()]))),
+            Op::Ne | Op::Lt | Op::Le | Op::Gt | Op::Ge => Err(filter::unsupported_op(field, op)),
+        },
         "create_time" => crm_db::filter_time!(c::create_time, field, op, value),
         "update_time" => crm_db::filter_time!(c::update_time, field, op, value),
         other => Err(filter::unknown_field(other, FILTER_FIELDS)),
