@@ -25,11 +25,13 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use rand::RngCore;
 use tonic::{Request, Response, Status};
+
+use crate::status;
 use uuid::Uuid;
 
 use crate::schema::{api_client_secrets as cs, api_clients as c};
 use crate::secrets::TokenSecrets;
-use crate::{DOMAIN, IdentityState, audit, revocations};
+use crate::{IdentityState, audit, revocations};
 
 const SERVICE: &str = "crm.identity.v1.ApiClientService";
 const COLLECTION: &str = "apiClients";
@@ -257,10 +259,6 @@ impl ApiClientApi {
     }
 }
 
-fn status(e: ApiError) -> Status {
-    e.into_status(DOMAIN)
-}
-
 fn without_secret(r: &ApiClientWithSecret) -> ApiClientWithSecret {
     ApiClientWithSecret {
         api_client: r.api_client.clone(),
@@ -372,17 +370,8 @@ impl ApiClientService for ApiClientApi {
     ) -> Result<Response<ListApiClientsResponse>, Status> {
         let principal = principal_of(&req)?;
         let body = req.into_inner();
-        let listing = Listing::begin(
-            &principal,
-            &self.state.page_tokens,
-            &body.parent,
-            body.page_size,
-            &body.page_token,
-            &[],
-            50,
-            1000,
-        )
-        .map_err(status)?;
+        let listing =
+            Listing::of(&principal, &self.state.page_tokens, &body, &[], 50).map_err(status)?;
         let org = listing.org;
         let after = listing.after_uuid().map_err(status)?;
         let limit = listing.limit();

@@ -21,9 +21,10 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
+
+use crate::status;
 use uuid::Uuid;
 
-use crate::DOMAIN;
 use crate::schema::{audit_events as a, audit_heads as h};
 
 const SERVICE: &str = "crm.identity.v1.AuditService";
@@ -287,10 +288,6 @@ impl AuditApi {
     }
 }
 
-fn status(e: ApiError) -> Status {
-    e.into_status(DOMAIN)
-}
-
 #[tonic::async_trait]
 impl AuditService for AuditApi {
     async fn list_audit_events(
@@ -302,17 +299,8 @@ impl AuditService for AuditApi {
         let mut v = Violations::new();
         crm_platform::api::validate::optional_text(&mut v, "kind", &body.kind, 100);
         v.finish().map_err(status)?;
-        let listing = Listing::begin(
-            &principal,
-            &self.page_tokens,
-            &body.parent,
-            body.page_size,
-            &body.page_token,
-            &[&body.kind],
-            100,
-            1000,
-        )
-        .map_err(status)?;
+        let listing = Listing::of(&principal, &self.page_tokens, &body, &[&body.kind], 100)
+            .map_err(status)?;
         let org = listing.org;
         let after = listing.after_i64().map_err(status)?.unwrap_or(0);
         let kind = body.kind.clone();

@@ -22,11 +22,13 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use rand::RngCore;
 use tonic::{Request, Response, Status};
+
+use crate::status;
 use uuid::Uuid;
 
 use crate::keys::Kek;
 use crate::schema::integration_credentials as ic;
-use crate::{DOMAIN, IdentityState, audit};
+use crate::{IdentityState, audit};
 
 const SERVICE: &str = "crm.identity.v1.IntegrationCredentialService";
 const COLLECTION: &str = "integrationCredentials";
@@ -119,10 +121,6 @@ impl CredentialApi {
     pub fn new(state: IdentityState) -> Self {
         Self { state }
     }
-}
-
-fn status(e: ApiError) -> Status {
-    e.into_status(DOMAIN)
 }
 
 fn not_found(name: &str) -> ApiError {
@@ -234,17 +232,8 @@ impl IntegrationCredentialService for CredentialApi {
     ) -> Result<Response<ListIntegrationCredentialsResponse>, Status> {
         let principal = principal_of(&req)?;
         let body = req.into_inner();
-        let listing = Listing::begin(
-            &principal,
-            &self.state.page_tokens,
-            &body.parent,
-            body.page_size,
-            &body.page_token,
-            &[],
-            50,
-            1000,
-        )
-        .map_err(status)?;
+        let listing =
+            Listing::of(&principal, &self.state.page_tokens, &body, &[], 50).map_err(status)?;
         let org = listing.org;
         let after = listing.after_uuid().map_err(status)?;
         let limit = listing.limit();

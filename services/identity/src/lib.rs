@@ -36,6 +36,11 @@ use tokio::sync::Notify;
 /// `ErrorInfo.domain` of this service's errors.
 pub const DOMAIN: &str = "identity.crm";
 
+/// The `Status` of an error of this service.
+pub(crate) fn status(e: crm_platform::ApiError) -> tonic::Status {
+    e.into_status(DOMAIN)
+}
+
 /// The identity schema's migrations.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 

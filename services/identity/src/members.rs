@@ -22,10 +22,12 @@ use crm_proto::identity_v1::{
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use tonic::{Request, Response, Status};
+
+use crate::status;
 use uuid::Uuid;
 
 use crate::schema::{memberships as m, users as u};
-use crate::{DOMAIN, IdentityState, audit, revocations};
+use crate::{IdentityState, audit, revocations};
 
 const SERVICE: &str = "crm.identity.v1.MemberService";
 const COLLECTION: &str = "members";
@@ -168,10 +170,6 @@ impl MemberApi {
     pub fn new(state: IdentityState) -> Self {
         Self { state }
     }
-}
-
-fn status(e: ApiError) -> Status {
-    e.into_status(DOMAIN)
 }
 
 #[tonic::async_trait]
@@ -325,17 +323,8 @@ impl MemberService for MemberApi {
     ) -> Result<Response<ListMembersResponse>, Status> {
         let principal = principal_of(&req)?;
         let body = req.into_inner();
-        let listing = Listing::begin(
-            &principal,
-            &self.state.page_tokens,
-            &body.parent,
-            body.page_size,
-            &body.page_token,
-            &[],
-            50,
-            1000,
-        )
-        .map_err(status)?;
+        let listing =
+            Listing::of(&principal, &self.state.page_tokens, &body, &[], 50).map_err(status)?;
         let org = listing.org;
         let after = listing.after_uuid().map_err(status)?;
         let limit = listing.limit();

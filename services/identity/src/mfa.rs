@@ -15,12 +15,14 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use rand::RngCore;
 use tonic::{Request, Response, Status};
+
+use crate::status;
 use uuid::Uuid;
 
 use crate::keys::Kek;
 use crate::schema::{recovery_codes as rc, user_totp as t, users as u};
 use crate::secrets::TokenSecrets;
-use crate::{DOMAIN, IdentityState, audit, totp};
+use crate::{IdentityState, audit, totp};
 
 const SERVICE: &str = "crm.identity.v1.MfaService";
 const RECOVERY_CODES: usize = 10;
@@ -140,10 +142,6 @@ impl MfaApi {
     pub fn new(state: IdentityState) -> Self {
         Self { state }
     }
-}
-
-fn status(e: ApiError) -> Status {
-    e.into_status(DOMAIN)
 }
 
 fn user_of(subject: &str) -> Result<Uuid, ApiError> {

@@ -19,12 +19,14 @@ use crm_proto::identity_v1::{
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use tonic::{Request, Response, Status};
+
+use crate::status;
 use uuid::Uuid;
 
 use crate::auth::AuthApi;
 use crate::schema::{refresh_tokens as rt, sessions as s};
 use crate::secrets::TokenSecrets;
-use crate::{DOMAIN, IdentityState, audit, revocations};
+use crate::{IdentityState, audit, revocations};
 
 const SERVICE: &str = "crm.identity.v1.OAuthService";
 
@@ -61,10 +63,6 @@ impl OAuthApi {
             verifier,
         }
     }
-}
-
-fn status(e: ApiError) -> Status {
-    e.into_status(DOMAIN)
 }
 
 fn user_of(p: &Principal) -> Option<Uuid> {

@@ -18,10 +18,12 @@ use crm_proto::identity_v1::{
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use tonic::{Request, Response, Status};
+
+use crate::status;
 use uuid::Uuid;
 
 use crate::schema::{memberships as m, organizations as o};
-use crate::{DOMAIN, IdentityState, audit};
+use crate::{IdentityState, audit};
 
 const SERVICE: &str = "crm.identity.v1.OrganizationService";
 
@@ -81,10 +83,6 @@ impl OrganizationApi {
     pub fn new(state: IdentityState) -> Self {
         Self { state }
     }
-}
-
-fn status(e: ApiError) -> Status {
-    e.into_status(DOMAIN)
 }
 
 #[tonic::async_trait]

@@ -20,8 +20,6 @@ use tokio::sync::Notify;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::DOMAIN;
-
 const SERVICE: &str = "crm.identity.v1.RevocationService";
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a revocation matters: longer than any access token lives.
@@ -122,7 +120,7 @@ impl RevocationService for RevocationApi {
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         let body = req.into_inner();
         let mut cursor =
-            Cursor::decode(&body.cursor).map_err(|e| ApiError::from(e).into_status(DOMAIN))?;
+            Cursor::decode(&body.cursor).map_err(|e| crate::status(ApiError::from(e)))?;
         let mut include_expired = !body.cursor.is_empty();
         let api = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -165,7 +163,7 @@ impl RevocationService for RevocationApi {
                         }
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(ApiError::from(e).into_status(DOMAIN))).await;
+                        let _ = tx.send(Err(crate::status(ApiError::from(e)))).await;
                         return;
                     }
                 }

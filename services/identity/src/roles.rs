@@ -19,10 +19,12 @@ use crm_proto::identity_v1::{CreateRoleRequest, ListRolesRequest, ListRolesRespo
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use tonic::{Request, Response, Status};
+
+use crate::status;
 use uuid::Uuid;
 
 use crate::schema::{memberships as m, org_roles as r};
-use crate::{DOMAIN, IdentityState, audit};
+use crate::{IdentityState, audit};
 
 const SERVICE: &str = "crm.identity.v1.RoleService";
 /// The prefix of organization-defined role ids.
@@ -173,10 +175,6 @@ impl RoleApi {
     }
 }
 
-fn status(e: ApiError) -> Status {
-    e.into_status(DOMAIN)
-}
-
 #[tonic::async_trait]
 impl RoleService for RoleApi {
     async fn create_role(&self, req: Request<CreateRoleRequest>) -> Result<Response<Role>, Status> {
@@ -269,17 +267,8 @@ impl RoleService for RoleApi {
     ) -> Result<Response<ListRolesResponse>, Status> {
         let principal = principal_of(&req)?;
         let body = req.into_inner();
-        let listing = Listing::begin(
-            &principal,
-            &self.state.page_tokens,
-            &body.parent,
-            body.page_size,
-            &body.page_token,
-            &[],
-            50,
-            1000,
-        )
-        .map_err(status)?;
+        let listing =
+            Listing::of(&principal, &self.state.page_tokens, &body, &[], 50).map_err(status)?;
         let org = listing.org;
         let after = listing.after.clone().and_then(|k| k.into_iter().next());
         let limit = listing.limit();

@@ -17,10 +17,12 @@ use crm_proto::identity_v1::{
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use tonic::{Request, Response, Status};
+
+use crate::status;
 use uuid::Uuid;
 
 use crate::schema::{refresh_tokens as rt, sessions as s};
-use crate::{DOMAIN, IdentityState, audit, revocations};
+use crate::{IdentityState, audit, revocations};
 
 const SERVICE: &str = "crm.identity.v1.SessionService";
 const COLLECTION: &str = "sessions";
@@ -80,10 +82,6 @@ impl SessionApi {
     }
 }
 
-fn status(e: ApiError) -> Status {
-    e.into_status(DOMAIN)
-}
-
 #[tonic::async_trait]
 impl SessionService for SessionApi {
     async fn list_sessions(
@@ -101,17 +99,8 @@ impl SessionService for SessionApi {
         let scope = only_user
             .flatten()
             .map_or_else(|| "all".to_owned(), |u| u.to_string());
-        let listing = Listing::begin(
-            &principal,
-            &self.state.page_tokens,
-            &body.parent,
-            body.page_size,
-            &body.page_token,
-            &[&scope],
-            50,
-            1000,
-        )
-        .map_err(status)?;
+        let listing = Listing::of(&principal, &self.state.page_tokens, &body, &[&scope], 50)
+            .map_err(status)?;
         let org = listing.org;
         let after = listing.after_uuid().map_err(status)?;
         let limit = listing.limit();

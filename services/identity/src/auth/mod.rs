@@ -33,14 +33,16 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
+
+use crate::status;
 use uuid::Uuid;
 
+use crate::IdentitySettings;
 use crate::audit;
 use crate::keys::KeyStore;
 use crate::revocations;
 use crate::schema::{login_throttle as lt, refresh_tokens as rt, sessions as s, users as u};
 use crate::secrets::TokenSecrets;
-use crate::{DOMAIN, IdentitySettings};
 
 const SERVICE: &str = "crm.identity.v1.AuthService";
 
@@ -80,10 +82,6 @@ impl std::fmt::Debug for AuthApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthApi").finish_non_exhaustive()
     }
-}
-
-fn status(e: ApiError) -> Status {
-    e.into_status(DOMAIN)
 }
 
 fn invalid_credentials() -> ApiError {

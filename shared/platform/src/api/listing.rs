@@ -9,6 +9,39 @@ use crate::api::names;
 use crate::api::validate::Violations;
 use crate::error::ApiError;
 
+/// The paging fields every List request has.
+pub trait PageRequest {
+    /// `organizations/{organization}`.
+    fn parent(&self) -> &str;
+    /// Requested page size.
+    fn page_size(&self) -> i32;
+    /// Token of the previous page.
+    fn page_token(&self) -> &str;
+}
+
+macro_rules! page_requests {
+    ($($t:ty),* $(,)?) => {$(
+        impl PageRequest for $t {
+            fn parent(&self) -> &str { &self.parent }
+            fn page_size(&self) -> i32 { self.page_size }
+            fn page_token(&self) -> &str { &self.page_token }
+        }
+    )*};
+}
+
+page_requests!(
+    crm_proto::core_v1::ListCustomersRequest,
+    crm_proto::identity_v1::ListMembersRequest,
+    crm_proto::identity_v1::ListSessionsRequest,
+    crm_proto::identity_v1::ListApiClientsRequest,
+    crm_proto::identity_v1::ListIntegrationCredentialsRequest,
+    crm_proto::identity_v1::ListRolesRequest,
+    crm_proto::identity_v1::ListAuditEventsRequest,
+);
+
+/// Largest page any List returns.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
 /// A validated List request.
 #[derive(Debug, Clone)]
 pub struct Listing {
@@ -62,6 +95,29 @@ impl Listing {
             query,
             after,
         })
+    }
+
+    /// [`Listing::begin`] for a List request, with `default_size` and [`MAX_PAGE_SIZE`].
+    ///
+    /// # Errors
+    /// As [`Listing::begin`].
+    pub fn of(
+        principal: &Principal,
+        tokens: &PageTokens,
+        req: &impl PageRequest,
+        scope: &[&str],
+        default_size: u32,
+    ) -> Result<Self, ApiError> {
+        Self::begin(
+            principal,
+            tokens,
+            req.parent(),
+            req.page_size(),
+            req.page_token(),
+            scope,
+            default_size,
+            MAX_PAGE_SIZE,
+        )
     }
 
     /// The position as a single UUID key (lists ordered by id).
