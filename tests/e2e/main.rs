@@ -17,5 +17,6 @@ mod migrations;
 mod outbox;
 mod pagination;
 mod platform;
+mod records;
 mod support;
 mod tenancy;

@@ -99,6 +99,8 @@ fn diesel_type(udt: &str) -> Option<&'static str> {
         "text" => "Text",
         "int2" => "Int2",
         "int4" => "Int4",
+        "float8" => "Float8",
+        "date" => "Date",
         "int8" => "Int8",
         "bool" => "Bool",
         "bytea" => "Bytea",

@@ -4,8 +4,13 @@
 //! its row model and conversions (`model.rs`) and its queries (`store.rs`); `events` serves the
 //! outbox as a resumable stream.
 
+pub mod audit;
+pub mod contacts;
 pub mod customers;
+pub mod equipment;
 pub mod events;
+pub mod properties;
+pub mod resource;
 pub mod schema;
 
 use std::sync::Arc;
@@ -66,22 +71,68 @@ impl CoreState {
 /// Every core RPC and the permission it needs.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    customers::policy().merge(&events::policy())
+    [
+        events::policy(),
+        audit::policy(),
+        contacts::policy(),
+        properties::policy(),
+        equipment::policy(),
+    ]
+    .iter()
+    .fold(customers::policy(), MethodPolicy::merge)
 }
 
 /// Adds the core services to `server`.
 pub fn register(server: &mut GrpcServer, state: &CoreState) {
+    use crm_proto::core_v1::{
+        audit_service_server::AuditServiceServer, contact_service_server::ContactServiceServer,
+        customer_service_server::CustomerServiceServer,
+        equipment_service_server::EquipmentServiceServer, event_service_server::EventServiceServer,
+        property_service_server::PropertyServiceServer,
+    };
+    use resource::Api;
+
     let limit = server.settings().max_message_bytes;
-    let customers = crm_proto::core_v1::customer_service_server::CustomerServiceServer::new(
+    let pool = Some(state.pool.clone());
+    macro_rules! add {
+        ($server:ident, $api:expr, $policy:expr) => {
+            server.add_service(
+                $server::new($api)
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit),
+                &$policy,
+                pool.clone(),
+            )
+        };
+    }
+    add!(
+        CustomerServiceServer,
         customers::CustomerApi::new(state.clone()),
-    )
-    .max_decoding_message_size(limit)
-    .max_encoding_message_size(limit);
-    let events = crm_proto::core_v1::event_service_server::EventServiceServer::new(
+        customers::policy()
+    );
+    add!(
+        EventServiceServer,
         events::EventApi::new(state.clone()),
-    )
-    .max_decoding_message_size(limit)
-    .max_encoding_message_size(limit);
-    server.add_service(customers, &customers::policy(), Some(state.pool.clone()));
-    server.add_service(events, &events::policy(), Some(state.pool.clone()));
+        events::policy()
+    );
+    add!(
+        AuditServiceServer,
+        audit::AuditApi::new(state.clone()),
+        audit::policy()
+    );
+    add!(
+        ContactServiceServer,
+        Api::<contacts::Contacts>::new(state.clone()),
+        contacts::policy()
+    );
+    add!(
+        PropertyServiceServer,
+        Api::<properties::Properties>::new(state.clone()),
+        properties::policy()
+    );
+    add!(
+        EquipmentServiceServer,
+        Api::<equipment::Equipment>::new(state.clone()),
+        equipment::policy()
+    );
 }

@@ -24,3 +24,119 @@ diesel::table! {
         time_zone -> Text,
     }
 }
+
+diesel::table! {
+    contacts (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        customer_id -> Uuid,
+        display_name -> Text,
+        title -> Text,
+        email -> Nullable<Text>,
+        phone -> Nullable<Text>,
+        is_primary -> Bool,
+        notes -> Text,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    properties (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        customer_id -> Uuid,
+        display_name -> Text,
+        region_code -> Text,
+        postal_code -> Text,
+        administrative_area -> Text,
+        locality -> Text,
+        address_lines -> Array<Text>,
+        recipient -> Text,
+        latitude -> Nullable<Float8>,
+        longitude -> Nullable<Float8>,
+        zone -> Text,
+        access_notes -> Text,
+        gate_code -> Text,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    equipment (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        property_id -> Uuid,
+        kind -> Int2,
+        display_name -> Text,
+        capacity_gallons -> Int4,
+        compartments -> Int4,
+        install_date -> Nullable<Date>,
+        last_service_date -> Nullable<Date>,
+        notes -> Text,
+        latest_solids_depth_inches -> Nullable<Float8>,
+        latest_grease_depth_inches -> Nullable<Float8>,
+        latest_read_time -> Nullable<Timestamptz>,
+        latest_recorder -> Nullable<Text>,
+        latest_reading_notes -> Nullable<Text>,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    equipment_readings (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        equipment_id -> Uuid,
+        solids_depth_inches -> Float8,
+        grease_depth_inches -> Float8,
+        read_time -> Timestamptz,
+        recorder -> Text,
+        notes -> Text,
+        create_time -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    audit_entries (organization_id, seq) {
+        organization_id -> Uuid,
+        seq -> Int8,
+        id -> Uuid,
+        actor_kind -> Int2,
+        actor -> Text,
+        delegate -> Text,
+        request_id -> Text,
+        method -> Text,
+        resource -> Text,
+        action -> Text,
+        changes -> Text,
+        create_time -> Timestamptz,
+        prev_hash -> Bytea,
+        hash -> Bytea,
+    }
+}
+
+diesel::table! {
+    audit_heads (organization_id) {
+        organization_id -> Uuid,
+        seq -> Int8,
+        hash -> Bytea,
+    }
+}

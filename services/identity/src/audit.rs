@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use crm_auth::layer::principal_of;
 use crm_auth::{MethodPolicy, Requirement, permission};
 use crm_db::page::PageTokens;
-use crm_db::{AsyncPgConnection, DbPool, tenant};
+use crm_db::{AsyncPgConnection, DbPool, chain, tenant};
 use crm_platform::ApiError;
 use crm_platform::api::listing::Listing;
 use crm_platform::api::names;
@@ -19,16 +19,14 @@ use crm_proto::identity_v1::{
 };
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use crate::status;
 use uuid::Uuid;
 
-use crate::schema::{audit_events as a, audit_heads as h};
+use crate::schema::audit_events as a;
 
 const SERVICE: &str = "crm.identity.v1.AuditService";
-const GENESIS: [u8; 32] = [0; 32];
 
 /// RPC requirements.
 #[must_use]
@@ -73,21 +71,10 @@ struct Row {
     hash: Vec<u8>,
 }
 
-/// The hash of an event: SHA-256 over the previous hash and every field, length-prefixed.
+/// The hash of an event (see [`crm_db::chain::link`]).
 #[must_use]
 pub fn chain_hash(prev: &[u8], seq: i64, id: Uuid, fields: [&str; 4], micros: i64) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(b"crm audit v1");
-    hasher.update(prev);
-    hasher.update(seq.to_be_bytes());
-    hasher.update(id.as_bytes());
-    // kind, actor, subject, detail
-    for field in fields {
-        hasher.update((field.len() as u64).to_be_bytes());
-        hasher.update(field.as_bytes());
-    }
-    hasher.update(micros.to_be_bytes());
-    hasher.finalize().into()
+    chain::link(prev, seq, id, &fields, micros)
 }
 
 fn row_hash(r: &Row, prev: &[u8]) -> [u8; 32] {
@@ -105,20 +92,7 @@ fn row_hash(r: &Row, prev: &[u8]) -> [u8; 32] {
 /// # Errors
 /// The database error.
 pub async fn append(conn: &AsyncPgConnection, org: Uuid, entry: Entry<'_>) -> QueryResult<()> {
-    // Serialise appends per organization for the rest of the transaction.
-    diesel::sql_query(
-        "SELECT pg_advisory_xact_lock(hashtextextended('crm-audit:' || $1::text, 0))",
-    )
-    .bind::<diesel::sql_types::Uuid, _>(org)
-    .execute(&mut { conn })
-    .await?;
-    let head: Option<(i64, Vec<u8>)> = h::table
-        .filter(h::organization_id.eq(org))
-        .select((h::seq, h::hash))
-        .first(&mut { conn })
-        .await
-        .optional()?;
-    let (seq, prev) = head.map_or((1, GENESIS.to_vec()), |(s, hash)| (s + 1, hash));
+    let (seq, prev) = chain::next(conn, org).await?;
     let id = Uuid::now_v7();
     // Stored with microsecond precision: hash exactly what is stored.
     let now = Utc::now();
@@ -145,17 +119,7 @@ pub async fn append(conn: &AsyncPgConnection, org: Uuid, entry: Entry<'_>) -> Qu
         ))
         .execute(&mut { conn })
         .await?;
-    diesel::insert_into(h::table)
-        .values((
-            h::organization_id.eq(org),
-            h::seq.eq(seq),
-            h::hash.eq(hash.to_vec()),
-        ))
-        .on_conflict(h::organization_id)
-        .do_update()
-        .set((h::seq.eq(seq), h::hash.eq(hash.to_vec())))
-        .execute(&mut { conn })
-        .await?;
+    chain::advance(conn, org, seq, &hash).await?;
     Ok(())
 }
 
@@ -197,13 +161,7 @@ pub async fn append_alone(
 }
 
 /// The outcome of a verification.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    /// Events checked.
-    pub checked: i64,
-    /// First broken link and what is wrong, if any.
-    pub broken: Option<(i64, String)>,
-}
+pub use crm_db::chain::Verdict;
 
 async fn verify(conn: &AsyncPgConnection, org: Uuid) -> QueryResult<Verdict> {
     let rows: Vec<Row> = a::table
@@ -212,53 +170,17 @@ async fn verify(conn: &AsyncPgConnection, org: Uuid) -> QueryResult<Verdict> {
         .select(Row::as_select())
         .load(&mut { conn })
         .await?;
-    let head: Option<(i64, Vec<u8>)> = h::table
-        .filter(h::organization_id.eq(org))
-        .select((h::seq, h::hash))
-        .first(&mut { conn })
-        .await
-        .optional()?;
-    let mut prev = GENESIS.to_vec();
-    let mut expected_seq = 1;
-    for r in &rows {
-        let broken = if r.seq != expected_seq {
-            Some(format!("event {expected_seq} is missing"))
-        } else if r.prev_hash != prev {
-            Some("the link to the previous event does not match".to_owned())
-        } else if r.hash != row_hash(r, &prev) {
-            Some("the event was changed after it was written".to_owned())
-        } else {
-            None
-        };
-        if let Some(problem) = broken {
-            return Ok(Verdict {
-                checked: expected_seq,
-                broken: Some((expected_seq, problem)),
-            });
-        }
-        prev.clone_from(&r.hash);
-        expected_seq += 1;
-    }
-    let last = expected_seq - 1;
-    match head {
-        Some((seq, hash)) if seq != last || hash != prev => Ok(Verdict {
-            checked: last,
-            broken: Some((
-                last + 1,
-                format!(
-                    "the chain ends at {last} but its head records {seq}: newest events were removed"
-                ),
-            )),
-        }),
-        None if last > 0 => Ok(Verdict {
-            checked: last,
-            broken: Some((1, "the chain head is missing".into())),
-        }),
-        Some(_) | None => Ok(Verdict {
-            checked: last,
-            broken: None,
-        }),
-    }
+    let head = chain::head(conn, org).await?;
+    Ok(chain::verify(
+        &rows,
+        head,
+        |r| chain::Stored {
+            seq: r.seq,
+            prev_hash: &r.prev_hash,
+            hash: &r.hash,
+        },
+        row_hash,
+    ))
 }
 
 /// Verifies `org`'s chain (for operators, and for the platform chain of

@@ -12,6 +12,16 @@ pub mod permission {
     pub const CUSTOMERS_DELETE: &str = "crm.customers.delete";
     /// Read the core event stream.
     pub const CORE_EVENTS_READ: &str = "crm.events.read";
+    /// Read core's audit log.
+    pub const CORE_AUDIT_READ: &str = "crm.audit.read";
+    /// Read conversations and messages.
+    pub const MESSAGES_READ: &str = "crm.messages.read";
+    /// Send messages and record inbound ones and delivery reports.
+    pub const MESSAGES_SEND: &str = "crm.messages.send";
+    /// Read SMS consent and its history.
+    pub const CONSENT_READ: &str = "crm.consent.read";
+    /// Grant and revoke SMS consent.
+    pub const CONSENT_WRITE: &str = "crm.consent.write";
     /// Read and verify the organization's authentication audit log.
     pub const AUDIT_READ: &str = "identity.audit.read";
     /// List the organization's members.
@@ -46,13 +56,31 @@ const ROLE_CATALOG: &[(&str, &[&str])] = &[
             permission::CUSTOMERS_READ,
             permission::CUSTOMERS_WRITE,
             permission::CUSTOMERS_DELETE,
+            permission::MESSAGES_READ,
+            permission::MESSAGES_SEND,
+            permission::CONSENT_READ,
+            permission::CONSENT_WRITE,
         ],
     ),
     (
         "crm.support",
-        &[permission::CUSTOMERS_READ, permission::CUSTOMERS_WRITE],
+        &[
+            permission::CUSTOMERS_READ,
+            permission::CUSTOMERS_WRITE,
+            permission::MESSAGES_READ,
+            permission::MESSAGES_SEND,
+            permission::CONSENT_READ,
+            permission::CONSENT_WRITE,
+        ],
     ),
-    ("crm.viewer", &[permission::CUSTOMERS_READ]),
+    (
+        "crm.viewer",
+        &[
+            permission::CUSTOMERS_READ,
+            permission::MESSAGES_READ,
+            permission::CONSENT_READ,
+        ],
+    ),
     ("analytics.viewer", &[permission::CUSTOMERS_READ]),
     ("service.integrations", &[permission::CREDENTIALS_USE]),
     ("service.delegate", &[permission::TOKENS_DELEGATE]),

@@ -8,6 +8,7 @@
 //! - database errors are classified once ([`DbError::class`]); their text is logged by the caller
 //!   and never returned to a client.
 
+pub mod chain;
 pub mod embedded;
 pub mod error;
 pub mod etag;

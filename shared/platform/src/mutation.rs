@@ -20,7 +20,7 @@ pub struct IdempotencyKey {
     /// The client's `request_id`.
     pub request_id: Uuid,
     /// The method, so one id cannot be replayed against another RPC.
-    pub method: &'static str,
+    pub method: String,
     /// Digest of the request without its `request_id`.
     pub hash: Vec<u8>,
 }
@@ -30,14 +30,14 @@ impl IdempotencyKey {
     /// `without_id` is the request with `request_id` cleared.
     pub fn from_request<M: prost::Message>(
         violations: &mut Violations,
-        method: &'static str,
+        method: &str,
         request_id: &str,
         without_id: &M,
     ) -> Option<Self> {
         let id = crate::api::validate::optional_uuid(violations, "request_id", request_id)?;
         Some(Self {
             request_id: id,
-            method,
+            method: method.to_owned(),
             hash: idempotency::request_hash(method, &without_id.encode_to_vec()),
         })
     }
@@ -80,7 +80,7 @@ where
     tenant::transaction(&pool, org, move |conn| {
         Box::pin(async move {
             if let Some(k) = &key {
-                match idempotency::claim(conn, org, k.request_id, k.method, &k.hash).await? {
+                match idempotency::claim(conn, org, k.request_id, &k.method, &k.hash).await? {
                     Claim::Replay(bytes) => {
                         return R::decode(bytes.as_slice())
                             .map_err(|e| ApiError::Internal(format!("stored response: {e}")));

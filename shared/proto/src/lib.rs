@@ -57,3 +57,33 @@ pub mod google {
 pub use crm::common::v1 as common_v1;
 pub use crm::core::v1 as core_v1;
 pub use crm::identity::v1 as identity_v1;
+
+/// Messages in the proto3 JSON mapping, through the descriptor set (for audit records and the
+/// HTTP gateway).
+pub mod json {
+    use std::sync::OnceLock;
+
+    use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+
+    fn pool() -> Option<&'static DescriptorPool> {
+        static POOL: OnceLock<Option<DescriptorPool>> = OnceLock::new();
+        POOL.get_or_init(|| DescriptorPool::decode(super::FILE_DESCRIPTOR_SET).ok())
+            .as_ref()
+    }
+
+    /// `message` as a JSON object keyed by proto field names, every field present (defaults
+    /// included) so that changes to and from a default are visible. `None` if the message type
+    /// is not in the suite's descriptor set.
+    #[must_use]
+    pub fn to_value<M: prost::Message + prost::Name>(message: &M) -> Option<serde_json::Value> {
+        let descriptor = pool()?.get_message_by_name(&M::full_name())?;
+        let dynamic =
+            DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice()).ok()?;
+        let options = SerializeOptions::new()
+            .use_proto_field_name(true)
+            .skip_default_fields(false);
+        dynamic
+            .serialize_with_options(serde_json::value::Serializer, &options)
+            .ok()
+    }
+}

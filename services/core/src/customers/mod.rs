@@ -31,6 +31,8 @@ use uuid::Uuid;
 
 use self::model::{COLLECTION, CustomerChanges, CustomerRow, NewCustomer, RESOURCE_TYPE};
 use self::store::{After, ListQuery, Order};
+use crate::audit::{self, Action};
+use crate::resource::Call;
 use crate::{CoreState, DOMAIN};
 
 const SERVICE: &str = "crm.core.v1.CustomerService";
@@ -237,6 +239,7 @@ impl CustomerApi {
     async fn set_deleted(
         &self,
         principal: &Principal,
+        call: Call,
         dl: Option<Deadline>,
         (name, etag, request_id): (String, String, String),
         which: Deletion,
@@ -267,6 +270,7 @@ impl CustomerApi {
                     .await?
                     .ok_or_else(|| not_found(&name))?;
                 crm_db::etag::check(&etag, row.revision).map_err(|e| etag_error("etag", e))?;
+                let before = Customer::from(row.clone());
                 let row = match (which, row.delete_time.is_some()) {
                     (Deletion::Delete, false) => {
                         store::set_deleted(
@@ -295,6 +299,23 @@ impl CustomerApi {
                     }
                 };
                 let customer = Customer::from(row);
+                let action = match which {
+                    Deletion::Delete => Action::Delete,
+                    Deletion::Undelete => Action::Undelete,
+                };
+                audit::record_diff(
+                    conn,
+                    org,
+                    &call,
+                    &request_id,
+                    &name,
+                    action,
+                    Some(&before),
+                    &customer,
+                    &["delete_time", "purge_time"],
+                    &[],
+                )
+                .await?;
                 match which {
                     Deletion::Delete => {
                         emit(
@@ -339,6 +360,7 @@ impl CustomerService for CustomerApi {
         req: Request<CreateCustomerRequest>,
     ) -> Result<Response<Customer>, Status> {
         let principal = principal_of(&req)?;
+        let call = Call::of(&req, SERVICE, "create_customer")?;
         let dl = deadline(&req);
         let body = req.into_inner();
         let mut v = Violations::new();
@@ -399,6 +421,19 @@ impl CustomerService for CustomerApi {
                     &CustomerCreated {
                         customer: Some(created.clone()),
                     },
+                )
+                .await?;
+                audit::record_diff(
+                    conn,
+                    org,
+                    &call,
+                    &request_id,
+                    &created.name,
+                    Action::Create,
+                    None,
+                    &created,
+                    UPDATABLE,
+                    &[],
                 )
                 .await?;
                 Ok(created)
@@ -518,6 +553,7 @@ impl CustomerService for CustomerApi {
         req: Request<UpdateCustomerRequest>,
     ) -> Result<Response<Customer>, Status> {
         let principal = principal_of(&req)?;
+        let call = Call::of(&req, SERVICE, "update_customer")?;
         let dl = deadline(&req);
         let body = req.into_inner();
         let mut v = Violations::new();
@@ -584,7 +620,21 @@ impl CustomerService for CustomerApi {
                     }
                 }
                 let changes = CustomerChanges::from_mask(&customer, &paths);
+                let before = Customer::from(row);
                 let updated = Customer::from(store::update(conn, org, id, &changes, &actor).await?);
+                audit::record_diff(
+                    conn,
+                    org,
+                    &call,
+                    &request_id,
+                    &name,
+                    Action::Update,
+                    Some(&before),
+                    &updated,
+                    &paths,
+                    &[],
+                )
+                .await?;
                 emit(
                     conn,
                     org,
@@ -610,10 +660,12 @@ impl CustomerService for CustomerApi {
         req: Request<DeleteCustomerRequest>,
     ) -> Result<Response<Customer>, Status> {
         let principal = principal_of(&req)?;
+        let call = Call::of(&req, SERVICE, "delete_customer")?;
         let dl = deadline(&req);
         let body = req.into_inner();
         self.set_deleted(
             &principal,
+            call,
             dl,
             (body.name, body.etag, body.request_id),
             Deletion::Delete,
@@ -628,10 +680,12 @@ impl CustomerService for CustomerApi {
         req: Request<UndeleteCustomerRequest>,
     ) -> Result<Response<Customer>, Status> {
         let principal = principal_of(&req)?;
+        let call = Call::of(&req, SERVICE, "undelete_customer")?;
         let dl = deadline(&req);
         let body = req.into_inner();
         self.set_deleted(
             &principal,
+            call,
             dl,
             (body.name, body.etag, body.request_id),
             Deletion::Undelete,

@@ -79,6 +79,12 @@ pub fn require_same_organization(principal: &Principal, org: Uuid) -> Result<(),
     }
 }
 
+/// `organizations/{org}`.
+#[must_use]
+pub fn organization_name(org: Uuid) -> String {
+    format!("organizations/{org}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,3 +17,10 @@ pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
 pub fn optional_timestamp(t: Option<DateTime<Utc>>) -> Option<Timestamp> {
     t.map(timestamp)
 }
+
+/// A protobuf timestamp as a UTC time; `None` when out of range.
+#[must_use]
+pub fn from_timestamp(t: &Timestamp) -> Option<DateTime<Utc>> {
+    let nanos = u32::try_from(t.nanos).ok()?;
+    DateTime::from_timestamp(t.seconds, nanos)
+}
