@@ -13,6 +13,7 @@ mod events;
 mod health;
 mod identity;
 mod members;
+mod messaging;
 mod migrations;
 mod outbox;
 mod pagination;

@@ -350,6 +350,7 @@ impl Resource for Contacts {
 crate::standard_store!(
     Contacts,
     contacts,
+    display_name,
     ContactRow,
     NewContact,
     ContactChanges,

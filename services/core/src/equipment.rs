@@ -374,6 +374,7 @@ impl Resource for Equipment {
 crate::standard_store!(
     Equipment,
     equipment,
+    display_name,
     EquipmentRow,
     NewEquipment,
     EquipmentChanges,

@@ -5,10 +5,13 @@
 //! outbox as a resumable stream.
 
 pub mod audit;
+pub mod consent;
 pub mod contacts;
+pub mod conversations;
 pub mod customers;
 pub mod equipment;
 pub mod events;
+pub mod messages;
 pub mod properties;
 pub mod resource;
 pub mod schema;
@@ -77,6 +80,9 @@ pub fn policy() -> MethodPolicy {
         contacts::policy(),
         properties::policy(),
         equipment::policy(),
+        conversations::policy(),
+        messages::policy(),
+        consent::policy(),
     ]
     .iter()
     .fold(customers::policy(), MethodPolicy::merge)
@@ -85,9 +91,12 @@ pub fn policy() -> MethodPolicy {
 /// Adds the core services to `server`.
 pub fn register(server: &mut GrpcServer, state: &CoreState) {
     use crm_proto::core_v1::{
-        audit_service_server::AuditServiceServer, contact_service_server::ContactServiceServer,
+        audit_service_server::AuditServiceServer, consent_service_server::ConsentServiceServer,
+        contact_service_server::ContactServiceServer,
+        conversation_service_server::ConversationServiceServer,
         customer_service_server::CustomerServiceServer,
         equipment_service_server::EquipmentServiceServer, event_service_server::EventServiceServer,
+        message_service_server::MessageServiceServer,
         property_service_server::PropertyServiceServer,
     };
     use resource::Api;
@@ -134,5 +143,20 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
         EquipmentServiceServer,
         Api::<equipment::Equipment>::new(state.clone()),
         equipment::policy()
+    );
+    add!(
+        ConversationServiceServer,
+        Api::<conversations::Conversations>::new(state.clone()),
+        conversations::policy()
+    );
+    add!(
+        MessageServiceServer,
+        messages::MessageApi::new(state.clone()),
+        messages::policy()
+    );
+    add!(
+        ConsentServiceServer,
+        consent::ConsentApi::new(state.clone()),
+        consent::policy()
     );
 }

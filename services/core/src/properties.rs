@@ -420,6 +420,7 @@ impl Resource for Properties {
 crate::standard_store!(
     Properties,
     properties,
+    display_name,
     PropertyRow,
     NewProperty,
     PropertyChanges,

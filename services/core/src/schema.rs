@@ -140,3 +140,77 @@ diesel::table! {
         hash -> Bytea,
     }
 }
+
+diesel::table! {
+    conversations (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        customer_id -> Uuid,
+        channel -> Int2,
+        participant -> Text,
+        subject -> Text,
+        last_message_time -> Nullable<Timestamptz>,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+// `search` (tsvector, generated) is queried through SQL with bound parameters only.
+diesel::table! {
+    messages (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        conversation_id -> Uuid,
+        customer_id -> Uuid,
+        channel -> Int2,
+        direction -> Int2,
+        purpose -> Int2,
+        body -> Text,
+        attachment_uris -> Array<Text>,
+        delivery_status -> Int2,
+        status_reason -> Text,
+        provider_message_id -> Nullable<Text>,
+        sender -> Text,
+        create_time -> Timestamptz,
+        status_time -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    sms_consents (organization_id, phone, purpose) {
+        organization_id -> Uuid,
+        phone -> Text,
+        purpose -> Int2,
+        status -> Int2,
+        method -> Int2,
+        source -> Text,
+        disclosure_version -> Text,
+        revoked_by_keyword -> Bool,
+        update_time -> Timestamptz,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    consent_events (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        phone -> Text,
+        purpose -> Int2,
+        kind -> Text,
+        method -> Int2,
+        source -> Text,
+        disclosure_version -> Text,
+        detail -> Text,
+        message_id -> Nullable<Uuid>,
+        actor -> Text,
+        occur_time -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(customers, contacts);

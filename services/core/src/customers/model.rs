@@ -15,7 +15,7 @@ pub const COLLECTION: &str = "customers";
 pub const RESOURCE_TYPE: &str = "core.crm/Customer";
 
 /// A row of `core.customers`.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = customers)]
 pub struct CustomerRow {
     pub organization_id: Uuid,

@@ -19,7 +19,7 @@ pub enum OrderField {
     CreateTime,
     /// `update_time`.
     UpdateTime,
-    /// `display_name`.
+    /// The resource's text order field (`display_name`, or e.g. `subject`).
     DisplayName,
 }
 
@@ -33,19 +33,20 @@ pub struct Order {
 }
 
 impl Order {
-    /// Parses `order_by` (`field` or `field desc`/`field asc`).
+    /// Parses `order_by` (`field` or `field desc`/`field asc`); `text` names the resource's
+    /// text order field.
     ///
     /// # Errors
     /// A message for the `order_by` violation.
-    pub fn parse(order_by: &str) -> Result<Self, String> {
+    pub fn parse(order_by: &str, text: &str) -> Result<Self, String> {
         let mut words = order_by.split_whitespace();
         let field = match words.next() {
             None | Some("create_time") => OrderField::CreateTime,
             Some("update_time") => OrderField::UpdateTime,
-            Some("display_name") => OrderField::DisplayName,
+            Some(t) if t == text => OrderField::DisplayName,
             Some(other) => {
                 return Err(format!(
-                    "cannot order by {other:?}; use create_time, update_time or display_name"
+                    "cannot order by {other:?}; use create_time, update_time or {text}"
                 ));
             }
         };
@@ -136,7 +137,7 @@ pub async fn list<R: Store>(
     full: bool,
 ) -> Result<(Vec<R::Proto>, String), ApiError> {
     let mut v = Violations::new();
-    let order = Order::parse(req.order_by)
+    let order = Order::parse(req.order_by, R::TEXT_ORDER)
         .map_err(|m| v.push("order_by", "INVALID_ORDER_BY", m))
         .ok();
     let filter = crm_db::filter::parse(req.filter)
@@ -204,7 +205,7 @@ pub async fn list<R: Store>(
 /// The keyset condition and order of a List over a table with the standard columns.
 #[macro_export]
 macro_rules! keyset_page {
-    ($query:expr, $table:ident, $q:expr) => {{
+    ($query:expr, $table:ident, $text:ident, $q:expr) => {{
         use $crate::resource::{After, OrderField};
         use $crate::schema::$table::dsl as t;
         let mut query = $query;
@@ -236,14 +237,14 @@ macro_rules! keyset_page {
                 ),
             },
             (Some(After::Text(s, id)), false) => query.filter(
-                t::display_name
+                t::$text
                     .gt(s.clone())
-                    .or(t::display_name.eq(s.clone()).and(t::id.gt(*id))),
+                    .or(t::$text.eq(s.clone()).and(t::id.gt(*id))),
             ),
             (Some(After::Text(s, id)), true) => query.filter(
-                t::display_name
+                t::$text
                     .lt(s.clone())
-                    .or(t::display_name.eq(s.clone()).and(t::id.lt(*id))),
+                    .or(t::$text.eq(s.clone()).and(t::id.lt(*id))),
             ),
         };
         match ($q.order.field, desc) {
@@ -259,12 +260,12 @@ macro_rules! keyset_page {
             (OrderField::UpdateTime, true) => query
                 .order_by(t::update_time.desc())
                 .then_order_by(t::id.desc()),
-            (OrderField::DisplayName, false) => query
-                .order_by(t::display_name.asc())
-                .then_order_by(t::id.asc()),
-            (OrderField::DisplayName, true) => query
-                .order_by(t::display_name.desc())
-                .then_order_by(t::id.desc()),
+            (OrderField::DisplayName, false) => {
+                query.order_by(t::$text.asc()).then_order_by(t::id.asc())
+            }
+            (OrderField::DisplayName, true) => {
+                query.order_by(t::$text.desc()).then_order_by(t::id.desc())
+            }
         }
     }};
 }

@@ -72,12 +72,16 @@ pub trait Resource: Send + Sync + Sized + 'static {
     const FIELD: &'static str;
     /// Fields an update may name.
     const UPDATABLE: &'static [&'static str];
+    /// Fields set on create and never changed (IMMUTABLE).
+    const CREATE_ONLY: &'static [&'static str] = &[];
     /// Output-only fields (ignored in masks).
     const OUTPUT_ONLY: &'static [&'static str];
     /// Fields whose values never appear in audit entries.
     const REDACTED: &'static [&'static str] = &[];
     /// How long a soft-deleted resource can be undeleted.
     const RETENTION_DAYS: i64 = 30;
+    /// The text field List can order by.
+    const TEXT_ORDER: &'static str = "display_name";
 
     /// The resource's name.
     fn name(p: &Self::Proto) -> &str;
@@ -301,6 +305,11 @@ pub struct Create<'a, R: Resource, F> {
     pub fingerprint: &'a F,
 }
 
+/// Every field a create sets.
+fn create_fields<R: Resource>() -> Vec<&'static str> {
+    R::UPDATABLE.iter().chain(R::CREATE_ONLY).copied().collect()
+}
+
 /// Creates a resource.
 ///
 /// # Errors
@@ -323,7 +332,7 @@ pub async fn create<R: Store, F: Message>(
             format!("the {} to create is required", R::FIELD),
         );
     } else {
-        R::validate(&mut v, org, &resource, R::UPDATABLE);
+        R::validate(&mut v, org, &resource, &create_fields::<R>());
     }
     let id_field = format!("{}_id", R::FIELD);
     let id = validate::optional_uuid(&mut v, &id_field, req.id);
@@ -336,7 +345,8 @@ pub async fn create<R: Store, F: Message>(
     let deadline = call.deadline;
     let write = mutation::idempotent(state.pool.clone(), org, key, move |conn| {
         Box::pin(async move {
-            R::before_write(conn, org, None, &resource, R::UPDATABLE).await?;
+            let fields = create_fields::<R>();
+            R::before_write(conn, org, None, &resource, &fields).await?;
             let row = R::insert(conn, org, id, &resource, call.actor()).await?;
             let created = R::to_proto(row);
             let name = R::name(&created).to_owned();
@@ -360,7 +370,7 @@ pub async fn create<R: Store, F: Message>(
                 Action::Create,
                 None,
                 &created,
-                R::UPDATABLE,
+                &fields,
             )
             .await?;
             Ok(created)

@@ -1,0 +1,1052 @@
+//! `crm.core.v1.MessageService`: sending (through the consent check), inbound messages with
+//! SMS keywords, provider delivery reports, reads, and full-text search over messages and
+//! customers.
+
+use chrono::{DateTime, Utc};
+use crm_auth::layer::principal_of;
+use crm_auth::{MethodPolicy, Principal, permission};
+use crm_platform::ApiError;
+use crm_platform::api::listing::Listing;
+use crm_platform::api::names::{self, child_name};
+use crm_platform::api::time::timestamp;
+use crm_platform::api::validate::{self, Violations};
+use crm_platform::mutation::{self, IdempotencyKey};
+use crm_proto::core_v1::message_service_server::MessageService;
+use crm_proto::core_v1::{
+    Channel, Conversation, Customer, CustomerHit, DeliveryStatus, Direction, FieldChange,
+    GetMessageRequest, ListMessagesRequest, ListMessagesResponse, Message, MessageHit,
+    MessagePurpose, RecordDeliveryReportRequest, RecordInboundMessageRequest,
+    SearchCustomersRequest, SearchCustomersResponse, SearchMessagesRequest, SearchMessagesResponse,
+    SendMessageRequest,
+};
+use diesel::prelude::*;
+use diesel::sql_types::{Float4, Nullable, Text, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::CoreState;
+use crate::audit::{self, Action};
+use crate::consent::{self, Keyword, Refusal};
+use crate::conversations::{Conversations, NewConversation, normalized_participant};
+use crate::customers::model::CustomerRow;
+use crate::resource::{Call, Resource, Store, emit, not_found, status};
+use crate::schema::contacts::dsl as ct;
+use crate::schema::conversations::dsl as cv;
+use crate::schema::customers::dsl as cu;
+use crate::schema::messages::{self, dsl as m};
+
+const SERVICE: &str = "crm.core.v1.MessageService";
+const MAX_QUERY_CHARS: usize = 500;
+const MAX_ATTACHMENTS: usize = 10;
+
+/// RPC requirements.
+#[must_use]
+pub fn policy() -> MethodPolicy {
+    crate::resource::policy(
+        SERVICE,
+        &[
+            ("SendMessage", permission::MESSAGES_SEND),
+            ("RecordInboundMessage", permission::MESSAGES_SEND),
+            ("RecordDeliveryReport", permission::MESSAGES_SEND),
+            ("GetMessage", permission::MESSAGES_READ),
+            ("ListMessages", permission::MESSAGES_READ),
+            ("SearchMessages", permission::MESSAGES_READ),
+            ("SearchCustomers", permission::CUSTOMERS_READ),
+        ],
+    )
+}
+
+/// A row of `core.messages`.
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
+#[diesel(table_name = messages)]
+pub struct MessageRow {
+    pub organization_id: Uuid,
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub customer_id: Uuid,
+    pub channel: i16,
+    pub direction: i16,
+    pub purpose: i16,
+    pub body: String,
+    pub attachment_uris: Vec<String>,
+    pub delivery_status: i16,
+    pub status_reason: String,
+    pub provider_message_id: Option<String>,
+    pub sender: String,
+    pub create_time: DateTime<Utc>,
+    pub status_time: DateTime<Utc>,
+}
+
+impl From<MessageRow> for Message {
+    fn from(r: MessageRow) -> Self {
+        let MessageRow {
+            organization_id,
+            id,
+            conversation_id,
+            customer_id,
+            channel,
+            direction,
+            purpose,
+            body,
+            attachment_uris,
+            delivery_status,
+            status_reason,
+            provider_message_id,
+            sender,
+            create_time,
+            status_time,
+        } = r;
+        Self {
+            name: child_name(organization_id, "messages", id),
+            conversation: child_name(organization_id, "conversations", conversation_id),
+            customer: child_name(organization_id, "customers", customer_id),
+            channel: i32::from(channel),
+            direction: i32::from(direction),
+            purpose: i32::from(purpose),
+            body,
+            attachment_uris,
+            delivery_status: i32::from(delivery_status),
+            status_reason,
+            provider_message_id: provider_message_id.unwrap_or_default(),
+            sender,
+            create_time: Some(timestamp(create_time)),
+            status_time: Some(timestamp(status_time)),
+        }
+    }
+}
+
+fn small(n: i32) -> i16 {
+    i16::try_from(n).unwrap_or(0)
+}
+
+/// A message to insert.
+struct NewMessage<'a> {
+    conversation: &'a Conversation,
+    conversation_id: Uuid,
+    customer_id: Uuid,
+    direction: Direction,
+    purpose: MessagePurpose,
+    body: &'a str,
+    attachment_uris: &'a [String],
+    status: DeliveryStatus,
+    status_reason: &'a str,
+    provider_message_id: Option<&'a str>,
+    sender: &'a str,
+}
+
+async fn insert(
+    conn: &AsyncPgConnection,
+    org: Uuid,
+    n: NewMessage<'_>,
+) -> Result<MessageRow, ApiError> {
+    let id = Uuid::now_v7();
+    let row = diesel::insert_into(m::messages)
+        .values((
+            m::organization_id.eq(org),
+            m::id.eq(id),
+            m::conversation_id.eq(n.conversation_id),
+            m::customer_id.eq(n.customer_id),
+            m::channel.eq(small(n.conversation.channel)),
+            m::direction.eq(small(n.direction as i32)),
+            m::purpose.eq(small(n.purpose as i32)),
+            m::body.eq(n.body),
+            m::attachment_uris.eq(n.attachment_uris),
+            m::delivery_status.eq(small(n.status as i32)),
+            m::status_reason.eq(n.status_reason),
+            m::provider_message_id.eq(n.provider_message_id),
+            m::sender.eq(n.sender),
+        ))
+        .returning(MessageRow::as_returning())
+        .get_result(&mut { conn })
+        .await?;
+    diesel::update(cv::conversations)
+        .filter(cv::organization_id.eq(org))
+        .filter(cv::id.eq(n.conversation_id))
+        .set(cv::last_message_time.eq(row.create_time))
+        .execute(&mut { conn })
+        .await?;
+    Ok(row)
+}
+
+fn validate_body(v: &mut Violations, channel: Option<Channel>, body: &str) {
+    let max = if channel == Some(Channel::Sms) {
+        1_600
+    } else {
+        10_000
+    };
+    if body.trim().is_empty() {
+        v.push("body", "REQUIRED", "the message text is required");
+    } else if body.chars().count() > max {
+        v.push("body", "TOO_LONG", format!("at most {max} characters"));
+    }
+    if body.contains('\0') {
+        v.push(
+            "body",
+            "INVALID_CHARACTER",
+            "NUL characters are not allowed",
+        );
+    }
+}
+
+fn validate_attachments(v: &mut Violations, uris: &[String]) {
+    if uris.len() > MAX_ATTACHMENTS {
+        v.push("attachment_uris", "TOO_MANY", "at most 10 attachments");
+    }
+    if uris.iter().any(|u| {
+        !u.starts_with("https://") || u.len() > 2_000 || u.chars().any(char::is_whitespace)
+    }) {
+        v.push(
+            "attachment_uris",
+            "INVALID_URI",
+            "attachments are https URIs of stored files",
+        );
+    }
+}
+
+/// Records the change of a message in the outbox and the audit log.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the facts of one event and audit entry"
+)]
+async fn record(
+    conn: &AsyncPgConnection,
+    org: Uuid,
+    call: &Call,
+    request_id: &str,
+    message: &Message,
+    change: &str,
+    action: Action,
+    changes: &[FieldChange],
+) -> Result<(), ApiError> {
+    emit(
+        conn,
+        org,
+        call,
+        request_id,
+        change,
+        message,
+        &message.name,
+        None,
+    )
+    .await?;
+    audit::record(conn, org, call, request_id, &message.name, action, changes).await
+}
+
+fn status_change(before: i32, after: &Message) -> Vec<FieldChange> {
+    let text = |s: i32| {
+        DeliveryStatus::try_from(s)
+            .map(|s| format!("\"{}\"", s.as_str_name()))
+            .unwrap_or_default()
+    };
+    vec![FieldChange {
+        field: "delivery_status".into(),
+        before: if before == 0 {
+            String::new()
+        } else {
+            text(before)
+        },
+        after: text(after.delivery_status),
+    }]
+}
+
+/// The handlers.
+#[derive(Debug, Clone)]
+pub struct MessageApi {
+    state: CoreState,
+}
+
+impl MessageApi {
+    /// Handlers over `state`.
+    #[must_use]
+    pub fn new(state: CoreState) -> Self {
+        Self { state }
+    }
+
+    async fn send(&self, call: Call, b: SendMessageRequest) -> Result<Message, ApiError> {
+        let mut v = Violations::new();
+        let parsed = names::parse_child(&b.parent, "conversations", "parent")
+            .map_err(|e| v.absorb(e))
+            .ok();
+        let purpose = match MessagePurpose::try_from(b.purpose) {
+            Ok(MessagePurpose::Unspecified) | Err(_) => {
+                v.push("purpose", "INVALID_PURPOSE", "TRANSACTIONAL or MARKETING");
+                MessagePurpose::Unspecified
+            }
+            Ok(p) => p,
+        };
+        validate_body(&mut v, None, &b.body);
+        validate_attachments(&mut v, &b.attachment_uris);
+        let mut fingerprint = b.clone();
+        fingerprint.request_id.clear();
+        let key = IdempotencyKey::from_request(&mut v, &call.method, &b.request_id, &fingerprint);
+        v.finish()?;
+        let (org, conversation_id) =
+            parsed.ok_or_else(|| ApiError::Internal("parent parsed without violation".into()))?;
+        names::require_same_organization(&call.principal, org)?;
+        let deadline = call.deadline;
+        let write = mutation::idempotent(self.state.pool.clone(), org, key, move |conn| {
+            Box::pin(async move {
+                let row = Conversations::find(conn, org, conversation_id, true)
+                    .await?
+                    .ok_or_else(|| not_found::<Conversations>(&b.parent))?;
+                let conversation = Conversations::to_proto(row.clone());
+                if row.delete_time.is_some() {
+                    return Err(ApiError::FailedPrecondition {
+                        reason: "RESOURCE_DELETED",
+                        message: "the conversation is deleted".into(),
+                    });
+                }
+                let channel = Channel::try_from(conversation.channel).ok();
+                let mut v = Violations::new();
+                validate_body(&mut v, channel, &b.body);
+                v.finish()?;
+                let refusal = if channel == Some(Channel::Sms) {
+                    consent::check(conn, org, &row.participant, purpose, Utc::now())
+                        .await?
+                        .refusal
+                } else {
+                    None
+                };
+                let (status, reason) = match refusal {
+                    Some(r) => (DeliveryStatus::Refused, r.reason()),
+                    None => (DeliveryStatus::Queued, ""),
+                };
+                let message: Message = insert(
+                    conn,
+                    org,
+                    NewMessage {
+                        conversation: &conversation,
+                        conversation_id,
+                        customer_id: row.customer_id,
+                        direction: Direction::Outbound,
+                        purpose,
+                        body: &b.body,
+                        attachment_uris: &b.attachment_uris,
+                        status,
+                        status_reason: reason,
+                        provider_message_id: None,
+                        sender: call.actor(),
+                    },
+                )
+                .await?
+                .into();
+                if let Some(r) = refusal {
+                    // The refusal is evidence too: it commits, and the caller gets the error.
+                    consent::append_event(
+                        conn,
+                        org,
+                        consent::NewEvent {
+                            phone: &row.participant,
+                            purpose: small(purpose as i32),
+                            kind: "refused",
+                            detail: r.reason(),
+                            message_id: Uuid::parse_str(
+                                message.name.rsplit('/').next().unwrap_or_default(),
+                            )
+                            .ok(),
+                            actor: call.actor(),
+                            ..consent::NewEvent::default()
+                        },
+                    )
+                    .await?;
+                    record(
+                        conn,
+                        org,
+                        &call,
+                        &b.request_id,
+                        &message,
+                        "refused",
+                        Action::Custom("send_refused"),
+                        &status_change(0, &message),
+                    )
+                    .await?;
+                } else {
+                    record(
+                        conn,
+                        org,
+                        &call,
+                        &b.request_id,
+                        &message,
+                        "queued",
+                        Action::Custom("send"),
+                        &status_change(0, &message),
+                    )
+                    .await?;
+                }
+                Ok(message)
+            })
+        });
+        let message = mutation::detached(deadline, write).await?;
+        self.state.events_written.notify_waiters();
+        // Replays of a refused send answer the same refusal.
+        if message.delivery_status == DeliveryStatus::Refused as i32 {
+            let refusal =
+                Refusal::from_reason(&message.status_reason).unwrap_or(Refusal::ConsentMissing);
+            return Err(ApiError::FailedPrecondition {
+                reason: refusal.reason(),
+                message: format!("{} (recorded as {})", refusal.detail(), message.name),
+            });
+        }
+        Ok(message)
+    }
+
+    async fn inbound(
+        &self,
+        call: Call,
+        b: RecordInboundMessageRequest,
+    ) -> Result<Message, ApiError> {
+        let mut v = Violations::new();
+        let org = names::parse_organization(&b.parent, "parent")
+            .map_err(|e| v.absorb(e))
+            .ok();
+        let channel = match Channel::try_from(b.channel) {
+            Ok(Channel::Unspecified) | Err(_) => {
+                v.push("channel", "INVALID_CHANNEL", "SMS, EMAIL or CHAT");
+                None
+            }
+            Ok(c) => Some(c),
+        };
+        crate::conversations::validate_participant(&mut v, "from", b.channel, &b.from);
+        validate_body(&mut v, channel, &b.body);
+        validate_attachments(&mut v, &b.attachment_uris);
+        validate::required_text(&mut v, "provider_message_id", &b.provider_message_id, 200);
+        let customer = (!b.customer.is_empty())
+            .then(|| crate::resource::reference(&mut v, org, "customer", &b.customer, "customers"))
+            .flatten();
+        let mut fingerprint = b.clone();
+        fingerprint.request_id.clear();
+        let key = IdempotencyKey::from_request(&mut v, &call.method, &b.request_id, &fingerprint);
+        v.finish()?;
+        let org =
+            org.ok_or_else(|| ApiError::Internal("parent parsed without violation".into()))?;
+        names::require_same_organization(&call.principal, org)?;
+        let from = normalized_participant(b.channel, &b.from);
+        let deadline = call.deadline;
+        let write = mutation::idempotent(self.state.pool.clone(), org, key, move |conn| {
+            Box::pin(async move {
+                // A provider retrying its callback gets the message it already delivered.
+                let seen: Option<MessageRow> = m::messages
+                    .filter(m::organization_id.eq(org))
+                    .filter(m::provider_message_id.eq(&b.provider_message_id))
+                    .select(MessageRow::as_select())
+                    .first(&mut { conn })
+                    .await
+                    .optional()?;
+                if let Some(seen) = seen {
+                    return Ok(Message::from(seen));
+                }
+                let conversation =
+                    find_or_start(conn, org, &call, &b.request_id, b.channel, &from, customer)
+                        .await?;
+                let (conversation_id, customer_id) = ids_of(&conversation)?;
+                let message: Message = insert(
+                    conn,
+                    org,
+                    NewMessage {
+                        conversation: &conversation,
+                        conversation_id,
+                        customer_id,
+                        direction: Direction::Inbound,
+                        purpose: MessagePurpose::Unspecified,
+                        body: &b.body,
+                        attachment_uris: &b.attachment_uris,
+                        status: DeliveryStatus::Received,
+                        status_reason: "",
+                        provider_message_id: Some(&b.provider_message_id),
+                        sender: &from,
+                    },
+                )
+                .await?
+                .into();
+                record(
+                    conn,
+                    org,
+                    &call,
+                    &b.request_id,
+                    &message,
+                    "received",
+                    Action::Custom("receive"),
+                    &status_change(0, &message),
+                )
+                .await?;
+                if channel == Some(Channel::Sms)
+                    && let Some(keyword) = Keyword::of(&b.body)
+                {
+                    let id = ids_of_message(&message)?;
+                    consent::apply_keyword(conn, org, &call, &b.request_id, &from, keyword, id)
+                        .await?;
+                }
+                Ok(message)
+            })
+        });
+        let message = mutation::detached(deadline, write).await?;
+        self.state.events_written.notify_waiters();
+        Ok(message)
+    }
+
+    async fn delivery(
+        &self,
+        call: Call,
+        b: RecordDeliveryReportRequest,
+    ) -> Result<Message, ApiError> {
+        let mut v = Violations::new();
+        let org = names::parse_organization(&b.parent, "parent")
+            .map_err(|e| v.absorb(e))
+            .ok();
+        validate::required_text(&mut v, "provider_message_id", &b.provider_message_id, 200);
+        let named = (!b.message.is_empty())
+            .then(|| crate::resource::reference(&mut v, org, "message", &b.message, "messages"))
+            .flatten();
+        let new_status = match DeliveryStatus::try_from(b.status) {
+            Ok(s @ (DeliveryStatus::Sent | DeliveryStatus::Delivered | DeliveryStatus::Failed)) => {
+                s
+            }
+            Ok(_) | Err(_) => {
+                v.push("status", "INVALID_STATUS", "SENT, DELIVERED or FAILED");
+                DeliveryStatus::Unspecified
+            }
+        };
+        validate::optional_text(&mut v, "error_code", &b.error_code, 100);
+        let mut fingerprint = b.clone();
+        fingerprint.request_id.clear();
+        let key = IdempotencyKey::from_request(&mut v, &call.method, &b.request_id, &fingerprint);
+        v.finish()?;
+        let org =
+            org.ok_or_else(|| ApiError::Internal("parent parsed without violation".into()))?;
+        names::require_same_organization(&call.principal, org)?;
+        let deadline = call.deadline;
+        let write = mutation::idempotent(self.state.pool.clone(), org, key, move |conn| {
+            Box::pin(async move {
+                let base = m::messages
+                    .filter(m::organization_id.eq(org))
+                    .select(MessageRow::as_select());
+                let found = match named {
+                    Some(id) => {
+                        base.filter(m::id.eq(id))
+                            .for_update()
+                            .first(&mut { conn })
+                            .await
+                    }
+                    None => {
+                        base.filter(m::provider_message_id.eq(&b.provider_message_id))
+                            .for_update()
+                            .first(&mut { conn })
+                            .await
+                    }
+                };
+                let row: MessageRow = found.optional()?.ok_or_else(|| ApiError::NotFound {
+                    resource_type: "core.crm/Message",
+                    name: if b.message.is_empty() {
+                        b.provider_message_id.clone()
+                    } else {
+                        b.message.clone()
+                    },
+                })?;
+                match row.provider_message_id.as_deref() {
+                    Some(p) if p != b.provider_message_id => {
+                        return Err(ApiError::FailedPrecondition {
+                            reason: "PROVIDER_ID_MISMATCH",
+                            message: "the message has another provider id".into(),
+                        });
+                    }
+                    Some(_) | None => {}
+                }
+                let current = DeliveryStatus::try_from(i32::from(row.delivery_status))
+                    .unwrap_or(DeliveryStatus::Unspecified);
+                if !matches!(
+                    current,
+                    DeliveryStatus::Queued
+                        | DeliveryStatus::Sent
+                        | DeliveryStatus::Delivered
+                        | DeliveryStatus::Failed
+                ) {
+                    return Err(ApiError::FailedPrecondition {
+                        reason: "NOT_AN_OUTBOUND_MESSAGE",
+                        message: "only sent messages get delivery reports".into(),
+                    });
+                }
+                let before = i32::from(row.delivery_status);
+                let rank = |s: DeliveryStatus| match s {
+                    DeliveryStatus::Queued => 1,
+                    DeliveryStatus::Sent => 2,
+                    DeliveryStatus::Delivered | DeliveryStatus::Failed => 3,
+                    DeliveryStatus::Unspecified
+                    | DeliveryStatus::Refused
+                    | DeliveryStatus::Received => 0,
+                };
+                let moves = rank(new_status) > rank(current);
+                let updated: MessageRow = diesel::update(m::messages)
+                    .filter(m::organization_id.eq(org))
+                    .filter(m::id.eq(row.id))
+                    .set((
+                        m::provider_message_id.eq(&b.provider_message_id),
+                        m::delivery_status.eq(if moves {
+                            small(new_status as i32)
+                        } else {
+                            row.delivery_status
+                        }),
+                        m::status_reason.eq(if moves && new_status == DeliveryStatus::Failed {
+                            b.error_code.clone()
+                        } else {
+                            row.status_reason.clone()
+                        }),
+                        m::status_time.eq(if moves { Utc::now() } else { row.status_time }),
+                    ))
+                    .returning(MessageRow::as_returning())
+                    .get_result(&mut { conn })
+                    .await?;
+                let message = Message::from(updated);
+                if moves {
+                    record(
+                        conn,
+                        org,
+                        &call,
+                        &b.request_id,
+                        &message,
+                        "delivery_updated",
+                        Action::Custom("delivery_report"),
+                        &status_change(before, &message),
+                    )
+                    .await?;
+                }
+                Ok(message)
+            })
+        });
+        let message = mutation::detached(deadline, write).await?;
+        self.state.events_written.notify_waiters();
+        Ok(message)
+    }
+}
+
+fn ids_of(c: &Conversation) -> Result<(Uuid, Uuid), ApiError> {
+    let (_, conversation) = names::parse_child(&c.name, "conversations", "conversation")?;
+    let (_, customer) = names::parse_child(&c.customer, "customers", "customer")?;
+    Ok((conversation, customer))
+}
+
+fn ids_of_message(m: &Message) -> Result<Uuid, ApiError> {
+    names::parse_child(&m.name, "messages", "message").map(|(_, id)| id)
+}
+
+/// The live conversation on `channel` with `from`, or a new one for the named customer or the
+/// customer whose phone (or contact's phone) is `from`.
+async fn find_or_start(
+    conn: &AsyncPgConnection,
+    org: Uuid,
+    call: &Call,
+    request_id: &str,
+    channel: i32,
+    from: &str,
+    customer: Option<Uuid>,
+) -> Result<Conversation, ApiError> {
+    let existing = cv::conversations
+        .filter(cv::organization_id.eq(org))
+        .filter(cv::channel.eq(small(channel)))
+        .filter(cv::participant.eq(from))
+        .filter(cv::delete_time.is_null())
+        .select(crate::conversations::ConversationRow::as_select())
+        .first(&mut { conn })
+        .await
+        .optional()?;
+    if let Some(row) = existing {
+        return Ok(Conversations::to_proto(row));
+    }
+    let customer = match customer {
+        Some(c) => Some(c),
+        None => {
+            let direct: Option<Uuid> = cu::customers
+                .filter(cu::organization_id.eq(org))
+                .filter(cu::phone.eq(from).or(cu::email.eq(from)))
+                .filter(cu::delete_time.is_null())
+                .order(cu::id)
+                .select(cu::id)
+                .first(&mut { conn })
+                .await
+                .optional()?;
+            match direct {
+                Some(c) => Some(c),
+                None => ct::contacts
+                    .filter(ct::organization_id.eq(org))
+                    .filter(ct::phone.eq(from).or(ct::email.eq(from)))
+                    .filter(ct::delete_time.is_null())
+                    .order(ct::id)
+                    .select(ct::customer_id)
+                    .first(&mut { conn })
+                    .await
+                    .optional()?,
+            }
+        }
+    };
+    let Some(customer) = customer else {
+        return Err(ApiError::FailedPrecondition {
+            reason: "UNKNOWN_SENDER",
+            message: "no customer or contact has this address; name the customer".into(),
+        });
+    };
+    crate::contacts::require_live_customer(conn, org, customer, "the customer").await?;
+    let new = NewConversation {
+        organization_id: org,
+        id: Uuid::now_v7(),
+        customer_id: customer,
+        channel: small(channel),
+        participant: from.to_owned(),
+        subject: String::new(),
+        created_by: call.actor().to_owned(),
+        updated_by: call.actor().to_owned(),
+    };
+    let row = diesel::insert_into(cv::conversations)
+        .values(&new)
+        .returning(crate::conversations::ConversationRow::as_returning())
+        .get_result(&mut { conn })
+        .await?;
+    let created = Conversations::to_proto(row);
+    emit(
+        conn,
+        org,
+        call,
+        request_id,
+        "created",
+        &created,
+        &created.name,
+        None,
+    )
+    .await?;
+    audit::record_change::<Conversations>(
+        conn,
+        org,
+        call,
+        request_id,
+        &created.name,
+        Action::Create,
+        None,
+        &created,
+        &["customer", "channel", "participant"],
+    )
+    .await?;
+    Ok(created)
+}
+
+/// A search query as PostgreSQL receives it: any text is safe for `websearch_to_tsquery`
+/// except NUL, which text values cannot hold.
+fn search_query(v: &mut Violations, query: &str) -> String {
+    if query.trim().is_empty() {
+        v.push("query", "REQUIRED", "words to search for are required");
+    } else if query.chars().count() > MAX_QUERY_CHARS {
+        v.push("query", "TOO_LONG", "at most 500 characters");
+    }
+    query.replace('\0', " ")
+}
+
+#[derive(QueryableByName)]
+struct MessageHitRow {
+    #[diesel(embed)]
+    message: MessageRow,
+    #[diesel(sql_type = Float4)]
+    rank: f32,
+}
+
+#[derive(QueryableByName)]
+struct CustomerHitRow {
+    #[diesel(embed)]
+    customer: CustomerRow,
+    #[diesel(sql_type = Float4)]
+    rank: f32,
+}
+
+impl MessageHitRow {
+    fn id(&self) -> Uuid {
+        self.message.id
+    }
+}
+
+impl CustomerHitRow {
+    fn id(&self) -> Uuid {
+        self.customer.id
+    }
+}
+
+/// The position after the last hit of a page: its rank and id.
+fn search_after(listing: &Listing) -> Result<(Option<f32>, Option<Uuid>), ApiError> {
+    match listing.after.as_deref() {
+        None => Ok((None, None)),
+        Some([rank, id]) => match (rank.parse::<f32>(), Uuid::parse_str(id)) {
+            (Ok(r), Ok(i)) => Ok((Some(r), Some(i))),
+            _ => Err(ApiError::invalid(
+                "page_token",
+                "INVALID_PAGE_TOKEN",
+                "page_token is malformed",
+            )),
+        },
+        Some(_) => Err(ApiError::invalid(
+            "page_token",
+            "INVALID_PAGE_TOKEN",
+            "page_token is malformed",
+        )),
+    }
+}
+
+fn begin_search(
+    state: &CoreState,
+    principal: &Principal,
+    parent: &str,
+    query: &str,
+    page_size: i32,
+    page_token: &str,
+) -> Result<(Listing, String), ApiError> {
+    let mut v = Violations::new();
+    let q = search_query(&mut v, query);
+    v.finish()?;
+    let listing = Listing::begin(
+        principal,
+        &state.page_tokens,
+        parent,
+        page_size,
+        page_token,
+        &[query],
+        20,
+        100,
+    )?;
+    Ok((listing, q))
+}
+
+#[tonic::async_trait]
+impl MessageService for MessageApi {
+    async fn send_message(
+        &self,
+        req: Request<SendMessageRequest>,
+    ) -> Result<Response<Message>, Status> {
+        let call = Call::of(&req, SERVICE, "send_message")?;
+        self.send(call, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn record_inbound_message(
+        &self,
+        req: Request<RecordInboundMessageRequest>,
+    ) -> Result<Response<Message>, Status> {
+        let call = Call::of(&req, SERVICE, "record_inbound_message")?;
+        self.inbound(call, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn record_delivery_report(
+        &self,
+        req: Request<RecordDeliveryReportRequest>,
+    ) -> Result<Response<Message>, Status> {
+        let call = Call::of(&req, SERVICE, "record_delivery_report")?;
+        self.delivery(call, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn get_message(
+        &self,
+        req: Request<GetMessageRequest>,
+    ) -> Result<Response<Message>, Status> {
+        let principal = principal_of(&req)?;
+        let name = req.into_inner().name;
+        let (org, id) = names::parse_child(&name, "messages", "name").map_err(status)?;
+        names::require_same_organization(&principal, org).map_err(status)?;
+        let row = crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
+            Box::pin(async move {
+                m::messages
+                    .filter(m::organization_id.eq(org))
+                    .filter(m::id.eq(id))
+                    .select(MessageRow::as_select())
+                    .first(&mut { conn })
+                    .await
+                    .optional()
+                    .map_err(ApiError::from)
+            })
+        })
+        .await
+        .map_err(status)?
+        .ok_or_else(|| {
+            status(ApiError::NotFound {
+                resource_type: "core.crm/Message",
+                name: name.clone(),
+            })
+        })?;
+        Ok(Response::new(row.into()))
+    }
+
+    async fn list_messages(
+        &self,
+        req: Request<ListMessagesRequest>,
+    ) -> Result<Response<ListMessagesResponse>, Status> {
+        let principal = principal_of(&req)?;
+        let b = req.into_inner();
+        let (org, conversation) =
+            names::parse_child(&b.parent, "conversations", "parent").map_err(status)?;
+        let listing = Listing::begin(
+            &principal,
+            &self.state.page_tokens,
+            &names::organization_name(org),
+            b.page_size,
+            &b.page_token,
+            &[&b.parent],
+            50,
+            crm_platform::api::listing::MAX_PAGE_SIZE,
+        )
+        .map_err(status)?;
+        // Message ids are UUIDv7, so id order is creation order.
+        let after = listing.after_uuid().map_err(status)?;
+        let limit = listing.limit();
+        let parent = b.parent.clone();
+        let mut rows: Vec<MessageRow> =
+            crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
+                Box::pin(async move {
+                    if Conversations::find(conn, org, conversation, false)
+                        .await?
+                        .is_none()
+                    {
+                        return Err(not_found::<Conversations>(&parent));
+                    }
+                    let mut q = m::messages
+                        .filter(m::organization_id.eq(org))
+                        .filter(m::conversation_id.eq(conversation))
+                        .order(m::id.asc())
+                        .limit(limit)
+                        .select(MessageRow::as_select())
+                        .into_boxed();
+                    if let Some(id) = after {
+                        q = q.filter(m::id.gt(id));
+                    }
+                    Ok(q.load(&mut { conn }).await?)
+                })
+            })
+            .await
+            .map_err(status)?;
+        let next_page_token = listing.finish(&self.state.page_tokens, &mut rows, |r| {
+            vec![r.id.to_string()]
+        });
+        Ok(Response::new(ListMessagesResponse {
+            messages: rows.into_iter().map(Message::from).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn search_messages(
+        &self,
+        req: Request<SearchMessagesRequest>,
+    ) -> Result<Response<SearchMessagesResponse>, Status> {
+        let principal = principal_of(&req)?;
+        let b = req.into_inner();
+        let (listing, query) = begin_search(
+            &self.state,
+            &principal,
+            &b.parent,
+            &b.query,
+            b.page_size,
+            &b.page_token,
+        )
+        .map_err(status)?;
+        let (after_rank, after_id) = search_after(&listing).map_err(status)?;
+        let org = listing.org;
+        let limit = listing.limit();
+        let mut hits: Vec<MessageHitRow> =
+            crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
+                Box::pin(async move {
+                    diesel::sql_query(
+                        "SELECT * FROM (\
+                       SELECT m.*, ts_rank_cd(m.search, q) AS rank \
+                         FROM messages m, websearch_to_tsquery('english', $2) q \
+                        WHERE m.organization_id = $1 AND m.search @@ q\
+                     ) hits \
+                     WHERE $3::real IS NULL OR (rank, id) < ($3::real, $4::uuid) \
+                     ORDER BY rank DESC, id DESC LIMIT $5",
+                    )
+                    .bind::<SqlUuid, _>(org)
+                    .bind::<Text, _>(query)
+                    .bind::<Nullable<Float4>, _>(after_rank)
+                    .bind::<Nullable<SqlUuid>, _>(after_id)
+                    .bind::<diesel::sql_types::BigInt, _>(limit)
+                    .load(&mut { conn })
+                    .await
+                    .map_err(ApiError::from)
+                })
+            })
+            .await
+            .map_err(status)?;
+        let next_page_token = listing.finish(&self.state.page_tokens, &mut hits, |h| {
+            vec![h.rank.to_string(), h.id().to_string()]
+        });
+        Ok(Response::new(SearchMessagesResponse {
+            hits: hits
+                .into_iter()
+                .map(|h| MessageHit {
+                    message: Some(h.message.into()),
+                    rank: h.rank,
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn search_customers(
+        &self,
+        req: Request<SearchCustomersRequest>,
+    ) -> Result<Response<SearchCustomersResponse>, Status> {
+        let principal = principal_of(&req)?;
+        let b = req.into_inner();
+        let (listing, query) = begin_search(
+            &self.state,
+            &principal,
+            &b.parent,
+            &b.query,
+            b.page_size,
+            &b.page_token,
+        )
+        .map_err(status)?;
+        let (after_rank, after_id) = search_after(&listing).map_err(status)?;
+        let org = listing.org;
+        let limit = listing.limit();
+        let mut hits: Vec<CustomerHitRow> =
+            crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
+                Box::pin(async move {
+                    // Names are matched without stemming ('simple'), notes with it ('english').
+                    diesel::sql_query(
+                        "SELECT * FROM (\
+                       SELECT c.*, ts_rank_cd(c.search, t.q) AS rank \
+                         FROM customers c, \
+                              (SELECT websearch_to_tsquery('simple', $2) \
+                                      || websearch_to_tsquery('english', $2) AS q) t \
+                        WHERE c.organization_id = $1 AND c.delete_time IS NULL \
+                          AND c.search @@ t.q\
+                     ) hits \
+                     WHERE $3::real IS NULL OR (rank, id) < ($3::real, $4::uuid) \
+                     ORDER BY rank DESC, id DESC LIMIT $5",
+                    )
+                    .bind::<SqlUuid, _>(org)
+                    .bind::<Text, _>(query)
+                    .bind::<Nullable<Float4>, _>(after_rank)
+                    .bind::<Nullable<SqlUuid>, _>(after_id)
+                    .bind::<diesel::sql_types::BigInt, _>(limit)
+                    .load(&mut { conn })
+                    .await
+                    .map_err(ApiError::from)
+                })
+            })
+            .await
+            .map_err(status)?;
+        let next_page_token = listing.finish(&self.state.page_tokens, &mut hits, |h| {
+            vec![h.rank.to_string(), h.id().to_string()]
+        });
+        Ok(Response::new(SearchCustomersResponse {
+            hits: hits
+                .into_iter()
+                .map(|h| CustomerHit {
+                    customer: Some(Customer::from(h.customer)),
+                    rank: h.rank,
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+}
