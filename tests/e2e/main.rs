@@ -15,6 +15,7 @@ mod identity;
 mod members;
 mod messaging;
 mod migrations;
+mod operations;
 mod outbox;
 mod pagination;
 mod platform;

@@ -11,10 +11,12 @@ pub mod conversations;
 pub mod customers;
 pub mod equipment;
 pub mod events;
+pub mod inventory;
 pub mod messages;
 pub mod properties;
 pub mod resource;
 pub mod schema;
+pub mod tickets;
 
 use std::sync::Arc;
 
@@ -83,6 +85,8 @@ pub fn policy() -> MethodPolicy {
         conversations::policy(),
         messages::policy(),
         consent::policy(),
+        tickets::policy(),
+        inventory::policy(),
     ]
     .iter()
     .fold(customers::policy(), MethodPolicy::merge)
@@ -96,8 +100,9 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
         conversation_service_server::ConversationServiceServer,
         customer_service_server::CustomerServiceServer,
         equipment_service_server::EquipmentServiceServer, event_service_server::EventServiceServer,
+        inventory_item_service_server::InventoryItemServiceServer,
         message_service_server::MessageServiceServer,
-        property_service_server::PropertyServiceServer,
+        property_service_server::PropertyServiceServer, ticket_service_server::TicketServiceServer,
     };
     use resource::Api;
 
@@ -158,5 +163,15 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
         ConsentServiceServer,
         consent::ConsentApi::new(state.clone()),
         consent::policy()
+    );
+    add!(
+        TicketServiceServer,
+        Api::<tickets::Tickets>::new(state.clone()),
+        tickets::policy()
+    );
+    add!(
+        InventoryItemServiceServer,
+        Api::<inventory::InventoryItems>::new(state.clone()),
+        inventory::policy()
     );
 }

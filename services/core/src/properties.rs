@@ -226,13 +226,6 @@ fn leaf(
     }
 }
 
-/// Whether `s` is a zone / slug: lower-case letters, digits and '-', 1 to 40 characters.
-fn is_slug(s: &str) -> bool {
-    (1..=40).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
 fn validate_address(v: &mut Violations, field: &str, a: Option<&PostalAddress>) {
     let Some(a) = a else {
         v.push(field, "REQUIRED", "an address is required");
@@ -384,7 +377,7 @@ impl Resource for Properties {
                 "display_name" => validate::required_text(v, &field, &x.display_name, 200),
                 "address" => validate_address(v, &field, x.address.as_ref()),
                 "location" => validate_location(v, &field, x.location.as_ref()),
-                "zone" if !x.zone.is_empty() && !is_slug(&x.zone) => v.push(
+                "zone" if !x.zone.is_empty() && !validate::is_slug(&x.zone) => v.push(
                     field,
                     "INVALID_ZONE",
                     "lower-case letters, digits and '-', at most 40 characters",

@@ -214,3 +214,70 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(customers, contacts);
+
+diesel::table! {
+    tickets (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        customer_id -> Uuid,
+        subject -> Text,
+        description -> Text,
+        status -> Int2,
+        priority -> Int2,
+        assignee -> Text,
+        sla_due_time -> Timestamptz,
+        reopen_count -> Int4,
+        resolve_time -> Nullable<Timestamptz>,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    inventory_items (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        sku -> Text,
+        display_name -> Text,
+        unit -> Text,
+        reorder_point -> Int8,
+        notes -> Text,
+        total_on_hand -> Int8,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    stock_levels (organization_id, item_id, location) {
+        organization_id -> Uuid,
+        item_id -> Uuid,
+        location -> Text,
+        quantity -> Int8,
+    }
+}
+
+diesel::table! {
+    stock_adjustments (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        item_id -> Uuid,
+        location -> Text,
+        delta -> Int8,
+        quantity_after -> Int8,
+        reason -> Text,
+        reference -> Text,
+        actor -> Text,
+        create_time -> Timestamptz,
+    }
+}

@@ -12,6 +12,14 @@ pub mod permission {
     pub const CUSTOMERS_DELETE: &str = "crm.customers.delete";
     /// Read the core event stream.
     pub const CORE_EVENTS_READ: &str = "crm.events.read";
+    /// Read support tickets.
+    pub const TICKETS_READ: &str = "crm.tickets.read";
+    /// Open, change and delete support tickets.
+    pub const TICKETS_WRITE: &str = "crm.tickets.write";
+    /// Read inventory.
+    pub const INVENTORY_READ: &str = "crm.inventory.read";
+    /// Manage inventory items and adjust stock.
+    pub const INVENTORY_WRITE: &str = "crm.inventory.write";
     /// Read core's audit log.
     pub const CORE_AUDIT_READ: &str = "crm.audit.read";
     /// Read conversations and messages.
@@ -60,6 +68,8 @@ const ROLE_CATALOG: &[(&str, &[&str])] = &[
             permission::MESSAGES_SEND,
             permission::CONSENT_READ,
             permission::CONSENT_WRITE,
+            permission::TICKETS_READ,
+            permission::INVENTORY_READ,
         ],
     ),
     (
@@ -71,6 +81,9 @@ const ROLE_CATALOG: &[(&str, &[&str])] = &[
             permission::MESSAGES_SEND,
             permission::CONSENT_READ,
             permission::CONSENT_WRITE,
+            permission::TICKETS_READ,
+            permission::TICKETS_WRITE,
+            permission::INVENTORY_READ,
         ],
     ),
     (
@@ -79,6 +92,8 @@ const ROLE_CATALOG: &[(&str, &[&str])] = &[
             permission::CUSTOMERS_READ,
             permission::MESSAGES_READ,
             permission::CONSENT_READ,
+            permission::TICKETS_READ,
+            permission::INVENTORY_READ,
         ],
     ),
     ("analytics.viewer", &[permission::CUSTOMERS_READ]),

@@ -154,7 +154,7 @@ fn validate_fields(v: &mut Violations, c: &Customer, prefix: &str, paths: &[&str
                 } else {
                     &c.tier
                 };
-                if !value.is_empty() && !is_slug(value) {
+                if !value.is_empty() && !validate::is_slug(value) {
                     v.push(
                         field,
                         "INVALID_SLUG",
@@ -166,7 +166,7 @@ fn validate_fields(v: &mut Violations, c: &Customer, prefix: &str, paths: &[&str
                 if c.tags.len() > 20 {
                     v.push(field.clone(), "TOO_MANY_TAGS", "at most 20 tags");
                 }
-                if c.tags.iter().any(|t| !is_slug(t)) {
+                if c.tags.iter().any(|t| !validate::is_slug(t)) {
                     v.push(
                         field.clone(),
                         "INVALID_TAG",
@@ -192,13 +192,6 @@ fn validate_fields(v: &mut Violations, c: &Customer, prefix: &str, paths: &[&str
             _ => {}
         }
     }
-}
-
-/// Lower-case letters, digits and '-', 1 to 40 characters.
-fn is_slug(s: &str) -> bool {
-    (1..=40).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 async fn emit<M: Message + prost::Name>(

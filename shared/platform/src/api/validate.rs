@@ -154,6 +154,14 @@ pub fn optional_uuid(v: &mut Violations, field: &str, value: &str) -> Option<Uui
     }
 }
 
+/// Whether `s` is a slug: 1 to 40 lower-case ASCII letters, digits and '-'.
+#[must_use]
+pub fn is_slug(s: &str) -> bool {
+    (1..=40).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,3 @@
+DROP TABLE stock_adjustments;
+DROP TABLE stock_levels;
+DROP TABLE inventory_items;

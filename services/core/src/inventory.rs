@@ -1,0 +1,597 @@
+//! `crm.core.v1.InventoryItemService`: stocked items (SKU unique per organization) and their
+//! quantities per location, which change only through recorded adjustments and never go below
+//! zero. Adjustments of one item are serialised by locking the item row.
+
+use chrono::{DateTime, Utc};
+use crm_auth::layer::principal_of;
+use crm_auth::{MethodPolicy, permission};
+use crm_db::filter::{self, BoxedPredicate, Filter, FilterError, Op, Value};
+use crm_platform::ApiError;
+use crm_platform::api::listing::Listing;
+use crm_platform::api::names::{self, child_name};
+use crm_platform::api::time::{optional_timestamp, timestamp};
+use crm_platform::api::validate::{self, Violations};
+use crm_platform::mutation::{self, IdempotencyKey};
+use crm_proto::core_v1::{
+    AdjustStockRequest, CreateInventoryItemRequest, DeleteInventoryItemRequest, FieldChange,
+    GetInventoryItemRequest, InventoryItem, ListInventoryItemsRequest, ListInventoryItemsResponse,
+    ListStockAdjustmentsRequest, ListStockAdjustmentsResponse, ListStockLevelsRequest,
+    ListStockLevelsResponse, StockAdjustment, StockLevel, UndeleteInventoryItemRequest,
+    UpdateInventoryItemRequest,
+};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+use crate::audit::{self, Action};
+use crate::resource::{
+    Api, Call, Meta, Order, OrderField, Resource, Store, emit, not_found, status,
+};
+use crate::schema::inventory_items::{self, dsl as it};
+use crate::schema::stock_adjustments::dsl as sa;
+use crate::schema::stock_levels::dsl as sl;
+
+const SERVICE: &str = "crm.core.v1.InventoryItemService";
+const MAX_QUANTITY: i64 = 1_000_000_000;
+
+/// The permission of every RPC.
+#[must_use]
+pub fn policy() -> MethodPolicy {
+    crate::resource::policy(
+        SERVICE,
+        &[
+            ("CreateInventoryItem", permission::INVENTORY_WRITE),
+            ("GetInventoryItem", permission::INVENTORY_READ),
+            ("ListInventoryItems", permission::INVENTORY_READ),
+            ("UpdateInventoryItem", permission::INVENTORY_WRITE),
+            ("DeleteInventoryItem", permission::INVENTORY_WRITE),
+            ("UndeleteInventoryItem", permission::INVENTORY_WRITE),
+            ("AdjustStock", permission::INVENTORY_WRITE),
+            ("ListStockLevels", permission::INVENTORY_READ),
+            ("ListStockAdjustments", permission::INVENTORY_READ),
+        ],
+    )
+}
+
+/// A row of `core.inventory_items`.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = inventory_items)]
+pub struct ItemRow {
+    pub organization_id: Uuid,
+    pub id: Uuid,
+    pub sku: String,
+    pub display_name: String,
+    pub unit: String,
+    pub reorder_point: i64,
+    pub notes: String,
+    pub total_on_hand: i64,
+    pub create_time: DateTime<Utc>,
+    pub update_time: DateTime<Utc>,
+    pub delete_time: Option<DateTime<Utc>>,
+    pub purge_time: Option<DateTime<Utc>>,
+    pub revision: i64,
+    pub created_by: String,
+    pub updated_by: String,
+}
+
+/// An item to insert.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = inventory_items)]
+pub struct NewItem {
+    organization_id: Uuid,
+    id: Uuid,
+    sku: String,
+    display_name: String,
+    unit: String,
+    reorder_point: i64,
+    notes: String,
+    created_by: String,
+    updated_by: String,
+}
+
+/// Changes to an item (never its stock).
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = inventory_items)]
+pub struct ItemChanges {
+    sku: Option<String>,
+    display_name: Option<String>,
+    unit: Option<String>,
+    reorder_point: Option<i64>,
+    notes: Option<String>,
+}
+
+impl NewItem {
+    fn from_proto(org: Uuid, id: Uuid, x: &InventoryItem, actor: &str) -> Self {
+        Self {
+            organization_id: org,
+            id,
+            sku: x.sku.trim().to_owned(),
+            display_name: x.display_name.trim().to_owned(),
+            unit: x.unit.clone(),
+            reorder_point: x.reorder_point,
+            notes: x.notes.clone(),
+            created_by: actor.to_owned(),
+            updated_by: actor.to_owned(),
+        }
+    }
+}
+
+impl ItemChanges {
+    fn from_mask(x: &InventoryItem, paths: &[&str]) -> Self {
+        let mut ch = Self::default();
+        for path in paths {
+            match *path {
+                "sku" => ch.sku = Some(x.sku.trim().to_owned()),
+                "display_name" => ch.display_name = Some(x.display_name.trim().to_owned()),
+                "unit" => ch.unit = Some(x.unit.clone()),
+                "reorder_point" => ch.reorder_point = Some(x.reorder_point),
+                "notes" => ch.notes = Some(x.notes.clone()),
+                _ => {}
+            }
+        }
+        ch
+    }
+}
+
+/// The inventory item resource.
+#[derive(Debug)]
+pub struct InventoryItems;
+
+const FILTER_FIELDS: &[&str] = &[
+    "sku",
+    "display_name",
+    "unit",
+    "needs_reorder",
+    "create_time",
+    "update_time",
+];
+
+fn leaf(
+    field: &str,
+    op: Op,
+    value: &Value,
+) -> Result<BoxedPredicate<inventory_items::table>, FilterError> {
+    match field {
+        "sku" => crm_db::filter_text!(it::sku, field, op, value),
+        "display_name" => crm_db::filter_text!(it::display_name, field, op, value),
+        "unit" => crm_db::filter_text!(it::unit, field, op, value),
+        "needs_reorder" => {
+            let flag = crate::resource::store::bool_value(field, value)?;
+            let low = it::total_on_hand.le(it::reorder_point);
+            match (op, flag) {
+                (Op::Eq, true) | (Op::Ne, false) => Ok(Box::new(low)),
+                (Op::Eq, false) | (Op::Ne, true) => {
+                    Ok(Box::new(it::total_on_hand.gt(it::reorder_point)))
+                }
+                (Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Has, _) => {
+                    Err(filter::unsupported_op(field, op))
+                }
+            }
+        }
+        "create_time" => crm_db::filter_time!(it::create_time, field, op, value),
+        "update_time" => crm_db::filter_time!(it::update_time, field, op, value),
+        other => Err(filter::unknown_field(other, FILTER_FIELDS)),
+    }
+}
+
+fn is_sku(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes().all(|b| {
+            b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
+}
+
+impl Resource for InventoryItems {
+    type Proto = InventoryItem;
+    type Row = ItemRow;
+    const RESOURCE_TYPE: &'static str = "core.crm/InventoryItem";
+    const COLLECTION: &'static str = "inventoryItems";
+    const FIELD: &'static str = "inventory_item";
+    const UPDATABLE: &'static [&'static str] =
+        &["sku", "display_name", "unit", "reorder_point", "notes"];
+    const OUTPUT_ONLY: &'static [&'static str] = &[
+        "name",
+        "total_on_hand",
+        "needs_reorder",
+        "create_time",
+        "update_time",
+        "delete_time",
+        "purge_time",
+        "etag",
+        "creator",
+        "last_modifier",
+    ];
+
+    fn name(x: &InventoryItem) -> &str {
+        &x.name
+    }
+    fn etag(x: &InventoryItem) -> &str {
+        &x.etag
+    }
+    fn meta(row: &ItemRow) -> Meta {
+        Meta {
+            revision: row.revision,
+            deleted: row.delete_time.is_some(),
+        }
+    }
+    fn sort_key(row: &ItemRow, field: OrderField) -> Vec<String> {
+        let value = match field {
+            OrderField::CreateTime => row.create_time.to_rfc3339(),
+            OrderField::UpdateTime => row.update_time.to_rfc3339(),
+            OrderField::DisplayName => row.display_name.clone(),
+        };
+        Order::key(value, row.id)
+    }
+    fn to_proto(row: ItemRow) -> InventoryItem {
+        let ItemRow {
+            organization_id,
+            id,
+            sku,
+            display_name,
+            unit,
+            reorder_point,
+            notes,
+            total_on_hand,
+            create_time,
+            update_time,
+            delete_time,
+            purge_time,
+            revision,
+            created_by,
+            updated_by,
+        } = row;
+        InventoryItem {
+            name: child_name(organization_id, "inventoryItems", id),
+            sku,
+            display_name,
+            unit,
+            reorder_point,
+            notes,
+            total_on_hand,
+            needs_reorder: total_on_hand <= reorder_point,
+            create_time: Some(timestamp(create_time)),
+            update_time: Some(timestamp(update_time)),
+            delete_time: optional_timestamp(delete_time),
+            purge_time: optional_timestamp(purge_time),
+            etag: crm_db::etag::from_revision(revision),
+            creator: created_by,
+            last_modifier: updated_by,
+        }
+    }
+    fn validate(v: &mut Violations, _org: Option<Uuid>, x: &InventoryItem, paths: &[&str]) {
+        for path in paths {
+            let field = format!("inventory_item.{path}");
+            match *path {
+                "sku" if !is_sku(x.sku.trim()) => v.push(
+                    field,
+                    "INVALID_SKU",
+                    "1 to 64 of A-Z, 0-9, '-', '_' and '.'",
+                ),
+                "display_name" => validate::required_text(v, &field, &x.display_name, 200),
+                "unit" if !validate::is_slug(&x.unit) => {
+                    v.push(field, "INVALID_UNIT", "a unit such as each, gallon or lb");
+                }
+                "reorder_point" if !(0..=MAX_QUANTITY).contains(&x.reorder_point) => {
+                    v.push(field, "OUT_OF_RANGE", "0 to 1,000,000,000");
+                }
+                "notes" => validate::optional_text(v, &field, &x.notes, 10_000),
+                _ => {}
+            }
+        }
+    }
+    fn check_filter(f: &Filter) -> Result<(), FilterError> {
+        filter::compile(f, &leaf).map(|_| ())
+    }
+}
+
+crate::standard_store!(
+    InventoryItems,
+    inventory_items,
+    display_name,
+    ItemRow,
+    NewItem,
+    ItemChanges,
+    leaf
+);
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = crate::schema::stock_adjustments)]
+struct AdjustmentRow {
+    id: Uuid,
+    item_id: Uuid,
+    location: String,
+    delta: i64,
+    quantity_after: i64,
+    reason: String,
+    reference: String,
+    actor: String,
+    create_time: DateTime<Utc>,
+}
+
+impl AdjustmentRow {
+    fn into_proto(self, org: Uuid) -> StockAdjustment {
+        StockAdjustment {
+            name: format!(
+                "{}/adjustments/{}",
+                child_name(org, "inventoryItems", self.item_id),
+                self.id
+            ),
+            location: self.location,
+            delta: self.delta,
+            quantity_after: self.quantity_after,
+            reason: self.reason,
+            reference: self.reference,
+            actor: self.actor,
+            create_time: Some(timestamp(self.create_time)),
+        }
+    }
+}
+
+async fn adjust(
+    api: &Api<InventoryItems>,
+    call: Call,
+    b: AdjustStockRequest,
+) -> Result<StockAdjustment, ApiError> {
+    let mut v = Violations::new();
+    let parsed = crate::resource::parse_name::<InventoryItems>(&mut v, &b.name, "name");
+    if !validate::is_slug(&b.location) {
+        v.push(
+            "location",
+            "INVALID_LOCATION",
+            "a location such as main-yard or truck-7",
+        );
+    }
+    if b.delta == 0 || !(-MAX_QUANTITY..=MAX_QUANTITY).contains(&b.delta) {
+        v.push(
+            "delta",
+            "OUT_OF_RANGE",
+            "a non-zero change of at most 1,000,000,000 either way",
+        );
+    }
+    validate::required_text(&mut v, "reason", &b.reason, 200);
+    validate::optional_text(&mut v, "reference", &b.reference, 500);
+    let mut fingerprint = b.clone();
+    fingerprint.request_id.clear();
+    let key = IdempotencyKey::from_request(&mut v, &call.method, &b.request_id, &fingerprint);
+    v.finish()?;
+    let (org, id) =
+        parsed.ok_or_else(|| ApiError::Internal("name parsed without violation".into()))?;
+    names::require_same_organization(&call.principal, org)?;
+    let deadline = call.deadline;
+    let write = mutation::idempotent(api.state.pool.clone(), org, key, move |conn| {
+        Box::pin(async move {
+            // The item row lock serialises adjustments of this item.
+            let item = InventoryItems::find(conn, org, id, true)
+                .await?
+                .ok_or_else(|| not_found::<InventoryItems>(&b.name))?;
+            if item.delete_time.is_some() {
+                return Err(ApiError::FailedPrecondition {
+                    reason: "RESOURCE_DELETED",
+                    message: "stock of a deleted item cannot change".into(),
+                });
+            }
+            let here: i64 = sl::stock_levels
+                .filter(sl::organization_id.eq(org))
+                .filter(sl::item_id.eq(id))
+                .filter(sl::location.eq(&b.location))
+                .select(sl::quantity)
+                .first(&mut { conn })
+                .await
+                .optional()?
+                .unwrap_or(0);
+            let after = here + b.delta;
+            if after < 0 {
+                return Err(ApiError::FailedPrecondition {
+                    reason: "INSUFFICIENT_STOCK",
+                    message: format!(
+                        "{} has {here} on hand; cannot remove {}",
+                        b.location, -b.delta
+                    ),
+                });
+            }
+            diesel::insert_into(sl::stock_levels)
+                .values((
+                    sl::organization_id.eq(org),
+                    sl::item_id.eq(id),
+                    sl::location.eq(&b.location),
+                    sl::quantity.eq(after),
+                ))
+                .on_conflict((sl::organization_id, sl::item_id, sl::location))
+                .do_update()
+                .set(sl::quantity.eq(after))
+                .execute(&mut { conn })
+                .await?;
+            diesel::update(it::inventory_items)
+                .filter(it::organization_id.eq(org))
+                .filter(it::id.eq(id))
+                .set(it::total_on_hand.eq(it::total_on_hand + b.delta))
+                .execute(&mut { conn })
+                .await?;
+            let updated =
+                InventoryItems::to_proto(InventoryItems::touch(conn, org, id, call.actor()).await?);
+            let row: AdjustmentRow = diesel::insert_into(sa::stock_adjustments)
+                .values((
+                    sa::organization_id.eq(org),
+                    sa::id.eq(Uuid::now_v7()),
+                    sa::item_id.eq(id),
+                    sa::location.eq(&b.location),
+                    sa::delta.eq(b.delta),
+                    sa::quantity_after.eq(after),
+                    sa::reason.eq(&b.reason),
+                    sa::reference.eq(&b.reference),
+                    sa::actor.eq(call.actor()),
+                ))
+                .returning(AdjustmentRow::as_returning())
+                .get_result(&mut { conn })
+                .await?;
+            emit(
+                conn,
+                org,
+                &call,
+                &b.request_id,
+                "stock_adjusted",
+                &updated,
+                &b.name,
+                None,
+            )
+            .await?;
+            audit::record(
+                conn,
+                org,
+                &call,
+                &b.request_id,
+                &b.name,
+                Action::Custom("adjust_stock"),
+                &[
+                    FieldChange {
+                        field: format!("stock_levels[{}]", b.location),
+                        before: here.to_string(),
+                        after: after.to_string(),
+                    },
+                    FieldChange {
+                        field: "total_on_hand".into(),
+                        before: item.total_on_hand.to_string(),
+                        after: updated.total_on_hand.to_string(),
+                    },
+                ],
+            )
+            .await?;
+            Ok(row.into_proto(org))
+        })
+    });
+    let out = mutation::detached(deadline, write).await?;
+    api.state.events_written.notify_waiters();
+    Ok(out)
+}
+
+/// The organization and item of a child-collection parent, with the listing begun.
+fn begin_child_list(
+    api: &Api<InventoryItems>,
+    principal: &crm_auth::Principal,
+    parent: &str,
+    page_size: i32,
+    page_token: &str,
+) -> Result<(Listing, Uuid), ApiError> {
+    let (org, id) = names::parse_child(parent, "inventoryItems", "parent")?;
+    let listing = Listing::begin(
+        principal,
+        &api.state.page_tokens,
+        &names::organization_name(org),
+        page_size,
+        page_token,
+        &[parent],
+        50,
+        crm_platform::api::listing::MAX_PAGE_SIZE,
+    )?;
+    Ok((listing, id))
+}
+
+crate::standard_service! {
+    crm_proto::core_v1::inventory_item_service_server::InventoryItemService, InventoryItems,
+    "crm.core.v1.InventoryItemService", inventory_item;
+    create_inventory_item(CreateInventoryItemRequest, inventory_item_id);
+    get_inventory_item(GetInventoryItemRequest, |_| false);
+    list_inventory_items(ListInventoryItemsRequest, |_| false)
+        -> ListInventoryItemsResponse.inventory_items;
+    update_inventory_item(UpdateInventoryItemRequest);
+    delete_inventory_item(DeleteInventoryItemRequest);
+    undelete_inventory_item(UndeleteInventoryItemRequest);
+
+    async fn adjust_stock(
+        &self,
+        req: tonic::Request<AdjustStockRequest>,
+    ) -> Result<tonic::Response<StockAdjustment>, tonic::Status> {
+        let call = Call::of(&req, SERVICE, "adjust_stock")?;
+        adjust(self, call, req.into_inner())
+            .await
+            .map(tonic::Response::new)
+            .map_err(status)
+    }
+
+    async fn list_stock_levels(
+        &self,
+        req: tonic::Request<ListStockLevelsRequest>,
+    ) -> Result<tonic::Response<ListStockLevelsResponse>, tonic::Status> {
+        let principal = principal_of(&req)?;
+        let b = req.into_inner();
+        let (listing, id) = begin_child_list(self, &principal, &b.parent, b.page_size, &b.page_token)
+            .map_err(status)?;
+        let org = listing.org;
+        let after = match listing.after.as_deref() {
+            None => None,
+            Some([location]) => Some(location.clone()),
+            Some(_) => {
+                return Err(status(ApiError::invalid("page_token", "INVALID_PAGE_TOKEN", "page_token is malformed")));
+            }
+        };
+        let limit = listing.limit();
+        let parent = b.parent.clone();
+        let mut rows: Vec<(String, i64)> = crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
+            Box::pin(async move {
+                if InventoryItems::find(conn, org, id, false).await?.is_none() {
+                    return Err(not_found::<InventoryItems>(&parent));
+                }
+                let mut q = sl::stock_levels
+                    .filter(sl::organization_id.eq(org))
+                    .filter(sl::item_id.eq(id))
+                    .order(sl::location.asc())
+                    .limit(limit)
+                    .select((sl::location, sl::quantity))
+                    .into_boxed();
+                if let Some(location) = after {
+                    q = q.filter(sl::location.gt(location));
+                }
+                Ok(q.load(&mut { conn }).await?)
+            })
+        })
+        .await
+        .map_err(status)?;
+        let next_page_token = listing.finish(&self.state.page_tokens, &mut rows, |(l, _)| vec![l.clone()]);
+        Ok(tonic::Response::new(ListStockLevelsResponse {
+            stock_levels: rows
+                .into_iter()
+                .map(|(location, quantity)| StockLevel { location, quantity })
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_stock_adjustments(
+        &self,
+        req: tonic::Request<ListStockAdjustmentsRequest>,
+    ) -> Result<tonic::Response<ListStockAdjustmentsResponse>, tonic::Status> {
+        let principal = principal_of(&req)?;
+        let b = req.into_inner();
+        let (listing, id) = begin_child_list(self, &principal, &b.parent, b.page_size, &b.page_token)
+            .map_err(status)?;
+        let org = listing.org;
+        let after = listing.after_uuid().map_err(status)?;
+        let limit = listing.limit();
+        let parent = b.parent.clone();
+        let mut rows: Vec<AdjustmentRow> = crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
+            Box::pin(async move {
+                if InventoryItems::find(conn, org, id, false).await?.is_none() {
+                    return Err(not_found::<InventoryItems>(&parent));
+                }
+                let mut q = sa::stock_adjustments
+                    .filter(sa::organization_id.eq(org))
+                    .filter(sa::item_id.eq(id))
+                    .order(sa::id.desc())
+                    .limit(limit)
+                    .select(AdjustmentRow::as_select())
+                    .into_boxed();
+                if let Some(a) = after {
+                    q = q.filter(sa::id.lt(a));
+                }
+                Ok(q.load(&mut { conn }).await?)
+            })
+        })
+        .await
+        .map_err(status)?;
+        let next_page_token = listing.finish(&self.state.page_tokens, &mut rows, |r| vec![r.id.to_string()]);
+        Ok(tonic::Response::new(ListStockAdjustmentsResponse {
+            stock_adjustments: rows.into_iter().map(|r| r.into_proto(org)).collect(),
+            next_page_token,
+        }))
+    }
+}
