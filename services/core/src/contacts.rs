@@ -350,6 +350,7 @@ impl Resource for Contacts {
 crate::standard_store!(
     Contacts,
     contacts,
+    create_time,
     display_name,
     ContactRow,
     NewContact,

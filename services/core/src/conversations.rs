@@ -306,6 +306,7 @@ impl Resource for Conversations {
 crate::standard_store!(
     Conversations,
     conversations,
+    create_time,
     subject,
     ConversationRow,
     NewConversation,

@@ -374,6 +374,7 @@ impl Resource for Equipment {
 crate::standard_store!(
     Equipment,
     equipment,
+    create_time,
     display_name,
     EquipmentRow,
     NewEquipment,

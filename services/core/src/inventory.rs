@@ -287,6 +287,7 @@ impl Resource for InventoryItems {
 crate::standard_store!(
     InventoryItems,
     inventory_items,
+    create_time,
     display_name,
     ItemRow,
     NewItem,

@@ -413,6 +413,7 @@ impl Resource for Properties {
 crate::standard_store!(
     Properties,
     properties,
+    create_time,
     display_name,
     PropertyRow,
     NewProperty,

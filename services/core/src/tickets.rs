@@ -443,6 +443,7 @@ impl Resource for Tickets {
 crate::standard_store!(
     Tickets,
     tickets,
+    create_time,
     subject,
     TicketRow,
     NewTicket,

@@ -471,7 +471,7 @@ impl CustomerService for CustomerApi {
         let size = page::page_size(body.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
             .map_err(|e| v.absorb(e.into()))
             .ok();
-        let order = Order::parse(&body.order_by)
+        let order = Order::parse(&body.order_by, "create_time", "display_name", false)
             .map_err(|m| v.push("order_by", "INVALID_ORDER_BY", m))
             .ok();
         let filter = crm_db::filter::parse(&body.filter)
@@ -529,7 +529,7 @@ impl CustomerService for CustomerApi {
                 .map(|last| {
                     self.state
                         .page_tokens
-                        .encode(&query_id, &order.key_of(last))
+                        .encode(&query_id, &store::key_of(order, last))
                 })
                 .unwrap_or_default()
         } else {

@@ -1,7 +1,7 @@
 //! Queries of `core.customers`. Every function runs inside the caller's tenant transaction and
 //! also filters on `organization_id` explicitly (the index leads with it; RLS is the second wall).
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use crm_db::filter::{self, BoxedPredicate, Filter, FilterError, Op, Value};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -99,25 +99,7 @@ pub async fn set_deleted(
         .await
 }
 
-/// The orders List supports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderField {
-    /// `create_time` (the default).
-    CreateTime,
-    /// `update_time`.
-    UpdateTime,
-    /// `display_name`.
-    DisplayName,
-}
-
-/// A List order: one field, ascending or descending, with `id` as the tie-breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Order {
-    /// Field.
-    pub field: OrderField,
-    /// Descending.
-    pub desc: bool,
-}
+pub use crate::resource::{After, ListQuery, Order, OrderField};
 
 /// Fields a filter may name.
 pub const FILTER_FIELDS: &[&str] = &[
@@ -134,84 +116,15 @@ pub const FILTER_FIELDS: &[&str] = &[
     "update_time",
 ];
 
-impl Order {
-    /// Parses `order_by` (`field` or `field desc`/`field asc`).
-    ///
-    /// # Errors
-    /// A message for the `order_by` violation.
-    pub fn parse(order_by: &str) -> Result<Self, String> {
-        let mut words = order_by.split_whitespace();
-        let field = match words.next() {
-            None | Some("create_time") => OrderField::CreateTime,
-            Some("update_time") => OrderField::UpdateTime,
-            Some("display_name") => OrderField::DisplayName,
-            Some(other) => {
-                return Err(format!(
-                    "cannot order by {other:?}; use create_time, update_time or display_name"
-                ));
-            }
-        };
-        let desc = match (words.next(), words.next()) {
-            (None | Some("asc"), None) => false,
-            (Some("desc"), None) => true,
-            _ => {
-                return Err(
-                    "order_by takes one field, optionally followed by asc or desc".to_owned(),
-                );
-            }
-        };
-        Ok(Self { field, desc })
-    }
-
-    /// The page-token key of a row under this order.
-    #[must_use]
-    pub fn key_of(&self, row: &CustomerRow) -> Vec<String> {
-        let value = match self.field {
-            OrderField::CreateTime => row.create_time.to_rfc3339(),
-            OrderField::UpdateTime => row.update_time.to_rfc3339(),
-            OrderField::DisplayName => row.display_name.clone(),
-        };
-        vec![value, row.id.to_string()]
-    }
-}
-
-/// Where a page starts: after the row with this order value and id.
-#[derive(Debug, Clone)]
-pub enum After {
-    /// A time-ordered key.
-    Time(DateTime<Utc>, Uuid),
-    /// A text-ordered key.
-    Text(String, Uuid),
-}
-
-impl After {
-    /// Decodes a page-token key for `order`; `None` if it does not fit (a forged or stale token).
-    #[must_use]
-    pub fn decode(order: Order, key: &[String]) -> Option<Self> {
-        let [value, id] = key else { return None };
-        let id = Uuid::parse_str(id).ok()?;
-        match order.field {
-            OrderField::CreateTime | OrderField::UpdateTime => DateTime::parse_from_rfc3339(value)
-                .ok()
-                .map(|t| Self::Time(t.with_timezone(&Utc), id)),
-            OrderField::DisplayName => Some(Self::Text(value.clone(), id)),
-        }
-    }
-}
-
-/// One List query.
-#[derive(Debug, Clone)]
-pub struct ListQuery {
-    /// Order.
-    pub order: Order,
-    /// Position.
-    pub after: Option<After>,
-    /// Rows to fetch.
-    pub limit: i64,
-    /// Include soft-deleted rows.
-    pub show_deleted: bool,
-    /// Parsed filter.
-    pub filter: Option<Filter>,
+/// The page-token key of a customer under `order`.
+#[must_use]
+pub fn key_of(order: Order, row: &CustomerRow) -> Vec<String> {
+    let value = match order.field {
+        OrderField::CreateTime => row.create_time.to_rfc3339(),
+        OrderField::UpdateTime => row.update_time.to_rfc3339(),
+        OrderField::DisplayName => row.display_name.clone(),
+    };
+    Order::key(value, row.id)
 }
 
 fn kind_number(value: &Value) -> Result<i16, FilterError> {
@@ -297,63 +210,6 @@ pub async fn list(
     if let Some(f) = &q.filter {
         query = query.filter(filter::compile(f, &leaf)?);
     }
-    let desc = q.order.desc;
-    query = match (&q.after, desc) {
-        (None, _) => query,
-        (Some(After::Time(t, id)), false) => match q.order.field {
-            OrderField::UpdateTime => query.filter(
-                c::update_time
-                    .gt(*t)
-                    .or(c::update_time.eq(*t).and(c::id.gt(*id))),
-            ),
-            OrderField::CreateTime | OrderField::DisplayName => query.filter(
-                c::create_time
-                    .gt(*t)
-                    .or(c::create_time.eq(*t).and(c::id.gt(*id))),
-            ),
-        },
-        (Some(After::Time(t, id)), true) => match q.order.field {
-            OrderField::UpdateTime => query.filter(
-                c::update_time
-                    .lt(*t)
-                    .or(c::update_time.eq(*t).and(c::id.lt(*id))),
-            ),
-            OrderField::CreateTime | OrderField::DisplayName => query.filter(
-                c::create_time
-                    .lt(*t)
-                    .or(c::create_time.eq(*t).and(c::id.lt(*id))),
-            ),
-        },
-        (Some(After::Text(s, id)), false) => query.filter(
-            c::display_name
-                .gt(s.clone())
-                .or(c::display_name.eq(s.clone()).and(c::id.gt(*id))),
-        ),
-        (Some(After::Text(s, id)), true) => query.filter(
-            c::display_name
-                .lt(s.clone())
-                .or(c::display_name.eq(s.clone()).and(c::id.lt(*id))),
-        ),
-    };
-    query = match (q.order.field, desc) {
-        (OrderField::CreateTime, false) => query
-            .order_by(c::create_time.asc())
-            .then_order_by(c::id.asc()),
-        (OrderField::CreateTime, true) => query
-            .order_by(c::create_time.desc())
-            .then_order_by(c::id.desc()),
-        (OrderField::UpdateTime, false) => query
-            .order_by(c::update_time.asc())
-            .then_order_by(c::id.asc()),
-        (OrderField::UpdateTime, true) => query
-            .order_by(c::update_time.desc())
-            .then_order_by(c::id.desc()),
-        (OrderField::DisplayName, false) => query
-            .order_by(c::display_name.asc())
-            .then_order_by(c::id.asc()),
-        (OrderField::DisplayName, true) => query
-            .order_by(c::display_name.desc())
-            .then_order_by(c::id.desc()),
-    };
+    let query = crate::keyset_page!(query, customers, create_time, display_name, q);
     Ok(query.load(&mut { conn }).await?)
 }

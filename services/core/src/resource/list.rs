@@ -15,7 +15,7 @@ use crate::CoreState;
 /// The orders a List supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderField {
-    /// `create_time` (the default).
+    /// The resource's time order field: `create_time` (the default), or e.g. `occur_time`.
     CreateTime,
     /// `update_time`.
     UpdateTime,
@@ -38,19 +38,26 @@ impl Order {
     ///
     /// # Errors
     /// A message for the `order_by` violation.
-    pub fn parse(order_by: &str, text: &str) -> Result<Self, String> {
+    pub fn parse(
+        order_by: &str,
+        time: &str,
+        text: &str,
+        default_desc: bool,
+    ) -> Result<Self, String> {
         let mut words = order_by.split_whitespace();
         let field = match words.next() {
-            None | Some("create_time") => OrderField::CreateTime,
+            None => OrderField::CreateTime,
+            Some(t) if t == time => OrderField::CreateTime,
             Some("update_time") => OrderField::UpdateTime,
             Some(t) if t == text => OrderField::DisplayName,
             Some(other) => {
                 return Err(format!(
-                    "cannot order by {other:?}; use create_time, update_time or {text}"
+                    "cannot order by {other:?}; use {time}, update_time or {text}"
                 ));
             }
         };
         let desc = match (words.next(), words.next()) {
+            (None, None) if order_by.trim().is_empty() => default_desc,
             (None | Some("asc"), None) => false,
             (Some("desc"), None) => true,
             _ => {
@@ -137,7 +144,7 @@ pub async fn list<R: Store>(
     full: bool,
 ) -> Result<(Vec<R::Proto>, String), ApiError> {
     let mut v = Violations::new();
-    let order = Order::parse(req.order_by, R::TEXT_ORDER)
+    let order = Order::parse(req.order_by, R::TIME_ORDER, R::TEXT_ORDER, R::DEFAULT_DESC)
         .map_err(|m| v.push("order_by", "INVALID_ORDER_BY", m))
         .ok();
     let filter = crm_db::filter::parse(req.filter)
@@ -205,7 +212,7 @@ pub async fn list<R: Store>(
 /// The keyset condition and order of a List over a table with the standard columns.
 #[macro_export]
 macro_rules! keyset_page {
-    ($query:expr, $table:ident, $text:ident, $q:expr) => {{
+    ($query:expr, $table:ident, $time:ident, $text:ident, $q:expr) => {{
         use $crate::resource::{After, OrderField};
         use $crate::schema::$table::dsl as t;
         let mut query = $query;
@@ -218,11 +225,9 @@ macro_rules! keyset_page {
                         .gt(*at)
                         .or(t::update_time.eq(*at).and(t::id.gt(*id))),
                 ),
-                OrderField::CreateTime | OrderField::DisplayName => query.filter(
-                    t::create_time
-                        .gt(*at)
-                        .or(t::create_time.eq(*at).and(t::id.gt(*id))),
-                ),
+                OrderField::CreateTime | OrderField::DisplayName => {
+                    query.filter(t::$time.gt(*at).or(t::$time.eq(*at).and(t::id.gt(*id))))
+                }
             },
             (Some(After::Time(at, id)), true) => match $q.order.field {
                 OrderField::UpdateTime => query.filter(
@@ -230,11 +235,9 @@ macro_rules! keyset_page {
                         .lt(*at)
                         .or(t::update_time.eq(*at).and(t::id.lt(*id))),
                 ),
-                OrderField::CreateTime | OrderField::DisplayName => query.filter(
-                    t::create_time
-                        .lt(*at)
-                        .or(t::create_time.eq(*at).and(t::id.lt(*id))),
-                ),
+                OrderField::CreateTime | OrderField::DisplayName => {
+                    query.filter(t::$time.lt(*at).or(t::$time.eq(*at).and(t::id.lt(*id))))
+                }
             },
             (Some(After::Text(s, id)), false) => query.filter(
                 t::$text
@@ -248,12 +251,12 @@ macro_rules! keyset_page {
             ),
         };
         match ($q.order.field, desc) {
-            (OrderField::CreateTime, false) => query
-                .order_by(t::create_time.asc())
-                .then_order_by(t::id.asc()),
-            (OrderField::CreateTime, true) => query
-                .order_by(t::create_time.desc())
-                .then_order_by(t::id.desc()),
+            (OrderField::CreateTime, false) => {
+                query.order_by(t::$time.asc()).then_order_by(t::id.asc())
+            }
+            (OrderField::CreateTime, true) => {
+                query.order_by(t::$time.desc()).then_order_by(t::id.desc())
+            }
             (OrderField::UpdateTime, false) => query
                 .order_by(t::update_time.asc())
                 .then_order_by(t::id.asc()),

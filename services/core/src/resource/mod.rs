@@ -82,6 +82,10 @@ pub trait Resource: Send + Sync + Sized + 'static {
     const RETENTION_DAYS: i64 = 30;
     /// The text field List can order by.
     const TEXT_ORDER: &'static str = "display_name";
+    /// The time field List orders by by default.
+    const TIME_ORDER: &'static str = "create_time";
+    /// Whether the default order is newest first.
+    const DEFAULT_DESC: bool = false;
 
     /// The resource's name.
     fn name(p: &Self::Proto) -> &str;

@@ -3,13 +3,13 @@
 //! `purge_time`, `revision`, `updated_by`). Every query filters on `organization_id` explicitly
 //! (the indexes lead with it); row-level security is the second wall.
 
-/// Implements [`Store`](crate::resource::Store) for `$resource` over table `$table` (text order
-/// column `$text`), with the
+/// Implements [`Store`](crate::resource::Store) for `$resource` over table `$table` (order
+/// columns `$time` and `$text`), with the
 /// row type `$row`, the insert built by `$new::from_proto(org, id, &proto, actor)`, the changes
 /// by `$changes::from_mask(&proto, paths)`, and the filter leaves of `$leaf`.
 #[macro_export]
 macro_rules! standard_store {
-    ($resource:ty, $table:ident, $text:ident, $row:ty, $new:ty, $changes:ty, $leaf:path) => {
+    ($resource:ty, $table:ident, $time:ident, $text:ident, $row:ty, $new:ty, $changes:ty, $leaf:path) => {
         impl $crate::resource::Store for $resource {
             fn insert<'a>(
                 conn: &'a diesel_async::AsyncPgConnection,
@@ -183,7 +183,7 @@ macro_rules! standard_store {
                     if let Some(f) = &q.filter {
                         query = query.filter(crm_db::filter::compile(f, &$leaf)?);
                     }
-                    let query = $crate::keyset_page!(query, $table, $text, q);
+                    let query = $crate::keyset_page!(query, $table, $time, $text, q);
                     Ok(diesel_async::RunQueryDsl::load(query, &mut { conn }).await?)
                 })
             }
