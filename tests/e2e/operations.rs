@@ -365,3 +365,114 @@ async fn concurrent_adjustments_lose_no_update_and_retries_apply_once() {
         assert_invalid_field(&status, field);
     }
 }
+
+#[tokio::test]
+async fn the_timeline_is_newest_first_and_filters_by_kind_and_time() {
+    use crm_proto::core_v1::activity_service_client::ActivityServiceClient;
+    use crm_proto::core_v1::{
+        Activity, ActivityKind, CreateActivityRequest, ListActivitiesRequest,
+    };
+    let env = Env::new().await;
+    let customer = env.create("Bayside Diner").await;
+    let ticket = new_ticket(&env, &customer.name, TicketPriority::Normal).await;
+    let mut client = ActivityServiceClient::new(env.server.channel.clone());
+    let day = 86_400;
+    let base = 1_790_000_000; // 2026-09-21
+    for (i, kind) in [
+        ActivityKind::Note,
+        ActivityKind::Call,
+        ActivityKind::Visit,
+        ActivityKind::Call,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        client
+            .create_activity(env.req(CreateActivityRequest {
+                parent: env.parent(),
+                activity: Some(Activity {
+                    customer: customer.name.clone(),
+                    kind: kind as i32,
+                    subject: format!("#{i}"),
+                    occur_time: Some(prost_types::Timestamp {
+                        seconds: base + i64::try_from(i).unwrap() * day,
+                        nanos: 0,
+                    }),
+                    related: if i == 1 {
+                        ticket.name.clone()
+                    } else {
+                        String::new()
+                    },
+                    ..Activity::default()
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+    }
+    let list = |filter: String| {
+        let mut client = client.clone();
+        let req = env.req(ListActivitiesRequest {
+            parent: env.parent(),
+            filter,
+            ..Default::default()
+        });
+        async move {
+            client
+                .list_activities(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .activities
+                .into_iter()
+                .map(|a| a.subject)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(String::new()).await, vec!["#3", "#2", "#1", "#0"]);
+    assert_eq!(list("kind = CALL".into()).await, vec!["#3", "#1"]);
+    assert_eq!(
+        list(format!(
+            "customer = \"{}\" AND occur_time >= \"2026-09-22T00:00:00Z\" AND occur_time < \"2026-09-24T00:00:00Z\"",
+            customer.name
+        ))
+        .await,
+        vec!["#2", "#1"]
+    );
+    assert_eq!(
+        list(format!("related = \"{}\"", ticket.name)).await,
+        vec!["#1"]
+    );
+
+    let missing = format!("{}/tickets/{}", env.parent(), Uuid::now_v7());
+    let status = client
+        .create_activity(env.req(CreateActivityRequest {
+            parent: env.parent(),
+            activity: Some(Activity {
+                customer: customer.name.clone(),
+                kind: ActivityKind::Note as i32,
+                related: missing,
+                ..Activity::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let status = client
+        .create_activity(env.req(CreateActivityRequest {
+            parent: env.parent(),
+            activity: Some(Activity {
+                customer: customer.name.clone(),
+                kind: 0,
+                related: "invoices/1".into(),
+                ..Activity::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    for field in ["activity.kind", "activity.related"] {
+        assert_invalid_field(&status, field);
+    }
+}

@@ -4,6 +4,7 @@
 //! its row model and conversions (`model.rs`) and its queries (`store.rs`); `events` serves the
 //! outbox as a resumable stream.
 
+pub mod activities;
 pub mod audit;
 pub mod consent;
 pub mod contacts;
@@ -87,6 +88,7 @@ pub fn policy() -> MethodPolicy {
         consent::policy(),
         tickets::policy(),
         inventory::policy(),
+        activities::policy(),
     ]
     .iter()
     .fold(customers::policy(), MethodPolicy::merge)
@@ -95,8 +97,8 @@ pub fn policy() -> MethodPolicy {
 /// Adds the core services to `server`.
 pub fn register(server: &mut GrpcServer, state: &CoreState) {
     use crm_proto::core_v1::{
-        audit_service_server::AuditServiceServer, consent_service_server::ConsentServiceServer,
-        contact_service_server::ContactServiceServer,
+        activity_service_server::ActivityServiceServer, audit_service_server::AuditServiceServer,
+        consent_service_server::ConsentServiceServer, contact_service_server::ContactServiceServer,
         conversation_service_server::ConversationServiceServer,
         customer_service_server::CustomerServiceServer,
         equipment_service_server::EquipmentServiceServer, event_service_server::EventServiceServer,
@@ -173,5 +175,10 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
         InventoryItemServiceServer,
         Api::<inventory::InventoryItems>::new(state.clone()),
         inventory::policy()
+    );
+    add!(
+        ActivityServiceServer,
+        Api::<activities::Activities>::new(state.clone()),
+        activities::policy()
     );
 }

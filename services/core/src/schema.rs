@@ -281,3 +281,23 @@ diesel::table! {
         create_time -> Timestamptz,
     }
 }
+
+diesel::table! {
+    activities (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        customer_id -> Uuid,
+        kind -> Int2,
+        subject -> Text,
+        body -> Text,
+        occur_time -> Timestamptz,
+        related -> Text,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
