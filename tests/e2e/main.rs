@@ -8,6 +8,7 @@
     reason = "test code"
 )]
 
+mod calls;
 mod customers;
 mod events;
 mod health;

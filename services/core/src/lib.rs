@@ -6,6 +6,8 @@
 
 pub mod activities;
 pub mod audit;
+pub mod call_dispositions;
+pub mod call_logs;
 pub mod consent;
 pub mod contacts;
 pub mod conversations;
@@ -17,6 +19,7 @@ pub mod messages;
 pub mod properties;
 pub mod resource;
 pub mod schema;
+pub mod sync_logs;
 pub mod tickets;
 
 use std::sync::Arc;
@@ -89,6 +92,9 @@ pub fn policy() -> MethodPolicy {
         tickets::policy(),
         inventory::policy(),
         activities::policy(),
+        call_dispositions::policy(),
+        call_logs::policy(),
+        sync_logs::policy(),
     ]
     .iter()
     .fold(customers::policy(), MethodPolicy::merge)
@@ -98,13 +104,16 @@ pub fn policy() -> MethodPolicy {
 pub fn register(server: &mut GrpcServer, state: &CoreState) {
     use crm_proto::core_v1::{
         activity_service_server::ActivityServiceServer, audit_service_server::AuditServiceServer,
+        call_disposition_service_server::CallDispositionServiceServer,
+        call_log_service_server::CallLogServiceServer,
         consent_service_server::ConsentServiceServer, contact_service_server::ContactServiceServer,
         conversation_service_server::ConversationServiceServer,
         customer_service_server::CustomerServiceServer,
         equipment_service_server::EquipmentServiceServer, event_service_server::EventServiceServer,
         inventory_item_service_server::InventoryItemServiceServer,
         message_service_server::MessageServiceServer,
-        property_service_server::PropertyServiceServer, ticket_service_server::TicketServiceServer,
+        property_service_server::PropertyServiceServer,
+        sync_log_service_server::SyncLogServiceServer, ticket_service_server::TicketServiceServer,
     };
     use resource::Api;
 
@@ -180,5 +189,20 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
         ActivityServiceServer,
         Api::<activities::Activities>::new(state.clone()),
         activities::policy()
+    );
+    add!(
+        CallDispositionServiceServer,
+        Api::<call_dispositions::CallDispositions>::new(state.clone()),
+        call_dispositions::policy()
+    );
+    add!(
+        CallLogServiceServer,
+        Api::<call_logs::CallLogs>::new(state.clone()),
+        call_logs::policy()
+    );
+    add!(
+        SyncLogServiceServer,
+        Api::<sync_logs::SyncLogs>::new(state.clone()),
+        sync_logs::policy()
     );
 }

@@ -301,3 +301,68 @@ diesel::table! {
         updated_by -> Text,
     }
 }
+
+diesel::table! {
+    call_dispositions (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        code -> Text,
+        display_name -> Text,
+        description -> Text,
+        active -> Bool,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    call_logs (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        customer_id -> Uuid,
+        direction -> Int2,
+        phone -> Text,
+        agent -> Text,
+        start_time -> Timestamptz,
+        duration_seconds -> Int4,
+        disposition -> Text,
+        notes -> Text,
+        recording_uri -> Text,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    sync_logs (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        system -> Text,
+        direction -> Int2,
+        status -> Int2,
+        cursor -> Text,
+        records_read -> Int8,
+        records_written -> Int8,
+        records_failed -> Int8,
+        errors -> Array<Text>,
+        start_time -> Timestamptz,
+        finish_time -> Nullable<Timestamptz>,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}

@@ -353,18 +353,12 @@ impl Resource for Tickets {
                         format!("{} is not a TicketPriority", x.priority),
                     );
                 }
-                "assignee" if !x.assignee.is_empty() => {
-                    let ok = x
-                        .assignee
-                        .strip_prefix("users/")
-                        .is_some_and(|id| Uuid::parse_str(id).is_ok());
-                    if !ok {
-                        v.push(
-                            field,
-                            "INVALID_ASSIGNEE",
-                            "a user resource name: users/{uuid}",
-                        );
-                    }
+                "assignee" if !x.assignee.is_empty() && !validate::is_user_name(&x.assignee) => {
+                    v.push(
+                        field,
+                        "INVALID_ASSIGNEE",
+                        "a user resource name: users/{uuid}",
+                    );
                 }
                 _ => {}
             }

@@ -20,6 +20,12 @@ pub mod permission {
     pub const INVENTORY_READ: &str = "crm.inventory.read";
     /// Manage inventory items and adjust stock.
     pub const INVENTORY_WRITE: &str = "crm.inventory.write";
+    /// Define the organization's settings in core (call dispositions).
+    pub const CORE_SETTINGS_WRITE: &str = "crm.settings.write";
+    /// Read integration sync logs.
+    pub const SYNC_READ: &str = "crm.sync.read";
+    /// Record integration sync runs.
+    pub const SYNC_WRITE: &str = "crm.sync.write";
     /// Read core's audit log.
     pub const CORE_AUDIT_READ: &str = "crm.audit.read";
     /// Read conversations and messages.
@@ -97,7 +103,14 @@ const ROLE_CATALOG: &[(&str, &[&str])] = &[
         ],
     ),
     ("analytics.viewer", &[permission::CUSTOMERS_READ]),
-    ("service.integrations", &[permission::CREDENTIALS_USE]),
+    (
+        "service.integrations",
+        &[
+            permission::CREDENTIALS_USE,
+            permission::SYNC_READ,
+            permission::SYNC_WRITE,
+        ],
+    ),
     ("service.delegate", &[permission::TOKENS_DELEGATE]),
     (
         "service.reader",

@@ -154,6 +154,13 @@ pub fn optional_uuid(v: &mut Violations, field: &str, value: &str) -> Option<Uui
     }
 }
 
+/// Whether `s` names a user: `users/{uuid}`.
+#[must_use]
+pub fn is_user_name(s: &str) -> bool {
+    s.strip_prefix("users/")
+        .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok())
+}
+
 /// Whether `s` is a slug: 1 to 40 lower-case ASCII letters, digits and '-'.
 #[must_use]
 pub fn is_slug(s: &str) -> bool {

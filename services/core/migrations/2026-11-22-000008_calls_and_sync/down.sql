@@ -1,0 +1,3 @@
+DROP TABLE sync_logs;
+DROP TABLE call_logs;
+DROP TABLE call_dispositions;
