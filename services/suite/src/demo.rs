@@ -209,9 +209,14 @@ async fn demo_client(
 pub fn print_next_steps(addr: SocketAddr, database: &str, demo: Option<&Demo>) {
     println!();
     println!("CRM suite is serving gRPC on {addr} (reflection and grpc.health.v1 enabled)");
-    println!(
-        "  services: crm.identity.v1 (Auth, OAuth, Key, Revocation, Organization, Member, Role, Session, ApiClient, Mfa, IntegrationCredential, Audit), crm.core.v1 (Customer, Event)"
-    );
+    for package in ["crm.identity.v1", "crm.core.v1"] {
+        let services: Vec<String> = crm_proto::json::service_names()
+            .iter()
+            .filter_map(|n| n.strip_prefix(&format!("{package}.")))
+            .map(|n| n.trim_end_matches("Service").to_owned())
+            .collect();
+        println!("  {package}: {}", services.join(", "));
+    }
     println!("  database: {database}");
     println!();
     println!("List the services:");

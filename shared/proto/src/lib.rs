@@ -58,8 +58,8 @@ pub use crm::common::v1 as common_v1;
 pub use crm::core::v1 as core_v1;
 pub use crm::identity::v1 as identity_v1;
 
-/// Messages in the proto3 JSON mapping, through the descriptor set (for audit records and the
-/// HTTP gateway).
+/// The descriptor set at run time: messages in the proto3 JSON mapping (audit records, the HTTP
+/// gateway) and the list of the suite's services.
 pub mod json {
     use std::sync::OnceLock;
 
@@ -69,6 +69,21 @@ pub mod json {
         static POOL: OnceLock<Option<DescriptorPool>> = OnceLock::new();
         POOL.get_or_init(|| DescriptorPool::decode(super::FILE_DESCRIPTOR_SET).ok())
             .as_ref()
+    }
+
+    /// The full names of the suite's services (`crm.*`), sorted.
+    #[must_use]
+    pub fn service_names() -> Vec<String> {
+        let mut names: Vec<String> = pool()
+            .map(|p| {
+                p.services()
+                    .map(|s| s.full_name().to_owned())
+                    .filter(|n| n.starts_with("crm."))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
     }
 
     /// `message` as a JSON object keyed by proto field names, every field present (defaults
