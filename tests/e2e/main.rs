@@ -9,6 +9,7 @@
 )]
 
 mod calls;
+mod core_tenancy;
 mod customers;
 mod events;
 mod health;
