@@ -542,6 +542,25 @@ async fn delivery_reports_move_forward_only() {
         .await
         .unwrap_err();
     assert_eq!(reason(&status), "UNKNOWN_SENDER");
+    // An opt-out from a number no customer has is still honoured.
+    let stranger = "+15559999998";
+    grant(&env, stranger, MessagePurpose::Transactional).await;
+    let status = messages(&env)
+        .record_inbound_message(env.req(RecordInboundMessageRequest {
+            parent: env.parent(),
+            channel: Channel::Sms as i32,
+            from: stranger.into(),
+            body: "STOP".into(),
+            provider_message_id: "SM-stop".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "UNKNOWN_SENDER");
+    assert_eq!(
+        check(&env, stranger, MessagePurpose::Transactional, None).await,
+        (false, "CONSENT_REVOKED".into())
+    );
     let callback = RecordInboundMessageRequest {
         parent: env.parent(),
         channel: Channel::Sms as i32,

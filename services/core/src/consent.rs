@@ -484,9 +484,12 @@ pub async fn apply_keyword(
     request_id: &str,
     phone: &str,
     keyword: Keyword,
-    message_id: Uuid,
+    message_id: Option<Uuid>,
 ) -> Result<(), ApiError> {
-    let source = format!("sms keyword, message {message_id}");
+    let source = message_id.map_or_else(
+        || "sms keyword from an unknown sender".to_owned(),
+        |m| format!("sms keyword, message {m}"),
+    );
     let now = Utc::now();
     match keyword {
         Keyword::Stop => {
@@ -514,7 +517,7 @@ pub async fn apply_keyword(
                             disclosure_version: "",
                             at: now,
                             by_keyword: true,
-                            message_id: Some(message_id),
+                            message_id,
                         },
                     )
                     .await?;
@@ -554,7 +557,7 @@ pub async fn apply_keyword(
                         disclosure_version: &version,
                         at: now,
                         by_keyword: false,
-                        message_id: Some(message_id),
+                        message_id,
                     },
                 )
                 .await?;
@@ -570,7 +573,7 @@ pub async fn apply_keyword(
                     method: ConsentMethod::Keyword as i16,
                     source: &source,
                     detail: "HELP",
-                    message_id: Some(message_id),
+                    message_id,
                     actor: call.actor(),
                     ..NewEvent::default()
                 },

@@ -436,9 +436,30 @@ impl MessageApi {
                 if let Some(seen) = seen {
                     return Ok(Message::from(seen));
                 }
-                let conversation =
+                let Some(conversation) =
                     find_or_start(conn, org, &call, &b.request_id, b.channel, &from, customer)
-                        .await?;
+                        .await?
+                else {
+                    // Nobody has this address, so the message has no conversation to join. An
+                    // opt-out must still be honoured: the keyword acts on consent and the
+                    // caller is told the message itself was not stored.
+                    return match Keyword::of(&b.body) {
+                        Some(keyword) if channel == Some(Channel::Sms) => {
+                            consent::apply_keyword(
+                                conn,
+                                org,
+                                &call,
+                                &b.request_id,
+                                &from,
+                                keyword,
+                                None,
+                            )
+                            .await?;
+                            Ok(Message::default())
+                        }
+                        Some(_) | None => Err(unknown_sender()),
+                    };
+                };
                 let (conversation_id, customer_id) = ids_of(&conversation)?;
                 let message: Message = insert(
                     conn,
@@ -474,14 +495,30 @@ impl MessageApi {
                     && let Some(keyword) = Keyword::of(&b.body)
                 {
                     let id = ids_of_message(&message)?;
-                    consent::apply_keyword(conn, org, &call, &b.request_id, &from, keyword, id)
-                        .await?;
+                    consent::apply_keyword(
+                        conn,
+                        org,
+                        &call,
+                        &b.request_id,
+                        &from,
+                        keyword,
+                        Some(id),
+                    )
+                    .await?;
                 }
                 Ok(message)
             })
         });
         let message = mutation::detached(deadline, write).await?;
         self.state.events_written.notify_waiters();
+        if message.name.is_empty() {
+            return Err(ApiError::FailedPrecondition {
+                reason: "UNKNOWN_SENDER",
+                message: "no customer or contact has this address, so the message was not \
+                          stored; its keyword was applied to the number's consent"
+                    .into(),
+            });
+        }
         Ok(message)
     }
 
@@ -619,6 +656,13 @@ impl MessageApi {
     }
 }
 
+fn unknown_sender() -> ApiError {
+    ApiError::FailedPrecondition {
+        reason: "UNKNOWN_SENDER",
+        message: "no customer or contact has this address; name the customer".into(),
+    }
+}
+
 fn ids_of(c: &Conversation) -> Result<(Uuid, Uuid), ApiError> {
     let (_, conversation) = names::parse_child(&c.name, "conversations", "conversation")?;
     let (_, customer) = names::parse_child(&c.customer, "customers", "customer")?;
@@ -639,7 +683,7 @@ async fn find_or_start(
     channel: i32,
     from: &str,
     customer: Option<Uuid>,
-) -> Result<Conversation, ApiError> {
+) -> Result<Option<Conversation>, ApiError> {
     let existing = cv::conversations
         .filter(cv::organization_id.eq(org))
         .filter(cv::channel.eq(small(channel)))
@@ -650,7 +694,7 @@ async fn find_or_start(
         .await
         .optional()?;
     if let Some(row) = existing {
-        return Ok(Conversations::to_proto(row));
+        return Ok(Some(Conversations::to_proto(row)));
     }
     let customer = match customer {
         Some(c) => Some(c),
@@ -679,10 +723,7 @@ async fn find_or_start(
         }
     };
     let Some(customer) = customer else {
-        return Err(ApiError::FailedPrecondition {
-            reason: "UNKNOWN_SENDER",
-            message: "no customer or contact has this address; name the customer".into(),
-        });
+        return Ok(None);
     };
     crate::contacts::require_live_customer(conn, org, customer, "the customer").await?;
     let new = NewConversation {
@@ -724,7 +765,7 @@ async fn find_or_start(
         &["customer", "channel", "participant"],
     )
     .await?;
-    Ok(created)
+    Ok(Some(created))
 }
 
 /// A search query as PostgreSQL receives it: any text is safe for `websearch_to_tsquery`
