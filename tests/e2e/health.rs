@@ -52,6 +52,8 @@ async fn health_follows_the_database_and_calls_fail_fast_while_it_is_gone() {
         &db,
         TestServerOptions {
             core_url: Some(via_proxy.to_string()),
+            // The production policy under test: give up on the database after 250 ms.
+            acquire_timeout: Duration::from_millis(250),
             ..TestServerOptions::default()
         },
     )

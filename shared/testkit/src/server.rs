@@ -50,6 +50,10 @@ pub struct TestServerOptions {
     pub settings: ServerSettings,
     /// Pool size.
     pub pool_size: u32,
+    /// How long a call waits for a pooled connection. Production answers UNAVAILABLE after
+    /// 250 ms; tests wait longer by default because every test of the binary starts its server
+    /// at once on a shared machine, and a test of that policy sets it back.
+    pub acquire_timeout: Duration,
     /// Identity settings (tests shorten the lockout and the refresh grace).
     pub identity: crm_identity::IdentitySettings,
     /// Concurrent password hashes, and whether they use the production argon2 parameters
@@ -68,6 +72,7 @@ impl Default for TestServerOptions {
                 ..ServerSettings::default()
             },
             pool_size: 4,
+            acquire_timeout: Duration::from_secs(3),
             identity: crm_identity::IdentitySettings {
                 lockout_base: Duration::from_secs(1),
                 refresh_grace: Duration::from_secs(1),
@@ -122,9 +127,11 @@ impl TestServer {
             "core",
         );
         pool_settings.max_size = options.pool_size;
+        pool_settings.acquire_timeout = options.acquire_timeout;
         let core = CoreState::new(pool::build(&pool_settings), Uuid::new_v4().as_bytes());
         let mut identity_pool = PoolSettings::new(db.app_url("identity"), "identity");
         identity_pool.max_size = options.pool_size;
+        identity_pool.acquire_timeout = options.acquire_timeout;
         // Small argon2 parameters: tests exercise the logic, benchmarks the cost.
         let params = if options.hashing.1 {
             crm_auth::password::default_params().map_err(|e| anyhow::anyhow!("{e}"))?
