@@ -91,7 +91,7 @@ async fn health_follows_the_database_and_calls_fail_fast_while_it_is_gone() {
         let status = client.list_customers(list()).await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(5),
             "took {:?}",
             started.elapsed()
         );

@@ -110,7 +110,7 @@ impl Org {
     }
 
     async fn wait_refused(&self, token: &str) {
-        let until = Instant::now() + Duration::from_secs(3);
+        let until = Instant::now() + crate::identity::REVOCATION_BOUND;
         loop {
             match self.can_list_customers(token).await {
                 Err(s) if s.code() == Code::Unauthenticated => return,
