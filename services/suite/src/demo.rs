@@ -271,5 +271,10 @@ pub fn print_next_steps(addr: SocketAddr, database: &str, demo: Option<&Demo>) {
         "  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" {addr} crm.identity.v1.AuthService/Logout"
     );
     println!();
+    println!(
+        "Contacts, properties, equipment, consent, messages, search, tickets, inventory and the audit log:"
+    );
+    println!("  see \"A first day in core\" in README.md for ready calls.");
+    println!();
     println!("Stop with Ctrl-C.");
 }
