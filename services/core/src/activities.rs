@@ -17,7 +17,7 @@ use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use crate::contacts::require_live_customer;
-use crate::resource::store::reference_value;
+use crate::resource::id_in;
 use crate::resource::{BoxFuture, Meta, Order, OrderField, Resource, reference, require_live};
 use crate::schema::activities::{self, dsl as a};
 use crate::tickets::Tickets;
@@ -91,10 +91,6 @@ pub struct ActivityChanges {
     related: Option<String>,
 }
 
-fn customer_id(name: &str) -> Uuid {
-    names::parse_child(name, "customers", "customer").map_or(Uuid::nil(), |(_, id)| id)
-}
-
 fn occur_time(x: &Activity) -> DateTime<Utc> {
     x.occur_time
         .as_ref()
@@ -107,7 +103,7 @@ impl NewActivity {
         Self {
             organization_id: org,
             id,
-            customer_id: customer_id(&x.customer),
+            customer_id: id_in(&x.customer, "customers"),
             kind: i16::try_from(x.kind).unwrap_or(0),
             subject: x.subject.trim().to_owned(),
             body: x.body.clone(),
@@ -124,7 +120,7 @@ impl ActivityChanges {
         let mut ch = Self::default();
         for path in paths {
             match *path {
-                "customer" => ch.customer_id = Some(customer_id(&x.customer)),
+                "customer" => ch.customer_id = Some(id_in(&x.customer, "customers")),
                 "kind" => ch.kind = Some(i16::try_from(x.kind).unwrap_or(0)),
                 "subject" => ch.subject = Some(x.subject.trim().to_owned()),
                 "body" => ch.body = Some(x.body.clone()),
@@ -150,33 +146,19 @@ const FILTER_FIELDS: &[&str] = &[
     "create_time",
 ];
 
-fn kind_number(value: &Value) -> Result<i16, FilterError> {
-    let text = value.text();
-    ActivityKind::from_str_name(text)
-        .or_else(|| {
-            ActivityKind::from_str_name(&format!("ACTIVITY_KIND_{}", text.to_ascii_uppercase()))
-        })
-        .and_then(|k| i16::try_from(k as i32).ok())
-        .ok_or_else(|| FilterError::new(format!("{text:?} is not an ActivityKind")))
-}
-
 fn leaf(
     field: &str,
     op: Op,
     value: &Value,
 ) -> Result<BoxedPredicate<activities::table>, FilterError> {
     match field {
-        "customer" => {
-            let id = reference_value(field, value, "customers")?;
-            match op {
-                Op::Eq => Ok(Box::new(a::customer_id.eq(id))),
-                Op::Ne => Ok(Box::new(a::customer_id.ne(id))),
-                Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Has => {
-                    Err(filter::unsupported_op(field, op))
-                }
-            }
-        }
-        "kind" => crm_db::filter_enum!(a::kind, field, op, kind_number(value)?),
+        "customer" => crate::filter_reference!(a::customer_id, field, op, value, "customers"),
+        "kind" => crm_db::filter_enum!(
+            a::kind,
+            field,
+            op,
+            crm_db::filter::enum_number(value, "ACTIVITY_KIND_", ActivityKind::from_str_name)?
+        ),
         "related" => crm_db::filter_text!(a::related, field, op, value),
         "subject" => crm_db::filter_text!(a::subject, field, op, value),
         "occur_time" => crm_db::filter_time!(a::occur_time, field, op, value),
@@ -335,7 +317,8 @@ impl Resource for Activities {
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             if paths.contains(&"customer") {
-                require_live_customer(conn, org, customer_id(&x.customer), &x.customer).await?;
+                require_live_customer(conn, org, id_in(&x.customer, "customers"), &x.customer)
+                    .await?;
             }
             if paths.contains(&"related") && !x.related.is_empty() {
                 let mut v = Violations::new();

@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use crm_auth::{MethodPolicy, permission};
 use crm_db::filter::{self, BoxedPredicate, Filter, FilterError, Op, Value};
 use crm_platform::ApiError;
-use crm_platform::api::names::{self, child_name};
+use crm_platform::api::names::child_name;
 use crm_platform::api::time::{from_timestamp, optional_timestamp, timestamp};
 use crm_platform::api::validate::{self, Violations};
 use crm_proto::core_v1::{
@@ -17,7 +17,7 @@ use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use crate::contacts::require_live_customer;
-use crate::resource::store::reference_value;
+use crate::resource::id_in;
 use crate::resource::{BoxFuture, Meta, Order, OrderField, Resource, reference};
 use crate::schema::call_logs::{self, dsl as c};
 
@@ -97,10 +97,6 @@ pub struct CallLogChanges {
     recording_uri: Option<String>,
 }
 
-fn customer_id(name: &str) -> Uuid {
-    names::parse_child(name, "customers", "customer").map_or(Uuid::nil(), |(_, id)| id)
-}
-
 fn start(x: &CallLog) -> DateTime<Utc> {
     x.start_time
         .as_ref()
@@ -113,7 +109,7 @@ impl NewCallLog {
         Self {
             organization_id: org,
             id,
-            customer_id: customer_id(&x.customer),
+            customer_id: id_in(&x.customer, "customers"),
             direction: i16::try_from(x.direction).unwrap_or(0),
             phone: x.phone.clone(),
             agent: x.agent.clone(),
@@ -133,7 +129,7 @@ impl CallLogChanges {
         let mut ch = Self::default();
         for path in paths {
             match *path {
-                "customer" => ch.customer_id = Some(customer_id(&x.customer)),
+                "customer" => ch.customer_id = Some(id_in(&x.customer, "customers")),
                 "direction" => ch.direction = Some(i16::try_from(x.direction).unwrap_or(0)),
                 "phone" => ch.phone = Some(x.phone.clone()),
                 "agent" => ch.agent = Some(x.agent.clone()),
@@ -169,26 +165,13 @@ fn leaf(
     value: &Value,
 ) -> Result<BoxedPredicate<call_logs::table>, FilterError> {
     match field {
-        "customer" => {
-            let id = reference_value(field, value, "customers")?;
-            match op {
-                Op::Eq => Ok(Box::new(c::customer_id.eq(id))),
-                Op::Ne => Ok(Box::new(c::customer_id.ne(id))),
-                Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Has => {
-                    Err(filter::unsupported_op(field, op))
-                }
-            }
-        }
-        "direction" => {
-            let text = value.text();
-            let n = Direction::from_str_name(text)
-                .or_else(|| {
-                    Direction::from_str_name(&format!("DIRECTION_{}", text.to_ascii_uppercase()))
-                })
-                .and_then(|d| i16::try_from(d as i32).ok())
-                .ok_or_else(|| FilterError::new(format!("{text:?} is not a Direction")))?;
-            crm_db::filter_enum!(c::direction, field, op, n)
-        }
+        "customer" => crate::filter_reference!(c::customer_id, field, op, value, "customers"),
+        "direction" => crm_db::filter_enum!(
+            c::direction,
+            field,
+            op,
+            crm_db::filter::enum_number(value, "DIRECTION_", Direction::from_str_name)?
+        ),
         "phone" => crm_db::filter_text!(c::phone, field, op, value),
         "agent" => crm_db::filter_text!(c::agent, field, op, value),
         "disposition" => crm_db::filter_text!(c::disposition, field, op, value),
@@ -339,7 +322,8 @@ impl Resource for CallLogs {
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             if paths.contains(&"customer") {
-                require_live_customer(conn, org, customer_id(&x.customer), &x.customer).await?;
+                require_live_customer(conn, org, id_in(&x.customer, "customers"), &x.customer)
+                    .await?;
             }
             if paths.contains(&"disposition") && !x.disposition.is_empty() {
                 crate::call_dispositions::require_active(conn, org, &x.disposition).await?;

@@ -15,7 +15,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::resource::store::reference_value;
+use crate::resource::id_in;
 use crate::resource::{BoxFuture, Meta, Order, OrderField, Resource, reference};
 use crate::schema::contacts::{self, dsl as c};
 use crate::schema::customers::dsl as cu;
@@ -94,17 +94,12 @@ fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
-fn customer_id(name: &str) -> Uuid {
-    crm_platform::api::names::parse_child(name, "customers", "customer")
-        .map_or(Uuid::nil(), |(_, id)| id)
-}
-
 impl NewContact {
     fn from_proto(org: Uuid, id: Uuid, p: &Contact, actor: &str) -> Self {
         Self {
             organization_id: org,
             id,
-            customer_id: customer_id(&p.customer),
+            customer_id: id_in(&p.customer, "customers"),
             display_name: p.display_name.trim().to_owned(),
             title: p.title.trim().to_owned(),
             email: non_empty(&p.email),
@@ -122,7 +117,7 @@ impl ContactChanges {
         let mut ch = Self::default();
         for path in paths {
             match *path {
-                "customer" => ch.customer_id = Some(customer_id(&p.customer)),
+                "customer" => ch.customer_id = Some(id_in(&p.customer, "customers")),
                 "display_name" => ch.display_name = Some(p.display_name.trim().to_owned()),
                 "title" => ch.title = Some(p.title.trim().to_owned()),
                 "email" => ch.email = Some(non_empty(&p.email)),
@@ -157,16 +152,7 @@ fn leaf(
     value: &Value,
 ) -> Result<BoxedPredicate<contacts::table>, FilterError> {
     match field {
-        "customer" => {
-            let id = reference_value(field, value, "customers")?;
-            match op {
-                Op::Eq => Ok(Box::new(c::customer_id.eq(id))),
-                Op::Ne => Ok(Box::new(c::customer_id.ne(id))),
-                Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Has => {
-                    Err(filter::unsupported_op(field, op))
-                }
-            }
-        }
+        "customer" => crate::filter_reference!(c::customer_id, field, op, value, "customers"),
         "display_name" => crm_db::filter_text!(c::display_name, field, op, value),
         "title" => crm_db::filter_text!(c::title, field, op, value),
         "email" => crm_db::filter_text!(c::email.assume_not_null(), field, op, value),
@@ -319,7 +305,7 @@ impl Resource for Contacts {
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             let customer = if paths.contains(&"customer") {
-                let id = customer_id(&p.customer);
+                let id = id_in(&p.customer, "customers");
                 require_live_customer(conn, org, id, &p.customer).await?;
                 id
             } else {

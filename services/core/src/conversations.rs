@@ -18,7 +18,7 @@ use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use crate::contacts::require_live_customer;
-use crate::resource::store::reference_value;
+use crate::resource::id_in;
 use crate::resource::{BoxFuture, Meta, Order, OrderField, Resource, reference};
 use crate::schema::conversations::{self, dsl as cv};
 
@@ -82,11 +82,6 @@ pub struct ConversationChanges {
     subject: Option<String>,
 }
 
-fn customer_id(name: &str) -> Uuid {
-    crm_platform::api::names::parse_child(name, "customers", "customer")
-        .map_or(Uuid::nil(), |(_, id)| id)
-}
-
 /// The participant address as stored: phones as given (E.164), emails lower-cased.
 #[must_use]
 pub fn normalized_participant(channel: i32, participant: &str) -> String {
@@ -102,7 +97,7 @@ impl NewConversation {
         Self {
             organization_id: org,
             id,
-            customer_id: customer_id(&x.customer),
+            customer_id: id_in(&x.customer, "customers"),
             channel: i16::try_from(x.channel).unwrap_or(0),
             participant: normalized_participant(x.channel, &x.participant),
             subject: x.subject.trim().to_owned(),
@@ -117,7 +112,7 @@ impl ConversationChanges {
         let mut ch = Self::default();
         for path in paths {
             match *path {
-                "customer" => ch.customer_id = Some(customer_id(&x.customer)),
+                "customer" => ch.customer_id = Some(id_in(&x.customer, "customers")),
                 "subject" => ch.subject = Some(x.subject.trim().to_owned()),
                 _ => {}
             }
@@ -139,31 +134,19 @@ const FILTER_FIELDS: &[&str] = &[
     "update_time",
 ];
 
-fn channel_number(value: &Value) -> Result<i16, FilterError> {
-    let text = value.text();
-    Channel::from_str_name(text)
-        .or_else(|| Channel::from_str_name(&format!("CHANNEL_{}", text.to_ascii_uppercase())))
-        .and_then(|k| i16::try_from(k as i32).ok())
-        .ok_or_else(|| FilterError::new(format!("{text:?} is not a Channel")))
-}
-
 fn leaf(
     field: &str,
     op: Op,
     value: &Value,
 ) -> Result<BoxedPredicate<conversations::table>, FilterError> {
     match field {
-        "customer" => {
-            let id = reference_value(field, value, "customers")?;
-            match op {
-                Op::Eq => Ok(Box::new(cv::customer_id.eq(id))),
-                Op::Ne => Ok(Box::new(cv::customer_id.ne(id))),
-                Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Has => {
-                    Err(filter::unsupported_op(field, op))
-                }
-            }
-        }
-        "channel" => crm_db::filter_enum!(cv::channel, field, op, channel_number(value)?),
+        "customer" => crate::filter_reference!(cv::customer_id, field, op, value, "customers"),
+        "channel" => crm_db::filter_enum!(
+            cv::channel,
+            field,
+            op,
+            crm_db::filter::enum_number(value, "CHANNEL_", Channel::from_str_name)?
+        ),
         "participant" => crm_db::filter_text!(cv::participant, field, op, value),
         "subject" => crm_db::filter_text!(cv::subject, field, op, value),
         "create_time" => crm_db::filter_time!(cv::create_time, field, op, value),
@@ -296,7 +279,8 @@ impl Resource for Conversations {
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             if paths.contains(&"customer") {
-                require_live_customer(conn, org, customer_id(&x.customer), &x.customer).await?;
+                require_live_customer(conn, org, id_in(&x.customer, "customers"), &x.customer)
+                    .await?;
             }
             Ok(())
         })

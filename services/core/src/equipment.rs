@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::audit::{self, Action};
 use crate::properties::Properties;
-use crate::resource::store::reference_value;
+use crate::resource::id_in;
 use crate::resource::{
     BoxFuture, Call, Meta, Order, OrderField, Resource, Store, emit, not_found, reference,
     require_live, status,
@@ -110,10 +110,6 @@ pub struct EquipmentChanges {
     notes: Option<String>,
 }
 
-fn property_id(name: &str) -> Uuid {
-    names::parse_child(name, "properties", "property").map_or(Uuid::nil(), |(_, id)| id)
-}
-
 fn date(s: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
 }
@@ -127,7 +123,7 @@ impl NewEquipment {
         Self {
             organization_id: org,
             id,
-            property_id: property_id(&x.property),
+            property_id: id_in(&x.property, "properties"),
             kind: kind(x.kind),
             display_name: x.display_name.trim().to_owned(),
             capacity_gallons: x.capacity_gallons,
@@ -146,7 +142,7 @@ impl EquipmentChanges {
         let mut ch = Self::default();
         for path in paths {
             match *path {
-                "property" => ch.property_id = Some(property_id(&x.property)),
+                "property" => ch.property_id = Some(id_in(&x.property, "properties")),
                 "kind" => ch.kind = Some(kind(x.kind)),
                 "display_name" => ch.display_name = Some(x.display_name.trim().to_owned()),
                 "capacity_gallons" => ch.capacity_gallons = Some(x.capacity_gallons),
@@ -173,33 +169,19 @@ const FILTER_FIELDS: &[&str] = &[
     "update_time",
 ];
 
-fn kind_number(value: &Value) -> Result<i16, FilterError> {
-    let text = value.text();
-    EquipmentKind::from_str_name(text)
-        .or_else(|| {
-            EquipmentKind::from_str_name(&format!("EQUIPMENT_KIND_{}", text.to_ascii_uppercase()))
-        })
-        .and_then(|k| i16::try_from(k as i32).ok())
-        .ok_or_else(|| FilterError::new(format!("{text:?} is not an EquipmentKind")))
-}
-
 fn leaf(
     field: &str,
     op: Op,
     value: &Value,
 ) -> Result<BoxedPredicate<equipment::table>, FilterError> {
     match field {
-        "property" => {
-            let id = reference_value(field, value, "properties")?;
-            match op {
-                Op::Eq => Ok(Box::new(e::property_id.eq(id))),
-                Op::Ne => Ok(Box::new(e::property_id.ne(id))),
-                Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Has => {
-                    Err(filter::unsupported_op(field, op))
-                }
-            }
-        }
-        "kind" => crm_db::filter_enum!(e::kind, field, op, kind_number(value)?),
+        "property" => crate::filter_reference!(e::property_id, field, op, value, "properties"),
+        "kind" => crm_db::filter_enum!(
+            e::kind,
+            field,
+            op,
+            crm_db::filter::enum_number(value, "EQUIPMENT_KIND_", EquipmentKind::from_str_name)?
+        ),
         "display_name" => crm_db::filter_text!(e::display_name, field, op, value),
         "create_time" => crm_db::filter_time!(e::create_time, field, op, value),
         "update_time" => crm_db::filter_time!(e::update_time, field, op, value),
@@ -363,8 +345,13 @@ impl Resource for Equipment {
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             if paths.contains(&"property") {
-                require_live::<Properties>(conn, org, property_id(&x.property), &x.property)
-                    .await?;
+                require_live::<Properties>(
+                    conn,
+                    org,
+                    id_in(&x.property, "properties"),
+                    &x.property,
+                )
+                .await?;
             }
             Ok(())
         })

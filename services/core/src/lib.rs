@@ -19,6 +19,7 @@ pub mod messages;
 pub mod properties;
 pub mod resource;
 pub mod schema;
+pub mod search;
 pub mod sync_logs;
 pub mod tickets;
 

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use crm_auth::layer::principal_of;
-use crm_auth::{MethodPolicy, Principal, permission};
+use crm_auth::{MethodPolicy, permission};
 use crm_platform::ApiError;
 use crm_platform::api::listing::Listing;
 use crm_platform::api::names::{self, child_name};
@@ -20,24 +20,22 @@ use crm_proto::core_v1::{
     SendMessageRequest,
 };
 use diesel::prelude::*;
-use diesel::sql_types::{Float4, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::CoreState;
 use crate::audit::{self, Action};
 use crate::consent::{self, Keyword, Refusal};
 use crate::conversations::{Conversations, NewConversation, normalized_participant};
-use crate::customers::model::CustomerRow;
+use crate::resource::small;
 use crate::resource::{Call, Resource, Store, emit, not_found, status};
 use crate::schema::contacts::dsl as ct;
 use crate::schema::conversations::dsl as cv;
 use crate::schema::customers::dsl as cu;
 use crate::schema::messages::{self, dsl as m};
+use crate::{CoreState, search};
 
 const SERVICE: &str = "crm.core.v1.MessageService";
-const MAX_QUERY_CHARS: usize = 500;
 const MAX_ATTACHMENTS: usize = 10;
 
 /// RPC requirements.
@@ -114,10 +112,6 @@ impl From<MessageRow> for Message {
             status_time: Some(timestamp(status_time)),
         }
     }
-}
-
-fn small(n: i32) -> i16 {
-    i16::try_from(n).unwrap_or(0)
 }
 
 /// A message to insert.
@@ -768,89 +762,6 @@ async fn find_or_start(
     Ok(Some(created))
 }
 
-/// A search query as PostgreSQL receives it: any text is safe for `websearch_to_tsquery`
-/// except NUL, which text values cannot hold.
-fn search_query(v: &mut Violations, query: &str) -> String {
-    if query.trim().is_empty() {
-        v.push("query", "REQUIRED", "words to search for are required");
-    } else if query.chars().count() > MAX_QUERY_CHARS {
-        v.push("query", "TOO_LONG", "at most 500 characters");
-    }
-    query.replace('\0', " ")
-}
-
-#[derive(QueryableByName)]
-struct MessageHitRow {
-    #[diesel(embed)]
-    message: MessageRow,
-    #[diesel(sql_type = Float4)]
-    rank: f32,
-}
-
-#[derive(QueryableByName)]
-struct CustomerHitRow {
-    #[diesel(embed)]
-    customer: CustomerRow,
-    #[diesel(sql_type = Float4)]
-    rank: f32,
-}
-
-impl MessageHitRow {
-    fn id(&self) -> Uuid {
-        self.message.id
-    }
-}
-
-impl CustomerHitRow {
-    fn id(&self) -> Uuid {
-        self.customer.id
-    }
-}
-
-/// The position after the last hit of a page: its rank and id.
-fn search_after(listing: &Listing) -> Result<(Option<f32>, Option<Uuid>), ApiError> {
-    match listing.after.as_deref() {
-        None => Ok((None, None)),
-        Some([rank, id]) => match (rank.parse::<f32>(), Uuid::parse_str(id)) {
-            (Ok(r), Ok(i)) => Ok((Some(r), Some(i))),
-            _ => Err(ApiError::invalid(
-                "page_token",
-                "INVALID_PAGE_TOKEN",
-                "page_token is malformed",
-            )),
-        },
-        Some(_) => Err(ApiError::invalid(
-            "page_token",
-            "INVALID_PAGE_TOKEN",
-            "page_token is malformed",
-        )),
-    }
-}
-
-fn begin_search(
-    state: &CoreState,
-    principal: &Principal,
-    parent: &str,
-    query: &str,
-    page_size: i32,
-    page_token: &str,
-) -> Result<(Listing, String), ApiError> {
-    let mut v = Violations::new();
-    let q = search_query(&mut v, query);
-    v.finish()?;
-    let listing = Listing::begin(
-        principal,
-        &state.page_tokens,
-        parent,
-        page_size,
-        page_token,
-        &[query],
-        20,
-        100,
-    )?;
-    Ok((listing, q))
-}
-
 #[tonic::async_trait]
 impl MessageService for MessageApi {
     async fn send_message(
@@ -979,45 +890,13 @@ impl MessageService for MessageApi {
     ) -> Result<Response<SearchMessagesResponse>, Status> {
         let principal = principal_of(&req)?;
         let b = req.into_inner();
-        let (listing, query) = begin_search(
+        let (hits, next_page_token) = search::page::<search::MessageHit>(
             &self.state,
             &principal,
-            &b.parent,
-            &b.query,
-            b.page_size,
-            &b.page_token,
+            search::Page::of(&b.parent, &b.query, b.page_size, &b.page_token),
         )
+        .await
         .map_err(status)?;
-        let (after_rank, after_id) = search_after(&listing).map_err(status)?;
-        let org = listing.org;
-        let limit = listing.limit();
-        let mut hits: Vec<MessageHitRow> =
-            crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
-                Box::pin(async move {
-                    diesel::sql_query(
-                        "SELECT * FROM (\
-                       SELECT m.*, ts_rank_cd(m.search, q) AS rank \
-                         FROM messages m, websearch_to_tsquery('english', $2) q \
-                        WHERE m.organization_id = $1 AND m.search @@ q\
-                     ) hits \
-                     WHERE $3::real IS NULL OR (rank, id) < ($3::real, $4::uuid) \
-                     ORDER BY rank DESC, id DESC LIMIT $5",
-                    )
-                    .bind::<SqlUuid, _>(org)
-                    .bind::<Text, _>(query)
-                    .bind::<Nullable<Float4>, _>(after_rank)
-                    .bind::<Nullable<SqlUuid>, _>(after_id)
-                    .bind::<diesel::sql_types::BigInt, _>(limit)
-                    .load(&mut { conn })
-                    .await
-                    .map_err(ApiError::from)
-                })
-            })
-            .await
-            .map_err(status)?;
-        let next_page_token = listing.finish(&self.state.page_tokens, &mut hits, |h| {
-            vec![h.rank.to_string(), h.id().to_string()]
-        });
         Ok(Response::new(SearchMessagesResponse {
             hits: hits
                 .into_iter()
@@ -1036,49 +915,13 @@ impl MessageService for MessageApi {
     ) -> Result<Response<SearchCustomersResponse>, Status> {
         let principal = principal_of(&req)?;
         let b = req.into_inner();
-        let (listing, query) = begin_search(
+        let (hits, next_page_token) = search::page::<search::CustomerHit>(
             &self.state,
             &principal,
-            &b.parent,
-            &b.query,
-            b.page_size,
-            &b.page_token,
+            search::Page::of(&b.parent, &b.query, b.page_size, &b.page_token),
         )
+        .await
         .map_err(status)?;
-        let (after_rank, after_id) = search_after(&listing).map_err(status)?;
-        let org = listing.org;
-        let limit = listing.limit();
-        let mut hits: Vec<CustomerHitRow> =
-            crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
-                Box::pin(async move {
-                    // Names are matched without stemming ('simple'), notes with it ('english').
-                    diesel::sql_query(
-                        "SELECT * FROM (\
-                       SELECT c.*, ts_rank_cd(c.search, t.q) AS rank \
-                         FROM customers c, \
-                              (SELECT websearch_to_tsquery('simple', $2) \
-                                      || websearch_to_tsquery('english', $2) AS q) t \
-                        WHERE c.organization_id = $1 AND c.delete_time IS NULL \
-                          AND c.search @@ t.q\
-                     ) hits \
-                     WHERE $3::real IS NULL OR (rank, id) < ($3::real, $4::uuid) \
-                     ORDER BY rank DESC, id DESC LIMIT $5",
-                    )
-                    .bind::<SqlUuid, _>(org)
-                    .bind::<Text, _>(query)
-                    .bind::<Nullable<Float4>, _>(after_rank)
-                    .bind::<Nullable<SqlUuid>, _>(after_id)
-                    .bind::<diesel::sql_types::BigInt, _>(limit)
-                    .load(&mut { conn })
-                    .await
-                    .map_err(ApiError::from)
-                })
-            })
-            .await
-            .map_err(status)?;
-        let next_page_token = listing.finish(&self.state.page_tokens, &mut hits, |h| {
-            vec![h.rank.to_string(), h.id().to_string()]
-        });
         Ok(Response::new(SearchCustomersResponse {
             hits: hits
                 .into_iter()

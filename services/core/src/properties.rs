@@ -18,7 +18,7 @@ use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use crate::contacts::require_live_customer;
-use crate::resource::store::reference_value;
+use crate::resource::id_in;
 use crate::resource::{BoxFuture, Meta, Order, OrderField, Resource, reference};
 use crate::schema::properties::{self, dsl as p};
 
@@ -110,11 +110,6 @@ pub struct PropertyChanges {
     gate_code: Option<String>,
 }
 
-fn customer_id(name: &str) -> Uuid {
-    crm_platform::api::names::parse_child(name, "customers", "customer")
-        .map_or(Uuid::nil(), |(_, id)| id)
-}
-
 fn trimmed(a: &PostalAddress) -> PostalAddress {
     PostalAddress {
         region_code: a.region_code.trim().to_ascii_uppercase(),
@@ -137,7 +132,7 @@ impl NewProperty {
         Self {
             organization_id: org,
             id,
-            customer_id: customer_id(&x.customer),
+            customer_id: id_in(&x.customer, "customers"),
             display_name: x.display_name.trim().to_owned(),
             region_code: a.region_code,
             postal_code: a.postal_code,
@@ -161,7 +156,7 @@ impl PropertyChanges {
         let mut ch = Self::default();
         for path in paths {
             match *path {
-                "customer" => ch.customer_id = Some(customer_id(&x.customer)),
+                "customer" => ch.customer_id = Some(id_in(&x.customer, "customers")),
                 "display_name" => ch.display_name = Some(x.display_name.trim().to_owned()),
                 "address" => {
                     let a = trimmed(&x.address.clone().unwrap_or_default());
@@ -206,16 +201,7 @@ fn leaf(
     value: &Value,
 ) -> Result<BoxedPredicate<properties::table>, FilterError> {
     match field {
-        "customer" => {
-            let id = reference_value(field, value, "customers")?;
-            match op {
-                Op::Eq => Ok(Box::new(p::customer_id.eq(id))),
-                Op::Ne => Ok(Box::new(p::customer_id.ne(id))),
-                Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Has => {
-                    Err(filter::unsupported_op(field, op))
-                }
-            }
-        }
+        "customer" => crate::filter_reference!(p::customer_id, field, op, value, "customers"),
         "display_name" => crm_db::filter_text!(p::display_name, field, op, value),
         "zone" => crm_db::filter_text!(p::zone, field, op, value),
         "locality" => crm_db::filter_text!(p::locality, field, op, value),
@@ -400,7 +386,8 @@ impl Resource for Properties {
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             if paths.contains(&"customer") {
-                require_live_customer(conn, org, customer_id(&x.customer), &x.customer).await?;
+                require_live_customer(conn, org, id_in(&x.customer, "customers"), &x.customer)
+                    .await?;
             }
             Ok(())
         })

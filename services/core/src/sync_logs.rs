@@ -17,6 +17,7 @@ use diesel::prelude::*;
 use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
+use crate::resource::small;
 use crate::resource::{BoxFuture, Meta, Order, OrderField, Resource};
 use crate::schema::sync_logs::{self, dsl as s};
 
@@ -101,10 +102,6 @@ fn time(t: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     t.and_then(from_timestamp)
 }
 
-fn small(n: i32) -> i16 {
-    i16::try_from(n).unwrap_or(0)
-}
-
 impl NewSyncLog {
     fn from_proto(org: Uuid, id: Uuid, x: &SyncLog, actor: &str) -> Self {
         Self {
@@ -151,18 +148,6 @@ pub struct SyncLogs;
 
 const FILTER_FIELDS: &[&str] = &["system", "direction", "status", "start_time", "create_time"];
 
-fn enum_value<E: Into<i32>>(
-    value: &Value,
-    prefix: &str,
-    from_name: fn(&str) -> Option<E>,
-) -> Result<i16, FilterError> {
-    let text = value.text();
-    from_name(text)
-        .or_else(|| from_name(&format!("{prefix}{}", text.to_ascii_uppercase())))
-        .and_then(|e| i16::try_from(e.into()).ok())
-        .ok_or_else(|| FilterError::new(format!("{text:?} is not a {prefix}* value")))
-}
-
 fn leaf(
     field: &str,
     op: Op,
@@ -174,13 +159,13 @@ fn leaf(
             s::direction,
             field,
             op,
-            enum_value(value, "SYNC_DIRECTION_", SyncDirection::from_str_name)?
+            crm_db::filter::enum_number(value, "SYNC_DIRECTION_", SyncDirection::from_str_name)?
         ),
         "status" => crm_db::filter_enum!(
             s::status,
             field,
             op,
-            enum_value(value, "SYNC_STATUS_", SyncStatus::from_str_name)?
+            crm_db::filter::enum_number(value, "SYNC_STATUS_", SyncStatus::from_str_name)?
         ),
         "start_time" => crm_db::filter_time!(s::start_time, field, op, value),
         "create_time" => crm_db::filter_time!(s::create_time, field, op, value),

@@ -18,8 +18,8 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::contacts::require_live_customer;
-use crate::resource::store::reference_value;
 use crate::resource::{BoxFuture, Meta, Order, OrderField, Resource, reference};
+use crate::resource::{id_in, small};
 use crate::schema::tickets::{self, dsl as t};
 
 const SERVICE: &str = "crm.core.v1.TicketService";
@@ -74,10 +74,6 @@ fn status_of(s: i32) -> TicketStatus {
         Ok(TicketStatus::Unspecified) | Err(_) => TicketStatus::Open,
         Ok(s) => s,
     }
-}
-
-fn small(n: i32) -> i16 {
-    i16::try_from(n).unwrap_or(0)
 }
 
 /// A row of `core.tickets`.
@@ -135,11 +131,6 @@ pub struct TicketChanges {
     assignee: Option<String>,
 }
 
-fn customer_id(name: &str) -> Uuid {
-    crm_platform::api::names::parse_child(name, "customers", "customer")
-        .map_or(Uuid::nil(), |(_, id)| id)
-}
-
 impl NewTicket {
     fn from_proto(org: Uuid, id: Uuid, x: &Ticket, actor: &str) -> Self {
         let now = Utc::now();
@@ -147,7 +138,7 @@ impl NewTicket {
         Self {
             organization_id: org,
             id,
-            customer_id: customer_id(&x.customer),
+            customer_id: id_in(&x.customer, "customers"),
             subject: x.subject.trim().to_owned(),
             description: x.description.clone(),
             status: small(TicketStatus::Open as i32),
@@ -167,7 +158,7 @@ impl TicketChanges {
         let mut ch = Self::default();
         for path in paths {
             match *path {
-                "customer" => ch.customer_id = Some(customer_id(&x.customer)),
+                "customer" => ch.customer_id = Some(id_in(&x.customer, "customers")),
                 "subject" => ch.subject = Some(x.subject.trim().to_owned()),
                 "description" => ch.description = Some(x.description.clone()),
                 "status" => ch.status = Some(small(status_of(x.status) as i32)),
@@ -195,41 +186,20 @@ const FILTER_FIELDS: &[&str] = &[
     "update_time",
 ];
 
-fn enum_number<E: Into<i32>>(
-    value: &Value,
-    prefix: &str,
-    from_name: fn(&str) -> Option<E>,
-) -> Result<i16, FilterError> {
-    let text = value.text();
-    from_name(text)
-        .or_else(|| from_name(&format!("{prefix}{}", text.to_ascii_uppercase())))
-        .and_then(|e| i16::try_from(e.into()).ok())
-        .ok_or_else(|| FilterError::new(format!("{text:?} is not a {prefix}* value")))
-}
-
 fn leaf(field: &str, op: Op, value: &Value) -> Result<BoxedPredicate<tickets::table>, FilterError> {
     match field {
-        "customer" => {
-            let id = reference_value(field, value, "customers")?;
-            match op {
-                Op::Eq => Ok(Box::new(t::customer_id.eq(id))),
-                Op::Ne => Ok(Box::new(t::customer_id.ne(id))),
-                Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Has => {
-                    Err(filter::unsupported_op(field, op))
-                }
-            }
-        }
+        "customer" => crate::filter_reference!(t::customer_id, field, op, value, "customers"),
         "status" => crm_db::filter_enum!(
             t::status,
             field,
             op,
-            enum_number(value, "TICKET_STATUS_", TicketStatus::from_str_name)?
+            crm_db::filter::enum_number(value, "TICKET_STATUS_", TicketStatus::from_str_name)?
         ),
         "priority" => crm_db::filter_enum!(
             t::priority,
             field,
             op,
-            enum_number(value, "TICKET_PRIORITY_", TicketPriority::from_str_name)?
+            crm_db::filter::enum_number(value, "TICKET_PRIORITY_", TicketPriority::from_str_name)?
         ),
         "assignee" => crm_db::filter_text!(t::assignee, field, op, value),
         "subject" => crm_db::filter_text!(t::subject, field, op, value),
@@ -376,7 +346,8 @@ impl Resource for Tickets {
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             if paths.contains(&"customer") {
-                require_live_customer(conn, org, customer_id(&x.customer), &x.customer).await?;
+                require_live_customer(conn, org, id_in(&x.customer, "customers"), &x.customer)
+                    .await?;
             }
             let Some(current) = current else {
                 let initial = TicketStatus::try_from(x.status).unwrap_or(TicketStatus::Unspecified);

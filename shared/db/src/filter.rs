@@ -495,6 +495,23 @@ pub fn unsupported_op(field: &str, op: Op) -> FilterError {
     FilterError::new(format!("operator {op:?} is not supported on '{field}'"))
 }
 
+/// The number of a protobuf enum value named in a filter, by its full name
+/// (`TICKET_STATUS_OPEN`) or by the part after `prefix` in any case (`open`).
+///
+/// # Errors
+/// A filter error naming the value when it is neither.
+pub fn enum_number<E: Into<i32>>(
+    value: &Value,
+    prefix: &str,
+    from_name: fn(&str) -> Option<E>,
+) -> Result<i16, FilterError> {
+    let text = value.text();
+    from_name(text)
+        .or_else(|| from_name(&format!("{prefix}{}", text.to_ascii_uppercase())))
+        .and_then(|e| i16::try_from(e.into()).ok())
+        .ok_or_else(|| FilterError::new(format!("{text:?} is not a {prefix}* value")))
+}
+
 /// Compiles a comparison on a text column (`Text`, or `Nullable<Text>` after
 /// `.assume_not_null()`): `=` with `*` wildcards is a LIKE, `:` is a case-insensitive contains.
 #[macro_export]

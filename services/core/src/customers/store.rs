@@ -127,34 +127,6 @@ pub fn key_of(order: Order, row: &CustomerRow) -> Vec<String> {
     Order::key(value, row.id)
 }
 
-fn kind_number(value: &Value) -> Result<i16, FilterError> {
-    let text = value.text();
-    let number = crm_proto::core_v1::CustomerKind::from_str_name(text)
-        .or_else(|| {
-            crm_proto::core_v1::CustomerKind::from_str_name(&format!(
-                "CUSTOMER_KIND_{}",
-                text.to_ascii_uppercase()
-            ))
-        })
-        .map(|k| k as i32);
-    number
-        .and_then(|n| i16::try_from(n).ok())
-        .ok_or_else(|| FilterError::new(format!("{text:?} is not a CustomerKind")))
-}
-
-fn stage_number(value: &Value) -> Result<i16, FilterError> {
-    let text = value.text();
-    crm_proto::core_v1::LifecycleStage::from_str_name(text)
-        .or_else(|| {
-            crm_proto::core_v1::LifecycleStage::from_str_name(&format!(
-                "LIFECYCLE_STAGE_{}",
-                text.to_ascii_uppercase()
-            ))
-        })
-        .and_then(|s| i16::try_from(s as i32).ok())
-        .ok_or_else(|| FilterError::new(format!("{text:?} is not a LifecycleStage")))
-}
-
 fn leaf(
     field: &str,
     op: Op,
@@ -165,9 +137,27 @@ fn leaf(
         "notes" => crm_db::filter_text!(c::notes, field, op, value),
         "email" => crm_db::filter_text!(c::email.assume_not_null(), field, op, value),
         "phone" => crm_db::filter_text!(c::phone.assume_not_null(), field, op, value),
-        "kind" => crm_db::filter_enum!(c::kind, field, op, kind_number(value)?),
+        "kind" => crm_db::filter_enum!(
+            c::kind,
+            field,
+            op,
+            crm_db::filter::enum_number(
+                value,
+                "CUSTOMER_KIND_",
+                crm_proto::core_v1::CustomerKind::from_str_name
+            )?
+        ),
         "lifecycle_stage" => {
-            crm_db::filter_enum!(c::lifecycle_stage, field, op, stage_number(value)?)
+            crm_db::filter_enum!(
+                c::lifecycle_stage,
+                field,
+                op,
+                crm_db::filter::enum_number(
+                    value,
+                    "LIFECYCLE_STAGE_",
+                    crm_proto::core_v1::LifecycleStage::from_str_name
+                )?
+            )
         }
         "source" => crm_db::filter_text!(c::source, field, op, value),
         "tier" => crm_db::filter_text!(c::tier, field, op, value),

@@ -257,6 +257,19 @@ pub fn reference(
     Some(id)
 }
 
+/// The id in an already validated reference `name` of `collection` (nil if it does not parse,
+/// which validation has refused before any write).
+#[must_use]
+pub fn id_in(name: &str, collection: &str) -> Uuid {
+    names::parse_child(name, collection, "name").map_or(Uuid::nil(), |(_, id)| id)
+}
+
+/// An enum number (or other small validated integer) as its `smallint` column value.
+#[must_use]
+pub fn small(n: i32) -> i16 {
+    i16::try_from(n).unwrap_or(0)
+}
+
 /// Appends the change event of `resource` to the outbox.
 ///
 /// # Errors

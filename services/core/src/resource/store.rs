@@ -245,3 +245,20 @@ pub fn bool_value(
         ))),
     }
 }
+
+/// Compiles `=` / `!=` on a reference column from a filter value naming a resource of
+/// `collection` (`customer = "organizations/{o}/customers/{id}"`).
+#[macro_export]
+macro_rules! filter_reference {
+    ($column:expr, $field:expr, $op:expr, $value:expr, $collection:expr) => {{
+        use crm_db::filter::{BoxedPredicate, FilterError, Op, unsupported_op};
+        use diesel::ExpressionMethods as _;
+        let id = $crate::resource::store::reference_value($field, $value, $collection)?;
+        let out: Result<BoxedPredicate<_>, FilterError> = match $op {
+            Op::Eq => Ok(Box::new($column.eq(id))),
+            Op::Ne => Ok(Box::new($column.ne(id))),
+            Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Has => Err(unsupported_op($field, $op)),
+        };
+        out
+    }};
+}
