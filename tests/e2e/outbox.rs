@@ -76,3 +76,92 @@ async fn an_event_committed_late_is_delivered_late_not_skipped() {
     assert_eq!(after_first[0].resource, "late");
     assert!(read(&mut reader, org, all[1].cursor()).await.is_empty());
 }
+
+/// A power of ten below the cluster's current transaction id, so rows written with transaction
+/// ids around it are all below every snapshot's xmin (ended transactions).
+pub async fn power_of_ten_below_current_xid(admin: &mut AsyncPgConnection) -> u64 {
+    use diesel::sql_types::Text;
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Xid {
+        #[diesel(sql_type = Text)]
+        xid: String,
+    }
+    let current: Xid = diesel::sql_query("SELECT pg_current_xact_id()::text AS xid")
+        .get_result(admin)
+        .await
+        .unwrap();
+    let current: u64 = current.xid.parse().unwrap();
+    let mut boundary = 10;
+    while boundary * 10 + 2 < current {
+        boundary *= 10;
+    }
+    assert!(boundary + 2 < current, "cluster too young: xid {current}");
+    boundary
+}
+
+#[tokio::test]
+async fn events_whose_txids_straddle_a_power_of_ten_come_in_number_order() {
+    let db = crm_testkit::TestDb::new().await.unwrap();
+    let org = Uuid::now_v7();
+    let mut admin = db.admin().await.unwrap();
+    let boundary = power_of_ten_below_current_xid(&mut admin).await;
+    // Written out of order on purpose: ids must not decide the order either.
+    let txids = [boundary + 1, boundary - 2, boundary, boundary - 1];
+    for (i, txid) in txids.iter().enumerate() {
+        admin
+            .batch_execute(&format!(
+                "INSERT INTO core.outbox (organization_id, event_id, txid, event_type, resource, \
+                 actor, payload) VALUES ('{org}', '{}', '{txid}'::xid8, 'test.Event', 'e{i}', \
+                 'services/test', '\\x01')",
+                Uuid::now_v7()
+            ))
+            .await
+            .unwrap();
+    }
+    let mut reader = db.app("core").await.unwrap();
+    // Page through two at a time, as a resumed cursor does.
+    let mut seen = Vec::new();
+    let mut cursor = Cursor::default();
+    loop {
+        let page = reader
+            .transaction::<_, diesel::result::Error, _>(async |conn| {
+                tenant::set_tenant(conn, org).await?;
+                outbox::read_after(conn, org, cursor, &[], 2).await
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = last.cursor();
+        seen.extend(page.iter().map(|e| e.cursor().txid));
+        assert!(seen.len() <= 4, "delivered twice: {seen:?}");
+    }
+    assert_eq!(
+        seen,
+        [boundary - 2, boundary - 1, boundary, boundary + 1],
+        "every event once, in transaction-id order"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_left_idle_is_ended_by_the_server_so_it_cannot_stall_readers() {
+    let db = crm_testkit::TestDb::new().await.unwrap();
+    let mut settings = crm_db::pool::PoolSettings::new(db.app_url("core"), "core");
+    assert_eq!(
+        settings.idle_in_transaction_timeout,
+        std::time::Duration::from_secs(10),
+        "the production default"
+    );
+    settings.idle_in_transaction_timeout = std::time::Duration::from_millis(200);
+    settings.acquire_timeout = std::time::Duration::from_secs(3);
+    let pool = crm_db::pool::build(&settings);
+    let mut conn = pool.get().await.unwrap();
+    conn.batch_execute("BEGIN").await.unwrap();
+    conn.batch_execute("SELECT 1").await.unwrap();
+    // Idle inside the transaction for longer than the limit: the server ends the session.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        conn.batch_execute("SELECT 1").await.is_err(),
+        "the idle transaction was still open"
+    );
+}

@@ -364,6 +364,7 @@ impl AuditService for AuditApi {
         let listing = Listing::begin(
             &principal,
             &self.state.page_tokens,
+            "ListAuditEntries",
             &body.parent,
             body.page_size,
             &body.page_token,

@@ -827,6 +827,7 @@ impl ConsentService for ConsentApi {
         let listing = crm_platform::api::listing::Listing::begin(
             &principal,
             &self.state.page_tokens,
+            "ListConsentEvents",
             &b.parent,
             b.page_size,
             &b.page_token,

@@ -530,6 +530,7 @@ async fn list_readings(
     let listing = crm_platform::api::listing::Listing::begin(
         principal,
         &api.state.page_tokens,
+        "ListEquipmentReadings",
         &names::organization_name(org),
         body.page_size,
         &body.page_token,

@@ -472,11 +472,13 @@ fn begin_child_list(
     parent: &str,
     page_size: i32,
     page_token: &str,
+    method: &str,
 ) -> Result<(Listing, Uuid), ApiError> {
     let (org, id) = names::parse_child(parent, "inventoryItems", "parent")?;
     let listing = Listing::begin(
         principal,
         &api.state.page_tokens,
+        method,
         &names::organization_name(org),
         page_size,
         page_token,
@@ -515,8 +517,15 @@ crate::standard_service! {
     ) -> Result<tonic::Response<ListStockLevelsResponse>, tonic::Status> {
         let principal = principal_of(&req)?;
         let b = req.into_inner();
-        let (listing, id) = begin_child_list(self, &principal, &b.parent, b.page_size, &b.page_token)
-            .map_err(status)?;
+        let (listing, id) = begin_child_list(
+            self,
+            &principal,
+            &b.parent,
+            b.page_size,
+            &b.page_token,
+            "ListStockLevels",
+        )
+        .map_err(status)?;
         let org = listing.org;
         let after = match listing.after.as_deref() {
             None => None,
@@ -563,8 +572,15 @@ crate::standard_service! {
     ) -> Result<tonic::Response<ListStockAdjustmentsResponse>, tonic::Status> {
         let principal = principal_of(&req)?;
         let b = req.into_inner();
-        let (listing, id) = begin_child_list(self, &principal, &b.parent, b.page_size, &b.page_token)
-            .map_err(status)?;
+        let (listing, id) = begin_child_list(
+            self,
+            &principal,
+            &b.parent,
+            b.page_size,
+            &b.page_token,
+            "ListStockAdjustments",
+        )
+        .map_err(status)?;
         let org = listing.org;
         let after = listing.after_uuid().map_err(status)?;
         let limit = listing.limit();

@@ -839,6 +839,7 @@ impl MessageService for MessageApi {
         let listing = Listing::begin(
             &principal,
             &self.state.page_tokens,
+            "ListMessages",
             &names::organization_name(org),
             b.page_size,
             &b.page_token,

@@ -27,6 +27,8 @@ pub trait Hit: QueryableByName<Pg> + Send + 'static {
     /// previous page ($3, $4, NULL on the first) and the row limit ($5); returns the row's
     /// columns and `rank`, best first.
     const SQL: &'static str;
+    /// The search RPC, binding page tokens to it.
+    const METHOD: &'static str;
     /// Relevance.
     fn rank(&self) -> f32;
     /// The row's id (the tie-breaker).
@@ -45,6 +47,7 @@ pub struct MessageHit {
 }
 
 impl Hit for MessageHit {
+    const METHOD: &'static str = "SearchMessages";
     const SQL: &'static str = "SELECT * FROM (\
            SELECT m.*, ts_rank_cd(m.search, q) AS rank \
              FROM messages m, websearch_to_tsquery('english', $2) q \
@@ -72,6 +75,7 @@ pub struct CustomerHit {
 }
 
 impl Hit for CustomerHit {
+    const METHOD: &'static str = "SearchCustomers";
     // Names are matched without stemming ('simple'), notes with it ('english').
     const SQL: &'static str = "SELECT * FROM (\
            SELECT c.*, ts_rank_cd(c.search, t.q) AS rank \
@@ -141,6 +145,7 @@ pub async fn page<H: Hit>(
     let listing = Listing::begin(
         principal,
         &state.page_tokens,
+        H::METHOD,
         req.parent,
         req.page_size,
         req.page_token,

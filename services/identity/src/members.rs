@@ -132,6 +132,16 @@ pub(crate) fn check_roles(v: &mut Violations, field: &str, roles: &[String]) {
     }
     let catalog = catalog_roles();
     for r in roles {
+        if crm_auth::principal::is_service_role(r) {
+            // Service roles decrypt credentials and mint delegated tokens: granting them is for
+            // the operator (`crm service-client`), never for an organization's administrator.
+            v.push(
+                field,
+                "SERVICE_ROLE_NOT_GRANTABLE",
+                format!("{r:?} is a service role; only an operator grants it"),
+            );
+            continue;
+        }
         // Organization-defined roles are checked for existence in the write's transaction.
         if !catalog.contains(&r.as_str()) && !crate::roles::is_custom_id(r) {
             v.push(

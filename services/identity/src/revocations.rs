@@ -83,7 +83,7 @@ async fn read_after(
           WHERE (txid, id) > ($1::xid8, $2) \
             AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
             AND ($3 OR expire_time > now()) \
-          ORDER BY txid, id LIMIT 500",
+          ORDER BY revocations.txid, revocations.id LIMIT 500",
     )
     .bind::<Text, _>(after.txid.to_string())
     .bind::<BigInt, _>(after.id)

@@ -124,6 +124,13 @@ pub fn catalog_roles() -> Vec<&'static str> {
     ROLE_CATALOG.iter().map(|(r, _)| *r).collect()
 }
 
+/// Whether `role` is a service role (`service.*`): held by the suite's own services and by
+/// clients an operator registers, never granted through an organization's API.
+#[must_use]
+pub fn is_service_role(role: &str) -> bool {
+    role.starts_with("service.")
+}
+
 /// Whether `role` grants `permission`.
 #[must_use]
 pub fn role_grants(role: &str, permission: &str) -> bool {

@@ -335,6 +335,10 @@ pub fn parse(input: &str) -> Result<Option<Filter>, FilterError> {
             "filter is longer than {MAX_FILTER_LEN} bytes"
         )));
     }
+    if input.contains('\0') {
+        // PostgreSQL text cannot hold NUL: refused here rather than failing in the database.
+        return Err(FilterError::new("filter must not contain NUL characters"));
+    }
     if input.trim().is_empty() {
         return Ok(None);
     }
@@ -600,6 +604,18 @@ mod tests {
             field: field.to_owned(),
             op,
             value: Value::Bare(v.to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_nul_character_is_refused_before_any_sql() {
+        for f in [
+            "display_name = \"a\u{0}b\"",
+            "display_name = a\u{0}b",
+            "\u{0}",
+        ] {
+            let e = parse(f).unwrap_err();
+            assert!(e.message.contains("NUL"), "{f:?}: {e}");
         }
     }
 

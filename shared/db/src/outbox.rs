@@ -141,6 +141,9 @@ impl StoredEvent {
 /// Reads up to `limit` events of the current tenant after `after`, in commit-safe order,
 /// optionally only of the given types (empty = all).
 ///
+/// The order is by the table's xid8 column (qualified: the bare name would resolve to the text
+/// output column and sort `100000` before `99998`).
+///
 /// # Errors
 /// Returns the database error.
 pub async fn read_after(
@@ -158,7 +161,7 @@ pub async fn read_after(
             AND (txid, id) > ($2::xid8, $3) \
             AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
             AND (cardinality($4::text[]) = 0 OR event_type = ANY($4)) \
-          ORDER BY txid, id \
+          ORDER BY outbox.txid, outbox.id \
           LIMIT $5",
     )
     .bind::<SqlUuid, _>(org)

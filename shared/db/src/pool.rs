@@ -1,6 +1,7 @@
 //! Connection pools with the policy of ARCHITECTURE.md: no per-checkout ping, a short acquire
-//! timeout, small pools, and per-connection `statement_timeout`, `application_name` and
-//! `search_path` set once when the connection is made.
+//! timeout, small pools, and per-connection `statement_timeout`,
+//! `idle_in_transaction_session_timeout`, `application_name` and `search_path` set once when the
+//! connection is made.
 
 use std::time::Duration;
 
@@ -31,6 +32,10 @@ pub struct PoolSettings {
     pub acquire_timeout: Duration,
     /// Server-side limit of one statement.
     pub statement_timeout: Duration,
+    /// Server-side limit of a transaction left idle (a stuck caller): PostgreSQL ends the
+    /// session, so one forgotten transaction cannot hold back the snapshot xmin that the outbox
+    /// and revocation readers wait on.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl PoolSettings {
@@ -45,6 +50,7 @@ impl PoolSettings {
             max_size: 8,
             acquire_timeout: Duration::from_millis(250),
             statement_timeout: Duration::from_secs(5),
+            idle_in_transaction_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -54,9 +60,11 @@ impl PoolSettings {
 #[must_use]
 pub fn build(settings: &PoolSettings) -> DbPool {
     let setup_sql = format!(
-        "SET application_name = '{}'; SET statement_timeout = {}; SET search_path = \"{}\"",
+        "SET application_name = '{}'; SET statement_timeout = {}; \
+         SET idle_in_transaction_session_timeout = {}; SET search_path = \"{}\"",
         settings.application_name.replace('\'', ""),
         settings.statement_timeout.as_millis(),
+        settings.idle_in_transaction_timeout.as_millis(),
         settings.schema.replace('"', ""),
     );
     let mut config = ManagerConfig::<AsyncPgConnection>::default();

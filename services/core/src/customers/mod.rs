@@ -494,7 +494,13 @@ impl CustomerService for CustomerApi {
         let show_deleted = if body.show_deleted { "deleted" } else { "live" };
         let query_id = page::fingerprint(
             org,
-            &[&body.parent, &body.filter, &body.order_by, show_deleted],
+            &[
+                "ListCustomers",
+                &body.parent,
+                &body.filter,
+                &body.order_by,
+                show_deleted,
+            ],
         );
         let after = match self
             .state

@@ -164,6 +164,7 @@ pub async fn list<R: Store>(
     let listing = Listing::begin(
         principal,
         &state.page_tokens,
+        R::COLLECTION,
         req.parent,
         req.page_size,
         req.page_token,

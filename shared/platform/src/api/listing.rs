@@ -57,8 +57,9 @@ pub struct Listing {
 
 impl Listing {
     /// Validates `parent` and `page_size`, checks the caller's organization, and decodes
-    /// `page_token` for a query identified by `parent` and `scope` (the filter, the order, the
-    /// caller's view...).
+    /// `page_token` for a query identified by `method` (the List RPC, so a token of one List is
+    /// refused by every other), `parent` and `scope` (the filter, the order, the caller's
+    /// view...).
     ///
     /// # Errors
     /// INVALID_ARGUMENT naming each bad field; PERMISSION_DENIED for another organization.
@@ -66,6 +67,7 @@ impl Listing {
     pub fn begin(
         principal: &Principal,
         tokens: &PageTokens,
+        method: &str,
         parent: &str,
         page_size: i32,
         page_token: &str,
@@ -85,7 +87,7 @@ impl Listing {
             return Err(ApiError::Internal("parsed without violation".into()));
         };
         names::require_same_organization(principal, org)?;
-        let mut parts = vec![parent];
+        let mut parts = vec![method, parent];
         parts.extend_from_slice(scope);
         let query = page::fingerprint(org, &parts);
         let after = tokens.decode(page_token, &query)?;
@@ -97,7 +99,8 @@ impl Listing {
         })
     }
 
-    /// [`Listing::begin`] for a List request, with `default_size` and [`MAX_PAGE_SIZE`].
+    /// [`Listing::begin`] for a List request, with `default_size` and [`MAX_PAGE_SIZE`]; the
+    /// request's message type (one per List RPC) stands for the method.
     ///
     /// # Errors
     /// As [`Listing::begin`].
@@ -111,6 +114,7 @@ impl Listing {
         Self::begin(
             principal,
             tokens,
+            std::any::type_name_of_val(req),
             req.parent(),
             req.page_size(),
             req.page_token(),
