@@ -12,6 +12,7 @@ mod calls;
 mod core_tenancy;
 mod customers;
 mod events;
+mod every_rpc;
 mod health;
 mod identity;
 mod members;

@@ -64,19 +64,25 @@ async fn orders_and_filters() {
     let env = Env::new().await;
     seed(&env, 5, "Zed").await;
     let mut client = env.customers();
-    client
-        .create_customer(env.req(CreateCustomerRequest {
-            parent: env.parent(),
-            customer: Some(Customer {
-                display_name: "Acme Grease".into(),
-                kind: CustomerKind::Commercial as i32,
-                email: "ops@acme.example".into(),
+    for (display_name, kind, email) in [
+        ("Acme Grease", CustomerKind::Commercial, "ops@acme.example"),
+        // Tells the precedences apart: matches the OR's left side but fails the AND.
+        ("Acme Diner", CustomerKind::FoodService, ""),
+    ] {
+        client
+            .create_customer(env.req(CreateCustomerRequest {
+                parent: env.parent(),
+                customer: Some(Customer {
+                    display_name: display_name.into(),
+                    kind: kind as i32,
+                    email: email.into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+            }))
+            .await
+            .unwrap();
+    }
     let list = |filter: &str, order_by: &str| ListCustomersRequest {
         parent: env.parent(),
         filter: filter.to_owned(),
@@ -109,13 +115,20 @@ async fn orders_and_filters() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(both.customers.len(), 2);
+    let mut names: Vec<&str> = both
+        .customers
+        .iter()
+        .map(|c| c.display_name.as_str())
+        .collect();
+    names.sort_unstable();
+    // (Acme* OR Zed 001) AND kind != FOOD_SERVICE; AND binding tighter would add Acme Diner.
+    assert_eq!(names, ["Acme Grease", "Zed 001"]);
     let negated = client
         .list_customers(env.req(list("NOT display_name:zed", "")))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(negated.customers.len(), 1);
+    assert_eq!(negated.customers.len(), 2);
     let email = client
         .list_customers(env.req(list("email:acme", "")))
         .await
@@ -130,7 +143,19 @@ async fn orders_and_filters() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(by_time.customers.len(), 6);
+    assert_eq!(by_time.customers.len(), 7);
+    let times: Vec<(i64, i32)> = by_time
+        .customers
+        .iter()
+        .map(|c| {
+            let t = c.create_time.unwrap();
+            (t.seconds, t.nanos)
+        })
+        .collect();
+    let mut newest_first = times.clone();
+    newest_first.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(times, newest_first, "create_time desc is newest first");
+    assert_eq!(by_time.customers[0].display_name, "Acme Diner");
 
     for bad in [
         "secret = 1",

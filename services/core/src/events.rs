@@ -98,6 +98,22 @@ impl EventService for EventApi {
                 format!("at most {MAX_TYPES} types"),
             );
         }
+        for t in &body.types {
+            // Fully-qualified message names: letters, digits, `_` and `.` only.
+            if t.is_empty()
+                || t.len() > 200
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
+            {
+                v.push(
+                    "types",
+                    "INVALID_EVENT_TYPE",
+                    "each type is a full message name such as crm.core.v1.Customer.created",
+                );
+                break;
+            }
+        }
         v.finish().map_err(|e| e.into_status(DOMAIN))?;
         let (Some(org), Some(mut cursor)) = (org, cursor) else {
             return Err(ApiError::Internal("parsed without violation".into()).into_status(DOMAIN));

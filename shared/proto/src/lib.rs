@@ -65,7 +65,9 @@ pub mod json {
 
     use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 
-    fn pool() -> Option<&'static DescriptorPool> {
+    /// The suite's descriptors (every message, service and method), decoded once.
+    #[must_use]
+    pub fn pool() -> Option<&'static DescriptorPool> {
         static POOL: OnceLock<Option<DescriptorPool>> = OnceLock::new();
         POOL.get_or_init(|| DescriptorPool::decode(super::FILE_DESCRIPTOR_SET).ok())
             .as_ref()
