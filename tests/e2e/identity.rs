@@ -17,14 +17,14 @@ use crate::support::{Env, reason};
 /// How long a revoked token may still be accepted in these tests (see `refused_within`).
 pub const REVOCATION_BOUND: Duration = Duration::from_secs(10);
 
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
-struct Member {
-    env: Env,
-    email: String,
+pub(crate) struct Member {
+    pub(crate) env: Env,
+    pub(crate) email: String,
 }
 
-async fn member(roles: &[&str]) -> Member {
+pub(crate) async fn member(roles: &[&str]) -> Member {
     let env = Env::new().await;
     let email = format!("{}@example.com", Uuid::now_v7().simple());
     crm_identity::bootstrap::ensure_member(
@@ -45,11 +45,15 @@ async fn member(roles: &[&str]) -> Member {
 }
 
 impl Member {
-    fn auth(&self) -> AuthServiceClient<tonic::transport::Channel> {
+    pub(crate) fn auth(&self) -> AuthServiceClient<tonic::transport::Channel> {
         AuthServiceClient::new(self.env.server.channel.clone())
     }
 
-    async fn login_as(&self, email: &str, password: &str) -> Result<TokenResponse, Status> {
+    pub(crate) async fn login_as(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<TokenResponse, Status> {
         self.auth()
             .login(LoginRequest {
                 email: email.to_owned(),
@@ -61,11 +65,11 @@ impl Member {
             .map(tonic::Response::into_inner)
     }
 
-    async fn login(&self) -> TokenResponse {
+    pub(crate) async fn login(&self) -> TokenResponse {
         self.login_as(&self.email, PASSWORD).await.unwrap()
     }
 
-    async fn refresh(&self, token: &str) -> Result<TokenResponse, Status> {
+    pub(crate) async fn refresh(&self, token: &str) -> Result<TokenResponse, Status> {
         self.auth()
             .refresh_token(RefreshTokenRequest {
                 refresh_token: token.to_owned(),
@@ -75,7 +79,7 @@ impl Member {
             .map(tonic::Response::into_inner)
     }
 
-    async fn list_customers(&self, access_token: &str) -> Result<(), Status> {
+    pub(crate) async fn list_customers(&self, access_token: &str) -> Result<(), Status> {
         self.env
             .customers()
             .list_customers(TestServer::request(
@@ -92,7 +96,7 @@ impl Member {
     /// Waits until core refuses `access_token`; returns how long it took. The bound is far
     /// below the token's 5-minute life (so the refusal comes from the pushed revocation, not from
     /// expiry) and loose because test machines are shared; deploy/bench measures the latency.
-    async fn refused_within(&self, access_token: &str) -> Duration {
+    pub(crate) async fn refused_within(&self, access_token: &str) -> Duration {
         let started = Instant::now();
         loop {
             match self.list_customers(access_token).await {

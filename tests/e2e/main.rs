@@ -11,6 +11,7 @@
 mod calls;
 mod core_tenancy;
 mod customers;
+mod escalation;
 mod events;
 mod every_rpc;
 mod health;

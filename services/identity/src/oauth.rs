@@ -65,6 +65,76 @@ impl OAuthApi {
     }
 }
 
+/// Why an access token may not open a session in another organization.
+fn exchange_refused(reason: &'static str, message: &str) -> Status {
+    status(ApiError::PermissionDenied {
+        reason,
+        message: message.to_owned(),
+    })
+}
+
+impl OAuthApi {
+    /// Checks that `principal` is a person's own, suite-wide token of a live session and that
+    /// `target` is another organization; returns when that session ends (the new one ends no
+    /// later). A delegated or service-narrowed token, or one whose session has ended, cannot
+    /// become a session of its own.
+    async fn switchable_session(
+        &self,
+        principal: &Principal,
+        target: Uuid,
+    ) -> Result<chrono::DateTime<Utc>, Status> {
+        if principal.actor.is_some() {
+            return Err(exchange_refused(
+                "DELEGATED_TOKEN_REFUSED",
+                "a delegated token cannot switch organization",
+            ));
+        }
+        if !principal
+            .audiences
+            .iter()
+            .any(|a| a == self.verifier.audience())
+        {
+            return Err(exchange_refused(
+                "AUDIENCE_TOO_NARROW",
+                "only a token for the whole suite can switch organization",
+            ));
+        }
+        if target == principal.organization {
+            return Err(status(ApiError::invalid(
+                "requested_organization",
+                "SAME_ORGANIZATION",
+                "the token is already for that organization",
+            )));
+        }
+        let session = principal
+            .session_id
+            .as_deref()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or_else(|| {
+                exchange_refused("SESSION_REQUIRED", "the token belongs to no session")
+            })?;
+        let org = principal.organization;
+        let end: Option<chrono::DateTime<Utc>> =
+            tenant::transaction(&self.state.pool, org, move |conn| {
+                Box::pin(async move {
+                    s::table
+                        .filter(s::organization_id.eq(org))
+                        .filter(s::id.eq(session))
+                        .filter(s::revoke_time.is_null())
+                        .filter(s::expire_time.gt(diesel::dsl::now))
+                        .select(s::expire_time)
+                        .first(&mut { conn })
+                        .await
+                        .optional()
+                        .map_err(ApiError::from)
+                })
+            })
+            .await
+            .map_err(status)?;
+        end.ok_or_else(|| exchange_refused("SESSION_NOT_LIVE", "the token's session has ended"))
+    }
+}
+
 fn user_of(p: &Principal) -> Option<Uuid> {
     p.subject
         .strip_prefix("users/")
@@ -494,6 +564,7 @@ impl OAuthService for OAuthApi {
                 message: "only people switch organizations".into(),
             })
         })?;
+        let parent_end = self.switchable_session(&principal, target).await?;
         let roles = tenant::transaction(&self.state.pool, target, move |conn| {
             Box::pin(async move {
                 crate::roles::of_active_member(conn, target, user)
@@ -510,7 +581,14 @@ impl OAuthService for OAuthApi {
             })
         })?;
         self.auth
-            .open_session(target, user, roles, &principal.client_id, "token.exchanged")
+            .open_session(
+                target,
+                user,
+                roles,
+                &principal.client_id,
+                "token.exchanged",
+                Some(parent_end),
+            )
             .await
             .map(Response::new)
             .map_err(status)

@@ -380,7 +380,7 @@ impl AuthApi {
             self.rehash(user_id, body.password).await;
         }
 
-        self.open_session(org, user_id, roles, &client_id, "login.succeeded")
+        self.open_session(org, user_id, roles, &client_id, "login.succeeded", None)
             .await
     }
 
@@ -393,8 +393,14 @@ impl AuthApi {
         roles: Vec<String>,
         client_id: &str,
         kind: &'static str,
+        end_by: Option<DateTime<Utc>>,
     ) -> Result<TokenResponse, ApiError> {
-        let plan = self.plan_session(org, user_id, client_id);
+        let mut plan = self.plan_session(org, user_id, client_id);
+        // A session opened from another (an organization switch) ends no later than it.
+        if let Some(end) = end_by {
+            plan.session_expire = plan.session_expire.min(end);
+            plan.refresh_expire = plan.refresh_expire.min(end);
+        }
         let recorded = plan.clone();
         tenant::transaction(&self.pool, org, move |conn| {
             Box::pin(async move { record_session(conn, &recorded, kind).await })

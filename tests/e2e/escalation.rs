@@ -1,0 +1,219 @@
+//! Credentials never turn into more than they are: exchanged tokens, service roles, revocations
+//! across organizations.
+
+use crm_proto::identity_v1::o_auth_service_client::OAuthServiceClient;
+use crm_proto::identity_v1::{ExchangeTokenRequest, TokenResponse};
+use crm_testkit::TestServer;
+use diesel::sql_types::{Text, Timestamptz};
+use diesel_async::RunQueryDsl;
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+use crate::identity::{Member, PASSWORD, member};
+use crate::support::reason;
+
+/// `m` also belongs to a second organization; returns it.
+async fn second_organization(m: &Member, roles: &[&str]) -> Uuid {
+    let org_b = Uuid::now_v7();
+    crm_identity::bootstrap::ensure_member(
+        &m.env.server.identity.pool,
+        &m.env.server.identity.hasher,
+        &crm_identity::bootstrap::Member {
+            org: org_b,
+            org_display_name: "Second Org",
+            email: &m.email,
+            password: PASSWORD,
+            roles,
+            reset_password: false,
+        },
+    )
+    .await
+    .unwrap();
+    org_b
+}
+
+async fn switch(m: &Member, token: &str, org: Uuid) -> Result<TokenResponse, Status> {
+    OAuthServiceClient::new(m.env.server.channel.clone())
+        .exchange_token(TestServer::request(
+            token,
+            ExchangeTokenRequest {
+                requested_organization: format!("organizations/{org}"),
+                ..Default::default()
+            },
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[derive(diesel::QueryableByName)]
+struct SessionEnd {
+    #[diesel(sql_type = Timestamptz)]
+    expire_time: chrono::DateTime<chrono::Utc>,
+}
+
+async fn session_end(m: &Member, session_name: &str) -> chrono::DateTime<chrono::Utc> {
+    let id = session_name.rsplit('/').next().unwrap().to_owned();
+    let mut admin = m.env.db.admin().await.unwrap();
+    diesel::sql_query("SELECT expire_time FROM identity.sessions WHERE id = $1::uuid")
+        .bind::<Text, _>(id)
+        .get_result::<SessionEnd>(&mut admin)
+        .await
+        .unwrap()
+        .expire_time
+}
+
+#[tokio::test]
+async fn only_a_live_sessions_own_token_switches_organization_and_never_outlives_it() {
+    let m = member(&["crm.sales"]).await;
+    let org_b = second_organization(&m, &["crm.viewer"]).await;
+    let a = m.login().await;
+
+    // A session opened from another ends no later than it.
+    let b = switch(&m, &a.access_token, org_b).await.unwrap();
+    let parent_end = session_end(&m, &a.session).await;
+    assert!(session_end(&m, &b.session).await <= parent_end);
+    let refresh_end = b.refresh_expire_time.unwrap();
+    assert!(refresh_end.seconds <= parent_end.timestamp());
+
+    // The same organization is not a switch.
+    let same = switch(&m, &a.access_token, m.env.org).await.unwrap_err();
+    crate::support::assert_violation(&same, "requested_organization", "SAME_ORGANIZATION");
+
+    // A token of no recorded session (minted elsewhere, or a forged session id) is refused.
+    let sessionless = m.env.server.token(m.env.org, &["crm.sales"]);
+    let refused = switch(&m, &sessionless, org_b).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert_eq!(reason(&refused), "SESSION_NOT_LIVE");
+
+    // A delegated token (a service acting for the person) cannot become a session.
+    let service = m.env.server.token(m.env.org, &["service.delegate"]);
+    let delegated = OAuthServiceClient::new(m.env.server.channel.clone())
+        .exchange_token(TestServer::request(
+            &service,
+            ExchangeTokenRequest {
+                subject_token: a.access_token.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = switch(&m, &delegated.access_token, org_b)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert_eq!(reason(&refused), "DELEGATED_TOKEN_REFUSED");
+
+    // A token narrowed to one service cannot either.
+    let narrowed = OAuthServiceClient::new(m.env.server.channel.clone())
+        .exchange_token(TestServer::request(
+            &service,
+            ExchangeTokenRequest {
+                subject_token: a.access_token.clone(),
+                audience: "crm.identity".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = switch(&m, &narrowed.access_token, org_b).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(
+        ["DELEGATED_TOKEN_REFUSED", "AUDIENCE_TOO_NARROW"].contains(&reason(&refused).as_str()),
+        "{refused:?}"
+    );
+    assert_eq!(
+        crate::support::count(
+            &m.env.db,
+            &format!(
+                "SELECT count(*) AS n FROM identity.sessions WHERE organization_id = '{org_b}'"
+            )
+        )
+        .await,
+        1,
+        "only the legitimate switch opened a session"
+    );
+}
+
+#[tokio::test]
+async fn an_organization_admin_cannot_grant_service_roles_to_anyone() {
+    use crm_proto::identity_v1::api_client_service_client::ApiClientServiceClient;
+    use crm_proto::identity_v1::member_service_client::MemberServiceClient;
+    use crm_proto::identity_v1::role_service_client::RoleServiceClient;
+    use crm_proto::identity_v1::{
+        ApiClient, CreateApiClientRequest, CreateMemberRequest, CreateRoleRequest, Member, Role,
+    };
+
+    let m = member(&["org.admin"]).await;
+    let admin = m.login().await.access_token;
+    let channel = m.env.server.channel.clone();
+    for role in ["service.integrations", "service.delegate", "service.reader"] {
+        let roles = vec![role.to_owned()];
+        let member = MemberServiceClient::new(channel.clone())
+            .create_member(TestServer::request(
+                &admin,
+                CreateMemberRequest {
+                    parent: m.env.parent(),
+                    member: Some(Member {
+                        email: format!("{}@example.com", Uuid::now_v7().simple()),
+                        roles: roles.clone(),
+                        ..Default::default()
+                    }),
+                    initial_password: "a long enough password".into(),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        crate::support::assert_violation(&member, "member.roles", "SERVICE_ROLE_NOT_GRANTABLE");
+        let client = ApiClientServiceClient::new(channel.clone())
+            .create_api_client(TestServer::request(
+                &admin,
+                CreateApiClientRequest {
+                    parent: m.env.parent(),
+                    api_client: Some(ApiClient {
+                        display_name: "Sneaky".into(),
+                        roles: roles.clone(),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        crate::support::assert_violation(&client, "api_client.roles", "SERVICE_ROLE_NOT_GRANTABLE");
+        let custom = RoleServiceClient::new(channel.clone())
+            .create_role(TestServer::request(
+                &admin,
+                CreateRoleRequest {
+                    parent: m.env.parent(),
+                    role: Some(Role {
+                        display_name: "Looks harmless".into(),
+                        catalog_roles: vec!["crm.viewer".into(), role.to_owned()],
+                        ..Default::default()
+                    }),
+                    role_id: "custom.harmless".into(),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        crate::support::assert_violation(
+            &custom,
+            "role.catalog_roles",
+            "SERVICE_ROLE_NOT_GRANTABLE",
+        );
+    }
+    for table in ["api_clients", "org_roles"] {
+        assert_eq!(
+            crate::support::count(
+                &m.env.db,
+                &format!("SELECT count(*) AS n FROM identity.{table}")
+            )
+            .await,
+            0,
+            "nothing written to {table}"
+        );
+    }
+}
