@@ -217,3 +217,121 @@ async fn an_organization_admin_cannot_grant_service_roles_to_anyone() {
         );
     }
 }
+
+#[tokio::test]
+async fn another_organizations_admin_ends_a_persons_tokens_only_in_their_own_organization() {
+    use crm_proto::identity_v1::member_service_client::MemberServiceClient;
+    use crm_proto::identity_v1::{LoginRequest, Member as MemberProto, UpdateMemberRequest};
+
+    let m = member(&["crm.sales"]).await;
+    let org_b = second_organization(&m, &["crm.sales"]).await;
+    // Organization B's administrator: someone else.
+    let admin_email = format!("b-admin-{}@example.com", Uuid::now_v7().simple());
+    crm_identity::bootstrap::ensure_member(
+        &m.env.server.identity.pool,
+        &m.env.server.identity.hasher,
+        &crm_identity::bootstrap::Member {
+            org: org_b,
+            org_display_name: "Second Org",
+            email: &admin_email,
+            password: PASSWORD,
+            roles: &["org.admin"],
+            reset_password: false,
+        },
+    )
+    .await
+    .unwrap();
+    let login = |email: String, org: Uuid| {
+        let mut auth = crm_proto::identity_v1::auth_service_client::AuthServiceClient::new(
+            m.env.server.channel.clone(),
+        );
+        async move {
+            auth.login(LoginRequest {
+                email,
+                password: PASSWORD.into(),
+                organization: format!("organizations/{org}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .access_token
+        }
+    };
+    let b_admin = login(admin_email, org_b).await;
+    let in_a = m.login().await.access_token;
+    let in_b = login(m.email.clone(), org_b).await;
+    // Tokens from the second of the change are revoked too (whole-second `iat`).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let mut members = MemberServiceClient::new(m.env.server.channel.clone());
+    let name = {
+        let listed = members
+            .list_members(TestServer::request(
+                &b_admin,
+                crm_proto::identity_v1::ListMembersRequest {
+                    parent: format!("organizations/{org_b}"),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        listed
+            .members
+            .into_iter()
+            .find(|x| x.email == m.email)
+            .unwrap()
+            .name
+    };
+    members
+        .update_member(TestServer::request(
+            &b_admin,
+            UpdateMemberRequest {
+                member: Some(MemberProto {
+                    name,
+                    roles: vec!["crm.viewer".into()],
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["roles".into()],
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    // B's token ends (its roles changed); A's keeps working.
+    let until = std::time::Instant::now() + crate::identity::REVOCATION_BOUND;
+    loop {
+        let mut customers = m.env.customers();
+        let b = customers
+            .list_customers(TestServer::request(
+                &in_b,
+                crm_proto::core_v1::ListCustomersRequest {
+                    parent: format!("organizations/{org_b}"),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        match b {
+            Err(s) if s.code() == Code::Unauthenticated => break,
+            Ok(_) if std::time::Instant::now() < until => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            other => panic!("organization B's token still accepted: {other:?}"),
+        }
+    }
+    m.list_customers(&in_a)
+        .await
+        .expect("the token for organization A is untouched");
+    let rows = crate::support::count(
+        &m.env.db,
+        &format!(
+            "SELECT count(*) AS n FROM identity.revocations WHERE kind = 3 \
+             AND organization_id = '{org_b}'"
+        ),
+    )
+    .await;
+    assert_eq!(rows, 1, "one revocation, scoped to B");
+}

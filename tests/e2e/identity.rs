@@ -811,11 +811,35 @@ async fn password_reset_goes_through_the_outbox_is_single_use_and_ends_sessions(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(event.email, m.email);
-    assert!(event.reset_token.starts_with("pr1."));
+    #[expect(deprecated, reason = "checks that the plain field stays empty")]
+    let plain = event.reset_token.clone();
+    assert!(plain.is_empty(), "the event carries no plain token");
+    let token = crm_identity::password_reset::open_sealed_token(&m.env.server.identity.kek, &event)
+        .expect("sealed for the sender");
+    assert!(token.starts_with("pr2."));
+    let outbox_text = crate::support::count(
+        &m.env.db,
+        &format!(
+            "SELECT count(*) AS n FROM identity.outbox WHERE position(convert_to('{token}', \
+             'UTF8') in payload) > 0"
+        ),
+    )
+    .await;
+    assert_eq!(outbox_text, 0, "the plain token is nowhere in the outbox");
+    assert_eq!(
+        crate::support::count(
+            &m.env.db,
+            "SELECT count(*) AS n FROM pg_class WHERE relname = 'password_reset_tokens' \
+             AND relrowsecurity AND relforcerowsecurity"
+        )
+        .await,
+        1,
+        "reset tokens are behind row-level security"
+    );
 
     let weak = auth
         .reset_password(ResetPasswordRequest {
-            reset_token: event.reset_token.clone(),
+            reset_token: token.clone(),
             new_password: "short".into(),
         })
         .await
@@ -823,14 +847,14 @@ async fn password_reset_goes_through_the_outbox_is_single_use_and_ends_sessions(
     crate::support::assert_invalid_field(&weak, "new_password");
     let new_password = "a brand new long password";
     auth.reset_password(ResetPasswordRequest {
-        reset_token: event.reset_token.clone(),
+        reset_token: token.clone(),
         new_password: new_password.into(),
     })
     .await
     .unwrap();
     let reused = auth
         .reset_password(ResetPasswordRequest {
-            reset_token: event.reset_token,
+            reset_token: token,
             new_password: new_password.into(),
         })
         .await

@@ -17,7 +17,7 @@ use crm_platform::mutation::{self, IdempotencyKey};
 use crm_proto::identity_v1::member_service_server::MemberService;
 use crm_proto::identity_v1::{
     CreateMemberRequest, ListMembersRequest, ListMembersResponse, Member, MemberStatus,
-    RevocationKind, UpdateMemberRequest,
+    UpdateMemberRequest,
 };
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -453,13 +453,16 @@ impl MemberService for MemberApi {
                 .execute(&mut { conn })
                 .await?;
                 // Tokens carry roles: revoke the earlier ones so the change applies now.
-                revocations::record(
-                    conn,
-                    RevocationKind::Subject,
-                    &format!("users/{user}"),
-                    Some(Utc::now()),
-                )
-                .await?;
+                // Only this organization's tokens, and only when something they carry changed.
+                if roles != current.roles || new_status != current.status {
+                    revocations::record_subject(
+                        conn,
+                        &format!("users/{user}"),
+                        Some(org),
+                        Utc::now(),
+                    )
+                    .await?;
+                }
                 let subject = member.name.clone();
                 let detail = format!("roles {} status {new_status}", roles.join(","));
                 audit::append(

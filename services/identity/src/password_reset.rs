@@ -14,7 +14,7 @@ use crm_platform::ApiError;
 use crm_platform::api::names;
 use crm_platform::api::time::timestamp;
 use crm_platform::api::validate::Violations;
-use crm_proto::identity_v1::{PasswordResetRequested, RevocationKind};
+use crm_proto::identity_v1::PasswordResetRequested;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use prost::Message;
@@ -22,6 +22,7 @@ use rand::RngCore;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::keys::Kek;
 use crate::schema::{memberships as m, password_reset_tokens as p, users as u};
 use crate::secrets::TokenSecrets;
 use crate::{audit, revocations};
@@ -40,6 +41,35 @@ fn reset_digest(secrets: &TokenSecrets, token: &str) -> Vec<u8> {
     secrets.digest(&format!("reset:{token}"))
 }
 
+/// `pr2.{organization}.{random}`: the organization lets the reset find the row inside that
+/// tenant's transaction (the table is behind row-level security like every tenant table).
+fn new_token(org: Uuid) -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("pr2.{}.{}", org.simple(), URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn token_organization(token: &str) -> Option<Uuid> {
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("pr2"), Some(org), Some(_), None) => Uuid::try_parse(org).ok(),
+        _ => None,
+    }
+}
+
+fn seal_label(user: Uuid) -> String {
+    format!("password-reset:users/{user}")
+}
+
+/// Opens the sealed token of a `PasswordResetRequested` event: what the sender (identity's own
+/// notification step, holding the KEK) does just before delivering it. The event itself never
+/// carries the token in the clear, so the outbox and its readers never see it.
+#[must_use]
+pub fn open_sealed_token(kek: &Kek, event: &PasswordResetRequested) -> Option<String> {
+    let user = Uuid::try_parse(event.user.strip_prefix("users/")?).ok()?;
+    String::from_utf8(kek.open_bytes(&seal_label(user), &event.sealed_reset_token)?).ok()
+}
+
 /// Validates and schedules a reset request; always `Ok` for well-formed input.
 ///
 /// # Errors
@@ -47,6 +77,7 @@ fn reset_digest(secrets: &TokenSecrets, token: &str) -> Vec<u8> {
 pub fn request(
     pool: &DbPool,
     secrets: &TokenSecrets,
+    kek: &Kek,
     email: &str,
     organization: &str,
 ) -> Result<(), ApiError> {
@@ -60,9 +91,10 @@ pub fn request(
     v.finish()?;
     let org = org.ok_or_else(|| ApiError::Internal("parsed without violation".into()))?;
     let (pool, secrets, email_key) = (pool.clone(), secrets.clone(), email.trim().to_lowercase());
+    let kek = kek.clone();
     // Known and unknown emails get the same answer at the same speed: the work runs afterwards.
     tokio::spawn(async move {
-        if let Err(e) = issue(&pool, &secrets, org, &email_key).await {
+        if let Err(e) = issue(&pool, &secrets, &kek, org, &email_key).await {
             tracing::warn!(error = %e, "password reset request failed");
         }
     });
@@ -72,6 +104,7 @@ pub fn request(
 async fn issue(
     pool: &DbPool,
     secrets: &TokenSecrets,
+    kek: &Kek,
     org: Uuid,
     email_key: &str,
 ) -> Result<(), ApiError> {
@@ -85,10 +118,12 @@ async fn issue(
             .optional()?
     };
     let Some(user) = user else { return Ok(()) };
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let token = format!("pr1.{}", URL_SAFE_NO_PAD.encode(bytes));
+    let token = new_token(org);
     let digest = reset_digest(secrets, &token);
+    let sealed = kek
+        .seal_bytes(&seal_label(user), token.as_bytes())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    drop(token);
     let expire = Utc::now() + chrono::Duration::from_std(TOKEN_TTL).unwrap_or_default();
     let email = email_key.to_owned();
     tenant::transaction(pool, org, move |conn| {
@@ -116,8 +151,9 @@ async fn issue(
             let event = PasswordResetRequested {
                 user: subject.clone(),
                 email,
-                reset_token: token,
                 expire_time: Some(timestamp(expire)),
+                sealed_reset_token: sealed,
+                ..PasswordResetRequested::default()
             };
             outbox::append(
                 conn,
@@ -177,16 +213,24 @@ pub async fn reset(
         reason: "INVALID_RESET_TOKEN",
         message: "the reset token is not valid or was already used".into(),
     };
-    let digest = reset_digest(secrets, token);
-    let found: Option<ResetRow> = {
-        let mut conn = pool.get().await.map_err(DbError::from)?;
-        p::table
-            .filter(p::digest.eq(&digest))
-            .select((p::user_id, p::organization_id, p::expire_time, p::use_time))
-            .first(&mut conn)
-            .await
-            .optional()?
+    let Some(token_org) = token_organization(token) else {
+        return Err(invalid());
     };
+    let digest = reset_digest(secrets, token);
+    let lookup = digest.clone();
+    let found: Option<ResetRow> = tenant::transaction(pool, token_org, move |conn| {
+        Box::pin(async move {
+            p::table
+                .filter(p::organization_id.eq(token_org))
+                .filter(p::digest.eq(&lookup))
+                .select((p::user_id, p::organization_id, p::expire_time, p::use_time))
+                .first(&mut { conn })
+                .await
+                .optional()
+                .map_err(ApiError::from)
+        })
+    })
+    .await?;
     let (user, org) = match found {
         Some((user, org, expire, None)) if expire > Utc::now() => (user, org),
         Some(_) | None => return Err(invalid()),
@@ -207,6 +251,7 @@ pub async fn reset(
             // Single use, even under a race: only one transaction marks it.
             let marked = diesel::update(
                 p::table
+                    .filter(p::organization_id.eq(org))
                     .filter(p::digest.eq(&digest))
                     .filter(p::use_time.is_null()),
             )
@@ -226,7 +271,8 @@ pub async fn reset(
                 .execute(&mut { conn })
                 .await?;
             let subject = format!("users/{user}");
-            revocations::record(conn, RevocationKind::Subject, &subject, Some(now)).await?;
+            // The person's own password changed: their tokens end in every organization.
+            revocations::record_subject(conn, &subject, None, now).await?;
             audit::append(
                 conn,
                 org,

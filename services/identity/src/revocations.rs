@@ -9,6 +9,7 @@ use crm_auth::{MethodPolicy, Requirement};
 use crm_db::outbox::Cursor;
 use crm_db::{AsyncPgConnection, DbError, DbPool};
 use crm_platform::ApiError;
+use crm_platform::api::names;
 use crm_platform::api::time::{optional_timestamp, timestamp};
 use crm_proto::identity_v1::revocation_service_server::RevocationService;
 use crm_proto::identity_v1::{
@@ -19,6 +20,7 @@ use diesel_async::RunQueryDsl;
 use tokio::sync::Notify;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 const SERVICE: &str = "crm.identity.v1.RevocationService";
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -32,7 +34,8 @@ pub fn policy() -> MethodPolicy {
     MethodPolicy::new().with(SERVICE, "WatchRevocations", Requirement::Public)
 }
 
-/// Records a revocation in the caller's transaction.
+/// Records a revocation of a session, token or client (ids unique across organizations) in the
+/// caller's transaction.
 ///
 /// # Errors
 /// The database error.
@@ -42,16 +45,54 @@ pub async fn record(
     value: &str,
     issued_before: Option<DateTime<Utc>>,
 ) -> Result<(), diesel::result::Error> {
+    insert(conn, kind, value, issued_before, None).await
+}
+
+/// Revokes the tokens of `subject` issued at or before `issued_before`: in organization `org`
+/// only (a membership changed there), or in every organization when `None` (the person's own
+/// credentials changed).
+///
+/// # Errors
+/// The database error.
+pub async fn record_subject(
+    conn: &AsyncPgConnection,
+    subject: &str,
+    org: Option<Uuid>,
+    issued_before: DateTime<Utc>,
+) -> Result<(), diesel::result::Error> {
+    insert(
+        conn,
+        RevocationKind::Subject,
+        subject,
+        Some(issued_before),
+        org,
+    )
+    .await
+}
+
+async fn insert(
+    conn: &AsyncPgConnection,
+    kind: RevocationKind,
+    value: &str,
+    issued_before: Option<DateTime<Utc>>,
+    org: Option<Uuid>,
+) -> Result<(), diesel::result::Error> {
     let expire = Utc::now() + chrono::Duration::from_std(RELEVANT_FOR).unwrap_or_default();
     diesel::sql_query(
-        "INSERT INTO revocations (kind, value, issued_before, expire_time) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO revocations (kind, value, issued_before, expire_time, organization_id) \
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind::<Int2, _>(kind as i16)
     .bind::<Text, _>(value)
     .bind::<Nullable<Timestamptz>, _>(issued_before)
     .bind::<Timestamptz, _>(expire)
+    .bind::<Nullable<diesel::sql_types::Uuid>, _>(org)
     .execute(&mut { conn })
     .await?;
+    // Woken on commit: every replica's streams read the new row at once.
+    diesel::sql_query("SELECT pg_notify('crm_revocations', '')")
+        .execute(&mut { conn })
+        .await?;
     Ok(())
 }
 
@@ -69,6 +110,8 @@ struct Row {
     issued_before: Option<DateTime<Utc>>,
     #[diesel(sql_type = Timestamptz)]
     create_time: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Uuid>)]
+    organization_id: Option<Uuid>,
 }
 
 async fn read_after(
@@ -79,7 +122,8 @@ async fn read_after(
     let mut conn = pool.get().await?;
     // Commit-safe order, as for the outbox: only transactions below the snapshot's xmin.
     Ok(diesel::sql_query(
-        "SELECT id, txid::text AS txid, kind, value, issued_before, create_time FROM revocations \
+        "SELECT id, txid::text AS txid, kind, value, issued_before, create_time, organization_id \
+           FROM revocations \
           WHERE (txid, id) > ($1::xid8, $2) \
             AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
             AND ($3 OR expire_time > now()) \
@@ -152,6 +196,10 @@ impl RevocationService for RevocationApi {
                                 value: r.value,
                                 issued_before: optional_timestamp(r.issued_before),
                                 create_time: Some(timestamp(r.create_time)),
+                                organization: r
+                                    .organization_id
+                                    .map(names::organization_name)
+                                    .unwrap_or_default(),
                             })
                             .collect();
                         let batch = WatchRevocationsResponse {

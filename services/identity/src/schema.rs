@@ -95,6 +95,7 @@ diesel::table! {
         issued_before -> Nullable<Timestamptz>,
         create_time -> Timestamptz,
         expire_time -> Timestamptz,
+        organization_id -> Nullable<Uuid>,
     }
 }
 
@@ -168,7 +169,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    password_reset_tokens (digest) {
+    password_reset_tokens (organization_id, digest) {
         digest -> Bytea,
         user_id -> Uuid,
         organization_id -> Uuid,

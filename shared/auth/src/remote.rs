@@ -206,7 +206,13 @@ fn apply(set: &RevocationSet, r: &crm_proto::identity_v1::Revocation) {
         Ok(RevocationKind::Client) => set.revoke_client(r.value.clone()),
         Ok(RevocationKind::Subject) => {
             let before = r.issued_before.as_ref().map_or(i64::MAX, |t| t.seconds);
-            set.revoke_subject(r.value.clone(), before);
+            // `organizations/{id}` limits it to that organization; empty means all of them. A
+            // name that does not parse revokes everywhere (fail closed).
+            let org = r
+                .organization
+                .strip_prefix("organizations/")
+                .and_then(|id| uuid::Uuid::parse_str(id).ok());
+            set.revoke_subject(r.value.clone(), org, before);
         }
         Ok(RevocationKind::Unspecified) | Err(_) => {
             tracing::warn!(kind = r.kind, "unknown revocation kind ignored");

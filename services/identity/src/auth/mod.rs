@@ -642,8 +642,14 @@ impl AuthService for AuthApi {
         let account = format!("reset:{}", req.get_ref().email.trim().to_lowercase());
         self.limiter.take(&account, 5).map_err(status)?;
         let body = req.into_inner();
-        crate::password_reset::request(&self.pool, &self.secrets, &body.email, &body.organization)
-            .map_err(status)?;
+        crate::password_reset::request(
+            &self.pool,
+            &self.secrets,
+            &self.kek,
+            &body.email,
+            &body.organization,
+        )
+        .map_err(status)?;
         Ok(Response::new(RequestPasswordResetResponse {}))
     }
 
