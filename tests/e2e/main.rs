@@ -14,6 +14,7 @@ mod customers;
 mod escalation;
 mod events;
 mod every_rpc;
+mod feeds;
 mod health;
 mod identity;
 mod members;

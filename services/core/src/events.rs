@@ -1,8 +1,10 @@
 //! `crm.core.v1.EventService`: the outbox as a resumable, commit-ordered stream.
 //!
 //! A stream reads batches after the client's cursor in tenant transactions. When caught up it
-//! sleeps until a local write signals new events or the poll interval passes (writes from other
-//! replicas are seen within that interval).
+//! sleeps until a commit that wrote events is announced (by this process, or by any replica
+//! through LISTEN/NOTIFY), then retries briefly while the new rows are not yet below the
+//! snapshot's xmin; a slow safety poll bounds a lost notification. Streams are limited per
+//! organization and in total.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -22,7 +24,15 @@ use tonic::{Request, Response, Status};
 use crate::{CoreState, DOMAIN};
 
 const SERVICE: &str = "crm.core.v1.EventService";
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often an idle stream reads anyway.
+const SAFETY_POLL: Duration = Duration::from_secs(2);
+/// After a wake-up: retry an empty read this often, this many times.
+const CATCH_UP_INTERVAL: Duration = Duration::from_millis(50);
+const CATCH_UP_TRIES: u32 = 100;
+/// Streams open at once in this process, and per organization.
+pub const MAX_STREAMS: usize = 256;
+/// Streams one organization may hold open.
+pub const MAX_STREAMS_PER_ORGANIZATION: usize = 16;
 const DEFAULT_BATCH: i32 = 100;
 const MAX_BATCH: i32 = 1000;
 const MAX_TYPES: usize = 64;
@@ -41,13 +51,20 @@ pub fn policy() -> MethodPolicy {
 #[derive(Debug, Clone)]
 pub struct EventApi {
     state: CoreState,
+    streams: std::sync::Arc<crm_platform::streams::StreamLimiter>,
 }
 
 impl EventApi {
     /// Handlers over `state`.
     #[must_use]
     pub fn new(state: CoreState) -> Self {
-        Self { state }
+        Self {
+            state,
+            streams: crm_platform::streams::StreamLimiter::new(
+                MAX_STREAMS,
+                MAX_STREAMS_PER_ORGANIZATION,
+            ),
+        }
     }
 }
 
@@ -119,6 +136,10 @@ impl EventService for EventApi {
             return Err(ApiError::Internal("parsed without violation".into()).into_status(DOMAIN));
         };
         names::require_same_organization(&principal, org).map_err(|e| e.into_status(DOMAIN))?;
+        let guard = self
+            .streams
+            .open(org.to_string())
+            .map_err(|e| e.into_status(DOMAIN))?;
         let batch = match body.batch_size {
             0 => DEFAULT_BATCH,
             n => n.min(MAX_BATCH),
@@ -128,6 +149,8 @@ impl EventService for EventApi {
         let state = self.state.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<StreamEventsResponse, Status>>(4);
         tokio::spawn(async move {
+            let _guard = guard;
+            let mut catch_up = 0;
             loop {
                 // Register for the wake-up before reading, so a commit between the read and the
                 // wait is not missed.
@@ -145,9 +168,15 @@ impl EventService for EventApi {
                 .await;
                 match read {
                     Ok(events) if events.is_empty() => {
+                        let wait = if catch_up > 0 {
+                            catch_up -= 1;
+                            CATCH_UP_INTERVAL
+                        } else {
+                            SAFETY_POLL
+                        };
                         tokio::select! {
-                            () = &mut notified => {}
-                            () = tokio::time::sleep(POLL_INTERVAL) => {}
+                            () = &mut notified => catch_up = CATCH_UP_TRIES,
+                            () = tokio::time::sleep(wait) => {}
                             () = tx.closed() => return,
                         }
                     }

@@ -56,8 +56,10 @@ pub struct CoreState {
     pub pool: DbPool,
     /// Signs List page tokens.
     pub page_tokens: PageTokens,
-    /// Woken after every commit that wrote events, so streams deliver without polling delay.
+    /// Woken after every commit that wrote events (by this process, and through LISTEN/NOTIFY
+    /// by any replica), so streams deliver without polling.
     pub events_written: Arc<Notify>,
+    _listener: Arc<crm_db::notify::Listener>,
 }
 
 impl std::fmt::Debug for CoreState {
@@ -69,11 +71,19 @@ impl std::fmt::Debug for CoreState {
 impl CoreState {
     /// State over `pool`, signing page tokens with `page_token_secret`.
     #[must_use]
+    /// Must run inside a tokio runtime (it starts the outbox listener).
     pub fn new(pool: DbPool, page_token_secret: &[u8]) -> Self {
+        let events_written = Arc::new(Notify::new());
+        let listener = crm_db::notify::spawn_listener(
+            pool.clone(),
+            crm_db::outbox::channel(SCHEMA.name),
+            Arc::clone(&events_written),
+        );
         Self {
             pool,
             page_tokens: PageTokens::new(page_token_secret),
-            events_written: Arc::new(Notify::new()),
+            events_written,
+            _listener: Arc::new(listener),
         }
     }
 }

@@ -117,6 +117,10 @@ pub struct IdentityState {
     pub kek: keys::Kek,
     /// Rate-limit buckets of this replica.
     pub limiter: Arc<rate_limit::RateLimiter>,
+    /// The suite's internal service credential (watching revocations needs it).
+    pub service_key: Arc<str>,
+    /// Wakes revocation streams on commits of any replica; lives as long as the state.
+    _listener: Arc<crm_db::notify::Listener>,
 }
 
 impl std::fmt::Debug for IdentityState {
@@ -136,6 +140,7 @@ impl IdentityState {
         pool: DbPool,
         kek: keys::Kek,
         token_secret: &[u8],
+        service_key: &str,
         hasher: PasswordHasher,
         settings: IdentitySettings,
     ) -> Result<Self, keys::KeyError> {
@@ -145,16 +150,24 @@ impl IdentityState {
             settings.rotation.clone(),
         ));
         keys.rotate_and_reload().await?;
+        let revoked = Arc::new(Notify::new());
+        let listener = crm_db::notify::spawn_listener(
+            pool.clone(),
+            revocations::CHANNEL.to_owned(),
+            Arc::clone(&revoked),
+        );
         Ok(Self {
             pool,
             keys,
             hasher,
             secrets: secrets::TokenSecrets::new(token_secret),
             settings,
-            revoked: Arc::new(Notify::new()),
+            revoked,
             page_tokens: crm_db::page::PageTokens::new(token_secret),
             kek,
             limiter: Arc::new(rate_limit::RateLimiter::new()),
+            service_key: Arc::from(service_key),
+            _listener: Arc::new(listener),
         })
     }
 }
@@ -189,6 +202,7 @@ pub fn register(server: &mut GrpcServer, state: &IdentityState) {
     let revocations = RevocationServiceServer::new(revocations::RevocationApi::new(
         state.pool.clone(),
         Arc::clone(&state.revoked),
+        &state.service_key,
     ));
     let audit = crm_proto::identity_v1::audit_service_server::AuditServiceServer::new(
         audit::AuditApi::new(state.pool.clone(), state.page_tokens.clone()),

@@ -11,6 +11,7 @@ use crm_db::{AsyncPgConnection, DbError, DbPool};
 use crm_platform::ApiError;
 use crm_platform::api::names;
 use crm_platform::api::time::{optional_timestamp, timestamp};
+use crm_platform::streams::StreamLimiter;
 use crm_proto::identity_v1::revocation_service_server::RevocationService;
 use crm_proto::identity_v1::{
     Revocation, RevocationKind, WatchRevocationsRequest, WatchRevocationsResponse,
@@ -23,12 +24,13 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 const SERVICE: &str = "crm.identity.v1.RevocationService";
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// The LISTEN/NOTIFY channel announcing committed revocations.
+pub const CHANNEL: &str = "crm_revocations";
 /// How long a revocation matters: longer than any access token lives.
 pub const RELEVANT_FOR: Duration = Duration::from_secs(15 * 60);
 
-/// RPC requirements. Revocations carry opaque ids only; every service must be able to follow
-/// them before it holds credentials of its own.
+/// RPC requirements. The stream needs no access token (a service follows it before it can
+/// verify any) but the suite's internal service credential, checked by the handler.
 #[must_use]
 pub fn policy() -> MethodPolicy {
     MethodPolicy::new().with(SERVICE, "WatchRevocations", Requirement::Public)
@@ -90,10 +92,7 @@ async fn insert(
     .execute(&mut { conn })
     .await?;
     // Woken on commit: every replica's streams read the new row at once.
-    diesel::sql_query("SELECT pg_notify('crm_revocations', '')")
-        .execute(&mut { conn })
-        .await?;
-    Ok(())
+    crm_db::notify::announce(conn, CHANNEL).await
 }
 
 #[derive(Debug, diesel::QueryableByName)]
@@ -141,18 +140,76 @@ async fn read_after(
 pub struct RevocationApi {
     pool: DbPool,
     written: Arc<Notify>,
+    service_key: [u8; 32],
+    streams: Arc<StreamLimiter>,
+}
+
+/// Streams open at once in this process, and per client address.
+const MAX_STREAMS: usize = 64;
+const MAX_STREAMS_PER_ADDRESS: usize = 8;
+/// An empty batch after this much quiet tells followers the feed is alive and current.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How often an idle stream reads anyway (writes of other replicas are announced by
+/// LISTEN/NOTIFY; this only bounds a lost notification).
+const SAFETY_POLL: Duration = Duration::from_secs(1);
+/// After a wake-up, how often and how many times an empty read is retried: a committed row is
+/// readable only once every older transaction has ended (the snapshot's xmin passed it).
+const CATCH_UP_INTERVAL: Duration = Duration::from_millis(100);
+const CATCH_UP_TRIES: u32 = 50;
+
+/// The SHA-256 of an internal service credential, as compared.
+#[must_use]
+pub fn service_key_digest(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
 }
 
 impl RevocationApi {
-    /// Handlers over `pool`; `written` is notified after revocations commit.
+    /// Handlers over `pool`; `written` is woken after revocations commit (locally, and through
+    /// LISTEN/NOTIFY from other replicas); only callers presenting `service_key` (the suite's
+    /// internal credential) may watch.
     #[must_use]
-    pub fn new(pool: DbPool, written: Arc<Notify>) -> Self {
-        Self { pool, written }
+    pub fn new(pool: DbPool, written: Arc<Notify>, service_key: &str) -> Self {
+        Self {
+            pool,
+            written,
+            service_key: service_key_digest(service_key),
+            streams: StreamLimiter::new(MAX_STREAMS, MAX_STREAMS_PER_ADDRESS),
+        }
+    }
+
+    fn check_credential<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        use subtle::ConstantTimeEq;
+        let presented = req
+            .metadata()
+            .get(crm_auth::remote::SERVICE_KEY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(service_key_digest);
+        match presented {
+            Some(d) if bool::from(d.ct_eq(&self.service_key)) => Ok(()),
+            _ => Err(crate::status(ApiError::Unauthenticated {
+                reason: "SERVICE_CREDENTIAL_REQUIRED",
+                message: "the revocation feed is for the suite's services".into(),
+            })),
+        }
     }
 }
 
 type RevocationStream =
     Pin<Box<dyn Stream<Item = Result<WatchRevocationsResponse, Status>> + Send>>;
+
+fn to_proto(r: Row) -> Revocation {
+    Revocation {
+        kind: i32::from(r.kind),
+        value: r.value,
+        issued_before: optional_timestamp(r.issued_before),
+        create_time: Some(timestamp(r.create_time)),
+        organization: r
+            .organization_id
+            .map(names::organization_name)
+            .unwrap_or_default(),
+    }
+}
 
 #[tonic::async_trait]
 impl RevocationService for RevocationApi {
@@ -162,6 +219,11 @@ impl RevocationService for RevocationApi {
         &self,
         req: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        self.check_credential(&req)?;
+        let address = req
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+        let guard = self.streams.open(address).map_err(crate::status)?;
         let body = req.into_inner();
         let mut cursor =
             Cursor::decode(&body.cursor).map_err(|e| crate::status(ApiError::from(e)))?;
@@ -169,15 +231,36 @@ impl RevocationService for RevocationApi {
         let api = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
+            let _guard = guard;
+            // The first answer always comes at once (empty when there is nothing): followers
+            // serve only after it.
+            let mut last_sent: Option<tokio::time::Instant> = None;
+            let mut catch_up = 0;
             loop {
                 let notified = api.written.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
                 match read_after(&api.pool, cursor, include_expired).await {
                     Ok(rows) if rows.is_empty() => {
+                        if last_sent.is_none_or(|t| t.elapsed() >= HEARTBEAT) {
+                            let beat = WatchRevocationsResponse {
+                                revocations: Vec::new(),
+                                cursor: cursor.encode(),
+                            };
+                            if tx.send(Ok(beat)).await.is_err() {
+                                return;
+                            }
+                            last_sent = Some(tokio::time::Instant::now());
+                        }
+                        let wait = if catch_up > 0 {
+                            catch_up -= 1;
+                            CATCH_UP_INTERVAL
+                        } else {
+                            SAFETY_POLL
+                        };
                         tokio::select! {
-                            () = &mut notified => {}
-                            () = tokio::time::sleep(POLL_INTERVAL) => {}
+                            () = &mut notified => catch_up = CATCH_UP_TRIES,
+                            () = tokio::time::sleep(wait) => {}
                             () = tx.closed() => return,
                         }
                     }
@@ -189,26 +272,14 @@ impl RevocationService for RevocationApi {
                                 id: last.id,
                             };
                         }
-                        let revocations = rows
-                            .into_iter()
-                            .map(|r| Revocation {
-                                kind: i32::from(r.kind),
-                                value: r.value,
-                                issued_before: optional_timestamp(r.issued_before),
-                                create_time: Some(timestamp(r.create_time)),
-                                organization: r
-                                    .organization_id
-                                    .map(names::organization_name)
-                                    .unwrap_or_default(),
-                            })
-                            .collect();
                         let batch = WatchRevocationsResponse {
-                            revocations,
+                            revocations: rows.into_iter().map(to_proto).collect(),
                             cursor: cursor.encode(),
                         };
                         if tx.send(Ok(batch)).await.is_err() {
                             return;
                         }
+                        last_sent = Some(tokio::time::Instant::now());
                     }
                     Err(e) => {
                         let _ = tx.send(Err(crate::status(ApiError::from(e)))).await;

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crm_auth::password::{PasswordHasher, default_params};
 use crm_auth::remote::JwksKeys;
-use crm_auth::revocation::RevocationSet;
+use crm_auth::revocation::{DEFAULT_MAX_LAG, RevocationSet};
 use crm_auth::{TokenVerifier, VerifierSettings};
 use crm_db::migrate::{self, Direction};
 use crm_db::pool::{self, PoolSettings};
@@ -151,11 +151,44 @@ async fn migrate_all(args: &MigrateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn page_secret(args: &ServeArgs) -> Vec<u8> {
-    args.page_token_secret.as_ref().map_or_else(
-        || uuid::Uuid::new_v4().as_bytes().to_vec(),
-        |s| s.as_bytes().to_vec(),
-    )
+/// The page-token key: `CRM_PAGE_TOKEN_SECRET`, else (a local deployment) a key created once in
+/// the data directory, so tokens survive restarts and are shared by every service of the
+/// process. `crm serve` requires the variable (replicas must share it).
+fn page_secret(args: &ServeArgs, local_dir: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
+    match (&args.page_token_secret, local_dir) {
+        (Some(s), _) if !s.is_empty() => Ok(s.as_bytes().to_vec()),
+        (_, Some(dir)) => Ok(secrets::load_or_create_file(dir, "page-token-secret")?.to_vec()),
+        (_, None) => anyhow::bail!(
+            "CRM_PAGE_TOKEN_SECRET is required: every replica must sign page tokens with the same key"
+        ),
+    }
+}
+
+/// The suite's internal service credential (revocation feed): `CRM_SERVICE_KEY`, else for a
+/// local deployment or identity itself a key created once in the data directory.
+fn service_key(local_dir: Option<&std::path::Path>) -> anyhow::Result<String> {
+    use base64::Engine;
+    let bytes = match local_dir {
+        Some(dir) => secrets::load_or_create("CRM_SERVICE_KEY", dir, "service-key")?,
+        None => secrets::from_env("CRM_SERVICE_KEY")?.context(
+            "CRM_SERVICE_KEY is required: identity's revocation feed only serves the suite's services",
+        )?,
+    };
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Refuses a pool whose role stands outside row-level security; a database that cannot be
+/// reached yet is only logged (the service starts NOT_SERVING and the check runs again at the
+/// next start).
+async fn ensure_safe_role(pool: &crm_db::DbPool, service: &str) -> anyhow::Result<()> {
+    match pool::check_role(pool).await {
+        Ok(Some(())) => Ok(()),
+        Ok(None) => {
+            tracing::warn!(%service, "database unreachable: the role check is skipped");
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("{service}: {e}")),
+    }
 }
 
 async fn shutdown_signal() {
@@ -199,13 +232,18 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         settings.max_size = args.serve.pool_size;
         pool::build(&settings)
     };
-    let core = crm_core::CoreState::new(pool_for(&crm_core::SCHEMA), &page_secret(&args.serve));
-    let identity =
-        start_identity(pool_for(&crm_identity::SCHEMA), &args.data_dir, &args.serve).await?;
+    let core_pool = pool_for(&crm_core::SCHEMA);
+    let identity_pool = pool_for(&crm_identity::SCHEMA);
+    ensure_safe_role(&core_pool, "core").await?;
+    ensure_safe_role(&identity_pool, "identity").await?;
+    let core =
+        crm_core::CoreState::new(core_pool, &page_secret(&args.serve, Some(&args.data_dir))?);
+    let service_key = service_key(Some(&args.data_dir))?;
+    let identity = start_identity(identity_pool, &args.data_dir, &args.serve, &service_key).await?;
     let _rotation = identity.keys.spawn_rotation(Duration::from_secs(60));
 
     let jwks = Arc::new(JwksKeys::new());
-    let revocations = Arc::new(RevocationSet::new());
+    let revocations = Arc::new(RevocationSet::followed(DEFAULT_MAX_LAG));
     let verifier = Arc::new(TokenVerifier::new(
         verifier_settings(&args.serve),
         Arc::clone(&jwks) as Arc<dyn crm_auth::keys::KeySource>,
@@ -225,11 +263,14 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let channel = crm_platform::client::channel(&format!("http://{addr}"))?;
     let _followers = [
         crm_auth::remote::follow_jwks(channel.clone(), Arc::clone(&jwks)),
-        crm_auth::remote::follow_revocations(channel, Arc::clone(&revocations)),
+        crm_auth::remote::follow_revocations(channel, Arc::clone(&revocations), service_key),
     ];
     tokio::time::timeout(Duration::from_secs(10), jwks.loaded())
         .await
         .context("identity's key set did not arrive")?;
+    tokio::time::timeout(Duration::from_secs(10), revocations.loaded())
+        .await
+        .context("identity's revocations did not arrive")?;
 
     let demo = if args.demo {
         Some(demo::seed(addr, &identity).await?)
@@ -247,6 +288,7 @@ async fn start_identity(
     pool: crm_db::DbPool,
     data_dir: &std::path::Path,
     serve: &ServeArgs,
+    service_key: &str,
 ) -> anyhow::Result<crm_identity::IdentityState> {
     let kek = secrets::load_or_create("CRM_KEY_ENCRYPTION_KEY", data_dir, "identity-kek")?;
     let token_secret =
@@ -262,6 +304,7 @@ async fn start_identity(
         pool,
         crm_identity::keys::Kek::new(kek),
         &token_secret,
+        service_key,
         hasher,
         settings,
     )
@@ -280,7 +323,7 @@ async fn serve_one(args: ServeOne) -> anyhow::Result<()> {
     let static_keys = Arc::new(crm_auth::keys::StaticKeys::new());
     keys::load_static(&static_keys, &args.token_public_keys)?;
     let jwks = Arc::new(JwksKeys::new());
-    let revocations = Arc::new(RevocationSet::new());
+    let revocations = Arc::new(RevocationSet::followed(DEFAULT_MAX_LAG));
     let verifier = Arc::new(TokenVerifier::new(
         verifier_settings(&args.serve),
         Arc::new(crm_auth::remote::KeyChain(vec![
@@ -293,38 +336,45 @@ async fn serve_one(args: ServeOne) -> anyhow::Result<()> {
     let mut settings = PoolSettings::new(args.database_url.clone(), "");
     settings.max_size = args.serve.pool_size;
     let mut _rotation = None;
-    match args.service {
+    let (identity_url, service_key) = match args.service {
         Service::Core => {
+            // A service that cannot follow revocations must not serve (fail closed).
+            let url = args.identity_url.clone().context(
+                "CRM_IDENTITY_URL is required: core follows identity's keys and revocations",
+            )?;
+            let key = service_key(None)?;
             settings.schema = crm_core::SCHEMA.name.into();
-            let core = crm_core::CoreState::new(pool::build(&settings), &page_secret(&args.serve));
+            let pool = pool::build(&settings);
+            ensure_safe_role(&pool, "core").await?;
+            let core = crm_core::CoreState::new(pool, &page_secret(&args.serve, None)?);
             crm_core::register(&mut server, &core);
+            (url, key)
         }
         Service::Identity => {
+            let key = service_key(Some(&args.data_dir))?;
             settings.schema = crm_identity::SCHEMA.name.into();
-            let identity =
-                start_identity(pool::build(&settings), &args.data_dir, &args.serve).await?;
+            let pool = pool::build(&settings);
+            ensure_safe_role(&pool, "identity").await?;
+            let identity = start_identity(pool, &args.data_dir, &args.serve, &key).await?;
             _rotation = Some(identity.keys.spawn_rotation(Duration::from_secs(60)));
             crm_identity::register(&mut server, &identity);
+            // Identity follows itself.
+            (String::new(), key)
         }
-    }
+    };
     let listener = TcpListener::bind(args.serve.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, service = ?args.service, "serving");
-    // Identity follows itself; other services follow the configured identity.
-    let identity_url = match args.service {
-        Service::Identity => Some(format!("http://{addr}")),
-        Service::Core => args.identity_url.clone(),
+    let identity_url = if identity_url.is_empty() {
+        format!("http://{addr}")
+    } else {
+        identity_url
     };
-    let _followers = match identity_url {
-        Some(url) => {
-            let channel = crm_platform::client::channel(&url)?;
-            vec![
-                crm_auth::remote::follow_jwks(channel.clone(), jwks),
-                crm_auth::remote::follow_revocations(channel, revocations),
-            ]
-        }
-        None => Vec::new(),
-    };
+    let channel = crm_platform::client::channel(&identity_url)?;
+    let _followers = [
+        crm_auth::remote::follow_jwks(channel.clone(), jwks),
+        crm_auth::remote::follow_revocations(channel, revocations, service_key),
+    ];
     server.serve(listener, shutdown_signal()).await?;
     Ok(())
 }

@@ -13,13 +13,33 @@ use rand::RngCore;
 /// # Errors
 /// A malformed variable or an unreadable/unwritable file.
 pub fn load_or_create(env: &str, dir: &Path, file: &str) -> anyhow::Result<[u8; 32]> {
-    if let Ok(value) = std::env::var(env) {
-        return URL_SAFE_NO_PAD
+    match from_env(env)? {
+        Some(bytes) => Ok(bytes),
+        None => load_or_create_file(dir, file),
+    }
+}
+
+/// 32 secret bytes from `env` (base64url), `None` when unset.
+///
+/// # Errors
+/// A malformed variable.
+pub fn from_env(env: &str) -> anyhow::Result<Option<[u8; 32]>> {
+    match std::env::var(env) {
+        Ok(value) if !value.trim().is_empty() => URL_SAFE_NO_PAD
             .decode(value.trim())
             .ok()
             .and_then(|b| b.try_into().ok())
-            .with_context(|| format!("{env} must be 32 bytes, base64url without padding"));
+            .map(Some)
+            .with_context(|| format!("{env} must be 32 bytes, base64url without padding")),
+        _ => Ok(None),
     }
+}
+
+/// 32 secret bytes from `<dir>/<file>`, created (mode 0600) if missing.
+///
+/// # Errors
+/// An unreadable/unwritable file or one that is not 32 base64url bytes.
+pub fn load_or_create_file(dir: &Path, file: &str) -> anyhow::Result<[u8; 32]> {
     let path = dir.join(file);
     if let Ok(text) = std::fs::read_to_string(&path) {
         return URL_SAFE_NO_PAD

@@ -118,11 +118,17 @@ impl<S> std::fmt::Debug for AuthService<S> {
 
 const DOMAIN: &str = "auth.crm";
 
-/// The status for a refused token.
+/// The status for a refused token: UNAUTHENTICATED, except UNAVAILABLE while this service's
+/// revocation feed is not current (the token may be fine; retry).
 #[must_use]
 pub fn unauthenticated(error: AuthError) -> Status {
+    let code = if error == AuthError::RevocationsStale {
+        Code::Unavailable
+    } else {
+        Code::Unauthenticated
+    };
     Status::with_error_details(
-        Code::Unauthenticated,
+        code,
         error.to_string(),
         ErrorDetails::with_error_info(error.reason(), DOMAIN, HashMap::new()),
     )

@@ -164,31 +164,47 @@ pub fn follow_jwks(channel: Channel, keys: Arc<JwksKeys>) -> tokio::task::JoinHa
     })
 }
 
-/// Follows `WatchRevocations` on `channel` forever, resuming from its cursor after a
-/// disconnect, and applies each revocation to `set`.
+/// The metadata key carrying the service credential on internal streams.
+pub const SERVICE_KEY_HEADER: &str = "x-crm-service-key";
+
+/// Follows `WatchRevocations` on `channel` forever, presenting `service_key` (the suite's
+/// internal credential, base64url), resuming from its cursor after a disconnect, applying each
+/// revocation to `set` and marking it fresh on every batch and heartbeat.
 pub fn follow_revocations(
     channel: Channel,
     set: Arc<RevocationSet>,
+    service_key: String,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut cursor = String::new();
         let mut backoff = MIN_BACKOFF;
         loop {
             let mut client = RevocationServiceClient::new(channel.clone());
-            match client
-                .watch_revocations(WatchRevocationsRequest {
-                    cursor: cursor.clone(),
-                })
-                .await
-            {
+            let mut request = tonic::Request::new(WatchRevocationsRequest {
+                cursor: cursor.clone(),
+            });
+            if let Ok(value) = service_key.parse() {
+                request.metadata_mut().insert(SERVICE_KEY_HEADER, value);
+            }
+            match client.watch_revocations(request).await {
                 Ok(response) => {
                     let mut stream = response.into_inner();
-                    while let Ok(Some(batch)) = stream.message().await {
-                        for r in &batch.revocations {
-                            apply(&set, r);
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(batch)) => {
+                                for r in &batch.revocations {
+                                    apply(&set, r);
+                                }
+                                cursor = batch.cursor;
+                                set.mark_fresh();
+                                backoff = MIN_BACKOFF;
+                            }
+                            Ok(None) => break,
+                            Err(status) => {
+                                tracing::debug!(%status, "WatchRevocations ended; resuming");
+                                break;
+                            }
                         }
-                        cursor = batch.cursor;
-                        backoff = MIN_BACKOFF;
                     }
                 }
                 Err(status) => tracing::debug!(%status, "WatchRevocations unavailable; retrying"),

@@ -1,7 +1,15 @@
 //! Revocations known to this process: consulted on every call, in memory.
+//!
+//! A set followed from identity's feed is only trusted while the feed is fresh: until its first
+//! batch arrives, and whenever no batch (or heartbeat) has arrived for longer than an access
+//! token lives, authenticated calls are refused and health reports NOT_SERVING (fail closed: a
+//! revocation this process has not seen could otherwise leave a revoked token valid).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use uuid::Uuid;
 
@@ -17,17 +25,94 @@ struct Sets {
     subjects: HashMap<(Option<Uuid>, String), i64>,
 }
 
+/// The longest a followed set may go without a batch or heartbeat: the lifetime of a person's
+/// access token (a revocation older than that can only concern expired tokens... or tokens this
+/// process must not trust).
+pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(300);
+
+/// How a set followed from a feed knows it is current.
+#[derive(Debug)]
+struct Feed {
+    /// When the last batch or heartbeat arrived; `None` before the first.
+    last: Mutex<Option<Instant>>,
+    /// Longest acceptable silence.
+    max_lag: Duration,
+    /// Turns true with the first batch.
+    loaded: watch::Sender<bool>,
+}
+
+/// Whether a followed set can be trusted now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Current (or not fed by a feed at all).
+    Fresh,
+    /// The first batch has not arrived yet.
+    NotLoaded,
+    /// Nothing arrived for longer than the allowed lag.
+    Stale,
+}
+
 /// Revoked sessions, token ids, clients and subjects.
 #[derive(Debug, Default)]
 pub struct RevocationSet {
     sets: RwLock<Sets>,
+    feed: Option<Feed>,
 }
 
 impl RevocationSet {
-    /// An empty set.
+    /// A set with no feed, always [`Freshness::Fresh`]: for tests of verification alone and for
+    /// tools that never serve calls. Services use [`RevocationSet::followed`].
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A set fed by identity's revocation stream: not fresh until the first batch, and stale
+    /// once `max_lag` (the access-token lifetime) passes without a batch or heartbeat.
+    #[must_use]
+    pub fn followed(max_lag: Duration) -> Self {
+        Self {
+            sets: RwLock::default(),
+            feed: Some(Feed {
+                last: Mutex::new(None),
+                max_lag,
+                loaded: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// Records that the feed delivered a batch (possibly an empty heartbeat) just now.
+    pub fn mark_fresh(&self) {
+        if let Some(feed) = &self.feed {
+            if let Ok(mut last) = feed.last.lock() {
+                *last = Some(Instant::now());
+            }
+            feed.loaded.send_replace(true);
+        }
+    }
+
+    /// Whether the set is current. Fails closed (stale) on a poisoned lock.
+    #[must_use]
+    pub fn freshness(&self) -> Freshness {
+        let Some(feed) = &self.feed else {
+            return Freshness::Fresh;
+        };
+        let Ok(last) = feed.last.lock() else {
+            return Freshness::Stale;
+        };
+        match *last {
+            None => Freshness::NotLoaded,
+            Some(t) if t.elapsed() > feed.max_lag => Freshness::Stale,
+            Some(_) => Freshness::Fresh,
+        }
+    }
+
+    /// Waits until the first batch has arrived (at once for a set without a feed).
+    pub async fn loaded(&self) {
+        if let Some(feed) = &self.feed {
+            let mut rx = feed.loaded.subscribe();
+            let _ = rx.wait_for(|l| *l).await;
+        }
     }
 
     /// Revokes every token of session `sid`.
@@ -105,6 +190,19 @@ mod tests {
             actor: None,
             audiences: vec!["crm".into()],
         }
+    }
+
+    #[test]
+    fn a_followed_set_is_trusted_only_between_its_first_batch_and_the_allowed_lag() {
+        assert_eq!(RevocationSet::new().freshness(), Freshness::Fresh);
+        let set = RevocationSet::followed(Duration::from_millis(50));
+        assert_eq!(set.freshness(), Freshness::NotLoaded);
+        set.mark_fresh();
+        assert_eq!(set.freshness(), Freshness::Fresh);
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(set.freshness(), Freshness::Stale);
+        set.mark_fresh();
+        assert_eq!(set.freshness(), Freshness::Fresh);
     }
 
     #[test]

@@ -29,6 +29,9 @@ struct Header {
     typ: Option<String>,
     #[serde(default)]
     kid: Option<String>,
+    /// RFC 7515 critical extensions: we implement none, so any is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crit: Option<serde_json::Value>,
 }
 
 /// `aud` may be one string or several.
@@ -132,6 +135,13 @@ pub enum AuthError {
     /// Revoked session, token, client or subject.
     #[error("token revoked")]
     Revoked,
+    /// This service's revocation feed is not current, so no token can be trusted now
+    /// (UNAVAILABLE, not UNAUTHENTICATED: the caller should retry, not sign in again).
+    #[error("revocations are not current; retry shortly")]
+    RevocationsStale,
+    /// The token header lists critical extensions (`crit`) this verifier does not process.
+    #[error("unsupported critical token header")]
+    CriticalHeader,
 }
 
 impl AuthError {
@@ -150,6 +160,8 @@ impl AuthError {
             Self::Expired => "TOKEN_EXPIRED",
             Self::NotYetValid => "TOKEN_NOT_YET_VALID",
             Self::Revoked => "TOKEN_REVOKED",
+            Self::RevocationsStale => "REVOCATIONS_STALE",
+            Self::CriticalHeader => "TOKEN_CRIT_UNSUPPORTED",
         }
     }
 }
@@ -224,6 +236,7 @@ impl TokenSigner {
             alg: alg.to_owned(),
             typ: typ.map(str::to_owned),
             kid: Some(self.kid.clone()),
+            crit: None,
         };
         let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap_or_default());
         let c = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
@@ -284,7 +297,9 @@ impl Default for VerifierSettings {
 const CACHE_SHARDS: usize = 16;
 const CACHE_SHARD_CAPACITY: usize = 8192;
 
-type CacheShard = Mutex<HashMap<[u8; 32], Arc<Principal>>>;
+/// A verified token: its principal and the key that verified it.
+type CacheEntry = (Arc<Principal>, String, VerifyingKey);
+type CacheShard = Mutex<HashMap<[u8; 32], CacheEntry>>;
 
 /// Verifies access tokens and caches verified ones by hash until they expire.
 pub struct TokenVerifier {
@@ -337,24 +352,40 @@ impl TokenVerifier {
     /// # Errors
     /// An [`AuthError`] naming the first check that failed.
     pub fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        if self.revocations.freshness() != crate::revocation::Freshness::Fresh {
+            return Err(AuthError::RevocationsStale);
+        }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let shard = &self.cache[usize::from(digest[0]) % CACHE_SHARDS];
         let now = now_secs();
         let leeway = i64::try_from(self.settings.leeway.as_secs()).unwrap_or(0);
         let cached = shard.lock().ok().and_then(|m| m.get(&digest).cloned());
         let principal = match cached {
-            Some(p) if now < p.expires_at + leeway => p,
-            Some(_) => return Err(AuthError::Expired),
+            // Only while the key that verified it is still in the key set: a key withdrawn from
+            // the set takes its tokens with it.
+            Some((p, kid, key)) if self.keys.key(&kid) == Some(key) => {
+                if now >= p.expires_at + leeway {
+                    return Err(AuthError::Expired);
+                }
+                p
+            }
+            Some(_) => {
+                if let Ok(mut m) = shard.lock() {
+                    m.remove(&digest);
+                }
+                return Err(AuthError::UnknownKey);
+            }
             None => {
-                let p = Arc::new(self.verify_uncached(token, now)?);
+                let (p, kid, key) = self.verify_uncached(token, now)?;
+                let p = Arc::new(p);
                 if let Ok(mut m) = shard.lock() {
                     if m.len() >= CACHE_SHARD_CAPACITY {
-                        m.retain(|_, v| now < v.expires_at + leeway);
+                        m.retain(|_, v| now < v.0.expires_at + leeway);
                         if m.len() >= CACHE_SHARD_CAPACITY {
                             m.clear();
                         }
                     }
-                    m.insert(digest, Arc::clone(&p));
+                    m.insert(digest, (Arc::clone(&p), kid, key));
                 }
                 p
             }
@@ -365,7 +396,11 @@ impl TokenVerifier {
         Ok(principal)
     }
 
-    fn verify_uncached(&self, token: &str, now: i64) -> Result<Principal, AuthError> {
+    fn verify_uncached(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<(Principal, String, VerifyingKey), AuthError> {
         let mut parts = token.split('.');
         let (Some(h), Some(c), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -375,6 +410,9 @@ impl TokenVerifier {
         let header: Header = decode_json(h)?;
         if header.alg != "EdDSA" {
             return Err(AuthError::Algorithm);
+        }
+        if header.crit.is_some() {
+            return Err(AuthError::CriticalHeader);
         }
         match header
             .typ
@@ -421,7 +459,7 @@ impl TokenVerifier {
         if claims.sub.is_empty() || claims.jti.is_empty() {
             return Err(AuthError::Malformed);
         }
-        Ok(Principal {
+        let principal = Principal {
             subject: claims.sub,
             organization,
             roles: claims.roles,
@@ -433,7 +471,8 @@ impl TokenVerifier {
             expires_at: claims.exp,
             actor: claims.act.map(|a| a.sub),
             audiences,
-        })
+        };
+        Ok((principal, kid, key))
     }
 }
 
@@ -545,6 +584,52 @@ mod tests {
             Err(AuthError::NotYetValid)
         );
         assert_eq!(verifier.verify("a.b"), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn a_critical_header_is_refused() {
+        let (signer, verifier, settings) = setup();
+        let c = claims(&settings);
+        let h = URL_SAFE_NO_PAD
+            .encode(br#"{"alg":"EdDSA","typ":"at+jwt","kid":"k1","crit":["exp"],"exp":1}"#);
+        let b = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
+        let input = format!("{h}.{b}");
+        let sig: Signature = signer.key.sign(input.as_bytes());
+        let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()));
+        assert_eq!(verifier.verify(&token), Err(AuthError::CriticalHeader));
+    }
+
+    #[test]
+    fn a_cached_token_dies_with_its_key() {
+        let signer = TokenSigner::generate("k1");
+        let keys = Arc::new(StaticKeys::new());
+        keys.insert("k1", signer.verifying_key());
+        let verifier = TokenVerifier::new(
+            VerifierSettings::default(),
+            Arc::clone(&keys) as Arc<dyn KeySource>,
+            Arc::new(RevocationSet::new()),
+        );
+        let token = signer.sign(&claims(&VerifierSettings::default()));
+        assert!(verifier.verify(&token).is_ok());
+        keys.remove("k1");
+        assert_eq!(verifier.verify(&token), Err(AuthError::UnknownKey));
+        // A different key under the same id does not revive it either.
+        keys.insert("k1", TokenSigner::generate("k1").verifying_key());
+        assert_eq!(verifier.verify(&token), Err(AuthError::Signature));
+    }
+
+    #[test]
+    fn nothing_verifies_while_the_revocation_feed_is_not_current() {
+        let signer = TokenSigner::generate("k1");
+        let keys = Arc::new(StaticKeys::new());
+        keys.insert("k1", signer.verifying_key());
+        let revocations = Arc::new(RevocationSet::followed(Duration::from_secs(300)));
+        let verifier =
+            TokenVerifier::new(VerifierSettings::default(), keys, Arc::clone(&revocations));
+        let token = signer.sign(&claims(&VerifierSettings::default()));
+        assert_eq!(verifier.verify(&token), Err(AuthError::RevocationsStale));
+        revocations.mark_fresh();
+        assert!(verifier.verify(&token).is_ok());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod etag;
 pub mod filter;
 pub mod idempotency;
 pub mod migrate;
+pub mod notify;
 pub mod outbox;
 pub mod page;
 pub mod pool;

@@ -50,7 +50,17 @@ pub async fn append(conn: &AsyncPgConnection, org: Uuid, event: NewEvent<'_>) ->
         ))
         .execute(&mut { conn })
         .await?;
+    // Wakes the streams of every replica when the transaction commits.
+    diesel::sql_query("SELECT pg_notify('crm_outbox_' || current_schema(), '')")
+        .execute(&mut { conn })
+        .await?;
     Ok(event_id)
+}
+
+/// The LISTEN/NOTIFY channel on which [`append`] announces the events of service `schema`.
+#[must_use]
+pub fn channel(schema: &str) -> String {
+    format!("crm_outbox_{schema}")
 }
 
 /// A position in the outbox: after the event `(txid, id)`.

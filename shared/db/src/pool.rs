@@ -101,3 +101,63 @@ pub async fn ping(pool: &DbPool) -> Result<(), DbError> {
     conn.batch_execute("SELECT 1").await?;
     Ok(())
 }
+
+/// Why a pool's role must not serve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnsafeRole {
+    /// Superusers bypass row-level security.
+    #[error("role {0} is a superuser: services must connect as their _app role")]
+    Superuser(String),
+    /// BYPASSRLS skips every tenant policy.
+    #[error("role {0} has BYPASSRLS: services must connect as their _app role")]
+    BypassRls(String),
+    /// The schema owner can alter or drop the tables and policies.
+    #[error("role {0} owns schema {1}: services must connect as their _app role")]
+    SchemaOwner(String, String),
+}
+
+#[derive(diesel::QueryableByName)]
+struct RoleFacts {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    role: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    schema: String,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    superuser: bool,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    bypass_rls: bool,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    owner: bool,
+}
+
+/// Checks that the pool's role is neither a superuser, nor BYPASSRLS, nor the owner of the
+/// schema it serves: row-level security is the second wall between tenants, and those roles
+/// stand outside it. `Ok(None)` when the database cannot be reached (the caller decides).
+///
+/// # Errors
+/// [`UnsafeRole`] naming what is wrong.
+pub async fn check_role(pool: &DbPool) -> Result<Option<()>, UnsafeRole> {
+    use diesel_async::RunQueryDsl;
+    let Ok(mut conn) = pool.dedicated_connection().await else {
+        return Ok(None);
+    };
+    let facts: Result<RoleFacts, _> = diesel::sql_query(
+        "SELECT current_user::text AS role, coalesce(current_schema(), '') AS schema, \
+                r.rolsuper AS superuser, r.rolbypassrls AS bypass_rls, \
+                coalesce((SELECT n.nspowner = r.oid FROM pg_namespace n \
+                           WHERE n.nspname = current_schema()), false) AS owner \
+           FROM pg_roles r WHERE r.rolname = current_user",
+    )
+    .get_result(&mut conn)
+    .await;
+    let Ok(f) = facts else { return Ok(None) };
+    if f.superuser {
+        Err(UnsafeRole::Superuser(f.role))
+    } else if f.bypass_rls {
+        Err(UnsafeRole::BypassRls(f.role))
+    } else if f.owner {
+        Err(UnsafeRole::SchemaOwner(f.role, f.schema))
+    } else {
+        Ok(Some(()))
+    }
+}

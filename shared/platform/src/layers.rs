@@ -10,11 +10,21 @@
 //! - A `grpc-timeout` becomes a [`Deadline`] in the extensions and bounds the call: when it
 //!   passes, the handler's future is dropped (its transaction rolls back and its connection is
 //!   discarded) and the caller gets DEADLINE_EXCEEDED.
+//! - A call holds its permit until its response body ends, so a server stream counts against
+//!   the limit for its whole life. When the server starts draining, a stream that is waiting
+//!   for its next message ends at once with UNAVAILABLE (`SERVER_DRAINING`): the client
+//!   reconnects elsewhere, and shutdown does not wait out the drain timeout for streams that
+//!   never end.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use futures_util::future::BoxFuture;
 use opentelemetry::propagation::Extractor;
@@ -89,6 +99,7 @@ fn is_exempt(path: &str) -> bool {
 #[derive(Clone)]
 pub struct CallLayer {
     permits: Arc<Semaphore>,
+    draining: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for CallLayer {
@@ -100,11 +111,13 @@ impl std::fmt::Debug for CallLayer {
 }
 
 impl CallLayer {
-    /// A layer admitting at most `max_in_flight` calls at once.
+    /// A layer admitting at most `max_in_flight` calls at once; streams end when `draining`
+    /// turns true.
     #[must_use]
-    pub fn new(max_in_flight: usize) -> Self {
+    pub fn new(max_in_flight: usize, draining: watch::Receiver<bool>) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            draining,
         }
     }
 }
@@ -116,6 +129,7 @@ impl<S> tower_layer::Layer<S> for CallLayer {
         CallService {
             inner,
             permits: Arc::clone(&self.permits),
+            draining: self.draining.clone(),
         }
     }
 }
@@ -125,6 +139,7 @@ impl<S> tower_layer::Layer<S> for CallLayer {
 pub struct CallService<S> {
     inner: S,
     permits: Arc<Semaphore>,
+    draining: watch::Receiver<bool>,
 }
 
 impl<S> std::fmt::Debug for CallService<S> {
@@ -208,6 +223,7 @@ where
 
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let draining = self.draining.clone();
         Box::pin(
             async move {
                 let call = inner.call(req);
@@ -224,7 +240,6 @@ where
                     },
                     None => call.await,
                 };
-                drop(permit);
                 result.map(|mut response| {
                     if let Ok(v) = http::HeaderValue::from_str(&request_id) {
                         response.headers_mut().insert("x-request-id", v);
@@ -233,11 +248,94 @@ where
                         tracing::Span::current()
                             .record("rpc.grpc.status_code", code.to_str().unwrap_or(""));
                     }
-                    response
+                    // Headers-only answers (errors) are complete: nothing to hold.
+                    if response.headers().contains_key("grpc-status") {
+                        return response;
+                    }
+                    response.map(|body| {
+                        tonic::body::Body::new(CallBody {
+                            inner: body,
+                            permit,
+                            draining,
+                            drain: None,
+                            done: false,
+                        })
+                    })
                 })
             }
             .instrument(span),
         )
+    }
+}
+
+type DrainFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its call's permit until it ends and ends a waiting stream
+    /// when the server drains.
+    struct CallBody {
+        #[pin]
+        inner: tonic::body::Body,
+        permit: Option<OwnedSemaphorePermit>,
+        draining: watch::Receiver<bool>,
+        // Made on the first wait only: unary bodies are ready at once and never need it.
+        drain: Option<DrainFuture>,
+        done: bool,
+    }
+}
+
+impl http_body::Body for CallBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        let this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(None) => {
+                *this.done = true;
+                this.permit.take();
+                Poll::Ready(None)
+            }
+            Poll::Ready(frame) => Poll::Ready(frame),
+            Poll::Pending => {
+                let drain = this.drain.get_or_insert_with(|| {
+                    let mut rx = this.draining.clone();
+                    Box::pin(async move {
+                        let _ = rx.wait_for(|d| *d).await;
+                    })
+                });
+                match drain.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => {
+                        *this.done = true;
+                        this.permit.take();
+                        let status = platform_status(
+                            Code::Unavailable,
+                            "SERVER_DRAINING",
+                            "the server is shutting down; reconnect and resume",
+                            None,
+                        );
+                        let mut trailers = http::HeaderMap::new();
+                        let _ = status.add_header(&mut trailers);
+                        Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -8,6 +8,7 @@ pub mod error;
 pub mod layers;
 pub mod mutation;
 pub mod server;
+pub mod streams;
 pub mod telemetry;
 
 pub use error::{ApiError, Violation};

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crm_auth::revocation::{Freshness, RevocationSet};
 use crm_auth::{AuthLayer, MethodPolicy, TokenVerifier};
 use crm_db::DbPool;
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
@@ -181,9 +182,11 @@ impl GrpcServer {
 
         let names: Vec<String> = health.iter().map(|(n, _)| n.clone()).collect();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (draining_tx, draining_rx) = tokio::sync::watch::channel(false);
         let monitor = tokio::spawn(monitor_health(
             reporter.clone(),
             health,
+            Arc::clone(verifier.revocations()),
             settings.health_interval,
             stop_rx.clone(),
         ));
@@ -197,13 +200,15 @@ impl GrpcServer {
             let _ = stop_tx.send(true);
             set_all(&reporter, &names, ServingStatus::NotServing).await;
             tokio::time::sleep(drain_notice).await;
+            // Streams end now (clients reconnect elsewhere); unary calls in flight finish.
+            let _ = draining_tx.send(true);
             let _ = closed_tx.send(());
         };
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(settings.keepalive_interval))
             .http2_keepalive_timeout(Some(settings.keepalive_timeout))
             .max_concurrent_streams(settings.max_concurrent_streams)
-            .layer(CallLayer::new(settings.max_in_flight))
+            .layer(CallLayer::new(settings.max_in_flight, draining_rx))
             .layer(AuthLayer::new(verifier, policy))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);
@@ -258,6 +263,7 @@ impl Probe {
 async fn monitor_health(
     reporter: HealthReporter,
     services: Vec<(String, Option<DbPool>)>,
+    revocations: Arc<RevocationSet>,
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -271,11 +277,16 @@ async fn monitor_health(
             return;
         }
         let mut all = true;
+        // Without a current revocation feed no authenticated call is served: say so.
+        let feed = revocations.freshness();
+        if feed != Freshness::Fresh {
+            tracing::debug!(?feed, "revocation feed not current: NOT_SERVING");
+        }
         for (i, (name, probe)) in probes.iter_mut().enumerate() {
             let ok = match probe {
                 Some(p) => p.check(Duration::from_secs(1)).await,
                 None => true,
-            };
+            } && feed == Freshness::Fresh;
             all &= ok;
             if last[i] != Some(ok) {
                 if last[i].is_some() {

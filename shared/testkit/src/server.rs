@@ -36,6 +36,8 @@ pub struct TestServer {
     pub core: CoreState,
     /// The identity state (pool, keys, hasher).
     pub identity: crm_identity::IdentityState,
+    /// The internal service credential the revocation feed wants.
+    pub service_key: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     followers: Vec<tokio::task::JoinHandle<()>>,
@@ -59,6 +61,9 @@ pub struct TestServerOptions {
     /// Concurrent password hashes, and whether they use the production argon2 parameters
     /// (tests use small ones unless they measure hashing itself).
     pub hashing: (usize, bool),
+    /// How long the revocation feed may stay silent before calls are refused (production: the
+    /// access-token lifetime).
+    pub revocation_max_lag: Duration,
 }
 
 impl Default for TestServerOptions {
@@ -86,6 +91,7 @@ impl Default for TestServerOptions {
                 ..crm_identity::IdentitySettings::default()
             },
             hashing: (4, false),
+            revocation_max_lag: Duration::from_secs(300),
         }
     }
 }
@@ -112,7 +118,8 @@ impl TestServer {
             static_keys as Arc<dyn KeySource>,
             Arc::clone(&jwks) as Arc<dyn KeySource>,
         ]));
-        let revocations = Arc::new(RevocationSet::new());
+        let revocations = Arc::new(RevocationSet::followed(options.revocation_max_lag));
+        let service_key = Uuid::new_v4().simple().to_string();
         let verifier_settings = VerifierSettings::default();
         let verifier = Arc::new(TokenVerifier::new(
             verifier_settings.clone(),
@@ -142,6 +149,7 @@ impl TestServer {
             pool::build(&identity_pool),
             crm_identity::keys::Kek::generate(),
             Uuid::new_v4().as_bytes(),
+            &service_key,
             PasswordHasher::new(options.hashing.0, params).map_err(|e| anyhow::anyhow!("{e}"))?,
             options.identity.clone(),
         )
@@ -166,9 +174,14 @@ impl TestServer {
             .await?;
         let followers = vec![
             crm_auth::remote::follow_jwks(channel.clone(), Arc::clone(&jwks)),
-            crm_auth::remote::follow_revocations(channel.clone(), Arc::clone(&revocations)),
+            crm_auth::remote::follow_revocations(
+                channel.clone(),
+                Arc::clone(&revocations),
+                service_key.clone(),
+            ),
         ];
         tokio::time::timeout(Duration::from_secs(10), jwks.loaded()).await?;
+        tokio::time::timeout(Duration::from_secs(10), revocations.loaded()).await?;
         Ok(Self {
             addr,
             channel,
@@ -177,6 +190,7 @@ impl TestServer {
             revocations,
             core,
             identity,
+            service_key,
             shutdown: Some(tx),
             task: Some(task),
             followers,
