@@ -177,3 +177,56 @@ struct S {
     #[diesel(sql_type = Text)]
     s: String,
 }
+
+#[tokio::test]
+async fn a_pool_whose_role_stands_outside_row_level_security_is_refused() {
+    use crm_db::pool::{self, PoolSettings, UnsafeRole};
+
+    let db = crm_testkit::TestDb::new().await.unwrap();
+    let check = |url: String, schema: &str| {
+        let pool = pool::build(&PoolSettings::new(url, schema));
+        async move { pool::check_role(&pool).await }
+    };
+    assert_eq!(check(db.app_url("core"), "core").await, Ok(Some(())));
+    assert!(matches!(
+        check(db.admin_url.clone(), "core").await,
+        Err(UnsafeRole::Superuser(_))
+    ));
+    // Role names are cluster-wide: make them unique to this test database.
+    let suffix = db.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+    let (bypass, owner) = (format!("bypass_{suffix}"), format!("owner_{suffix}"));
+    let mut admin = db.admin().await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {bypass} LOGIN BYPASSRLS PASSWORD 'pw'; \
+             CREATE ROLE {owner} LOGIN PASSWORD 'pw'; \
+             CREATE SCHEMA owned_{suffix} AUTHORIZATION {owner};"
+        ))
+        .await
+        .unwrap();
+    let url_as = |role: &str| {
+        let mut u = url::Url::parse(&db.admin_url).unwrap();
+        u.set_username(role).unwrap();
+        u.set_password(Some("pw")).unwrap();
+        u.to_string()
+    };
+    assert!(matches!(
+        check(url_as(&bypass), "core").await,
+        Err(UnsafeRole::BypassRls(_))
+    ));
+    assert!(matches!(
+        check(url_as(&owner), &format!("owned_{suffix}")).await,
+        Err(UnsafeRole::SchemaOwner(..))
+    ));
+    // Unreachable: not decided here.
+    assert_eq!(
+        check("postgres://nobody@127.0.0.1:1/none".into(), "core").await,
+        Ok(None)
+    );
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA owned_{suffix}; DROP ROLE {owner}; DROP ROLE {bypass};"
+        ))
+        .await
+        .unwrap();
+}

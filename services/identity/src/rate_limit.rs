@@ -18,7 +18,9 @@ pub struct RateLimits {
     pub per_address: u32,
     /// `client_credentials` grants per API client.
     pub per_api_client: u32,
-    /// Whether `x-forwarded-for` names the client (only behind a trusted gateway).
+    /// Whether this replica sits behind one trusted gateway that appends the peer it saw to
+    /// `x-forwarded-for`: then the last entry is the client (entries before it are whatever
+    /// the client sent, and are never trusted).
     pub trust_forwarded_for: bool,
 }
 
@@ -63,9 +65,12 @@ impl RateLimiter {
         let capacity = f64::from(per_minute.max(1));
         let per_second = capacity / 60.0;
         let now = Instant::now();
-        let Ok(mut buckets) = self.buckets.lock() else {
-            return Ok(());
-        };
+        // A panic elsewhere while holding the lock leaves counts that are still counts: keep
+        // limiting with them rather than letting everything through.
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if buckets.len() >= MAX_BUCKETS {
             // Full buckets carry no information: forget them first.
             buckets.retain(|_, b| {
@@ -94,19 +99,22 @@ impl RateLimiter {
     }
 }
 
-/// The client address of a request: the first `x-forwarded-for` hop when trusted, else the
-/// TCP peer.
+/// The client address of a request: behind the trusted gateway, the last `x-forwarded-for`
+/// entry (the one the gateway appended; a client can put anything before it), else the TCP
+/// peer.
 #[must_use]
 pub fn client_address<T>(req: &tonic::Request<T>, trust_forwarded_for: bool) -> Option<IpAddr> {
     if trust_forwarded_for
-        && let Some(first) = req
+        && let Some(last) = req
             .metadata()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
             .and_then(|v| v.trim().parse().ok())
     {
-        return Some(first);
+        return Some(last);
     }
     req.remote_addr().map(|a| a.ip())
 }
@@ -114,6 +122,40 @@ pub fn client_address<T>(req: &tonic::Request<T>, trust_forwarded_for: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_address_the_gateway_appended_is_believed() {
+        let mut req = tonic::Request::new(());
+        req.metadata_mut()
+            .insert("x-forwarded-for", "1.2.3.4, 10.0.0.7".parse().unwrap());
+        assert_eq!(
+            client_address(&req, true),
+            Some("10.0.0.7".parse().unwrap()),
+            "a client-supplied first hop is not the client"
+        );
+        assert_eq!(
+            client_address(&req, false),
+            None,
+            "no peer without a socket"
+        );
+    }
+
+    #[test]
+    fn a_poisoned_lock_still_limits() {
+        let limiter = std::sync::Arc::new(RateLimiter::new());
+        limiter.take("k", 1).unwrap();
+        let l = std::sync::Arc::clone(&limiter);
+        let _ = std::thread::spawn(move || {
+            let _guard = l.buckets.lock().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(limiter.buckets.is_poisoned());
+        assert!(
+            limiter.take("k", 1).is_err(),
+            "the empty bucket stays empty"
+        );
+    }
 
     #[test]
     fn buckets_refuse_when_empty_and_tell_when_to_retry() {
