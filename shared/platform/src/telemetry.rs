@@ -25,16 +25,62 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (what log collectors expect).
+    Json,
+    /// Human-readable text, coloured only when `ansi`.
+    Text {
+        /// Colour codes (only on a terminal).
+        ansi: bool,
+    },
+}
+
+impl LogFormat {
+    /// `CRM_LOG_FORMAT=json` gives JSON; otherwise text, coloured only when writing to a
+    /// terminal (never into files or pipes).
+    #[must_use]
+    pub fn choose(setting: Option<&str>, terminal: bool) -> Self {
+        match setting.map(str::trim) {
+            Some(s) if s.eq_ignore_ascii_case("json") => Self::Json,
+            _ => Self::Text { ansi: terminal },
+        }
+    }
+}
+
 /// Installs the global subscriber and propagator. Safe to call more than once (later calls
 /// only return a guard).
 #[must_use]
 pub fn init(service_name: &str) -> TelemetryGuard {
+    use std::io::IsTerminal;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_filter(filter);
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let format = LogFormat::choose(
+        std::env::var("CRM_LOG_FORMAT").ok().as_deref(),
+        std::io::stderr().is_terminal(),
+    );
+    let (text, json) = match format {
+        LogFormat::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter()),
+            ),
+        ),
+        LogFormat::Text { ansi } => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(ansi)
+                    .with_target(false)
+                    .with_filter(filter()),
+            ),
+            None,
+        ),
+    };
 
     let provider = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
@@ -65,11 +111,25 @@ pub fn init(service_name: &str) -> TelemetryGuard {
             .with_filter(EnvFilter::new("info"))
     });
     let _ = tracing_subscriber::registry()
-        .with(fmt)
+        .with(text)
+        .with(json)
         .with(otel)
         .try_init();
     if let Some(p) = &provider {
         opentelemetry::global::set_tracer_provider(p.clone());
     }
     TelemetryGuard { provider }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_json_when_asked() {
+        assert_eq!(LogFormat::choose(None, false), LogFormat::Text { ansi: false });
+        assert_eq!(LogFormat::choose(None, true), LogFormat::Text { ansi: true });
+        assert_eq!(LogFormat::choose(Some("JSON"), true), LogFormat::Json);
+        assert_eq!(LogFormat::choose(Some("text"), false), LogFormat::Text { ansi: false });
+    }
 }
