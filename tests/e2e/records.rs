@@ -488,6 +488,81 @@ async fn gate_codes_only_with_the_full_view_and_never_in_the_audit_log() {
         .find(|c| c.field == "gate_code")
         .expect("the change is recorded, redacted");
     assert_eq!(change.after, "\"[redacted]\"");
+
+    // Nor in the events any reader of the stream sees.
+    let in_outbox = crate::support::count(
+        &env.db,
+        "SELECT count(*) AS n FROM core.outbox WHERE position(convert_to('4321#', 'UTF8') in \
+         payload) > 0 OR position(convert_to('9999', 'UTF8') in payload) > 0",
+    )
+    .await;
+    assert_eq!(in_outbox, 0, "a gate code reached the outbox");
+    assert!(
+        crate::support::count(
+            &env.db,
+            "SELECT count(*) AS n FROM core.outbox WHERE event_type LIKE 'crm.core.v1.Property.%'"
+        )
+        .await
+            >= 2
+    );
+
+    // Reading the FULL view is a permission of its own: readers and analysts do not have it.
+    for role in ["crm.viewer", "analytics.viewer"] {
+        let token = env.server.token(env.org, &[role]);
+        let refused = properties(&env)
+            .get_property(crm_testkit::TestServer::request(
+                &token,
+                GetPropertyRequest {
+                    name: created.name.clone(),
+                    view: PropertyView::Full as i32,
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{role}");
+        assert_eq!(
+            crate::support::reason(&refused),
+            "FULL_VIEW_PERMISSION_MISSING"
+        );
+        let refused = properties(&env)
+            .list_properties(crm_testkit::TestServer::request(
+                &token,
+                ListPropertiesRequest {
+                    parent: env.parent(),
+                    view: PropertyView::Full as i32,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{role}");
+    }
+    let viewer = env.server.token(env.org, &["crm.viewer"]);
+    let basic = properties(&env)
+        .get_property(crm_testkit::TestServer::request(
+            &viewer,
+            GetPropertyRequest {
+                name: created.name.clone(),
+                view: PropertyView::Basic as i32,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(basic.gate_code, "");
+    let support = env.server.token(env.org, &["crm.support"]);
+    let full = properties(&env)
+        .get_property(crm_testkit::TestServer::request(
+            &support,
+            GetPropertyRequest {
+                name: created.name.clone(),
+                view: PropertyView::Full as i32,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(full.gate_code, "9999", "support crews see where they go");
 }
 
 #[tokio::test]

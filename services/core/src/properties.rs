@@ -277,6 +277,7 @@ impl Resource for Properties {
     ];
     const OUTPUT_ONLY: &'static [&'static str] = crate::resource::STANDARD_OUTPUT_ONLY;
     const REDACTED: &'static [&'static str] = &["gate_code"];
+    const FULL_VIEW_PERMISSION: Option<&'static str> = Some(permission::PROPERTY_ACCESS_READ);
 
     fn name(x: &Property) -> &str {
         &x.name

@@ -26,6 +26,8 @@ pub mod permission {
     pub const SYNC_READ: &str = "crm.sync.read";
     /// Record integration sync runs.
     pub const SYNC_WRITE: &str = "crm.sync.write";
+    /// Read properties' access details (gate codes): the FULL property view.
+    pub const PROPERTY_ACCESS_READ: &str = "crm.properties.access";
     /// Read core's audit log.
     pub const CORE_AUDIT_READ: &str = "crm.audit.read";
     /// Read conversations and messages.
@@ -76,6 +78,7 @@ const ROLE_CATALOG: &[(&str, &[&str])] = &[
             permission::CONSENT_WRITE,
             permission::TICKETS_READ,
             permission::INVENTORY_READ,
+            permission::PROPERTY_ACCESS_READ,
         ],
     ),
     (
@@ -90,6 +93,7 @@ const ROLE_CATALOG: &[(&str, &[&str])] = &[
             permission::TICKETS_READ,
             permission::TICKETS_WRITE,
             permission::INVENTORY_READ,
+            permission::PROPERTY_ACCESS_READ,
         ],
     ),
     (

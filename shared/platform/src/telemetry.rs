@@ -127,9 +127,18 @@ mod tests {
 
     #[test]
     fn colour_only_on_a_terminal_and_json_when_asked() {
-        assert_eq!(LogFormat::choose(None, false), LogFormat::Text { ansi: false });
-        assert_eq!(LogFormat::choose(None, true), LogFormat::Text { ansi: true });
+        assert_eq!(
+            LogFormat::choose(None, false),
+            LogFormat::Text { ansi: false }
+        );
+        assert_eq!(
+            LogFormat::choose(None, true),
+            LogFormat::Text { ansi: true }
+        );
         assert_eq!(LogFormat::choose(Some("JSON"), true), LogFormat::Json);
-        assert_eq!(LogFormat::choose(Some("text"), false), LogFormat::Text { ansi: false });
+        assert_eq!(
+            LogFormat::choose(Some("text"), false),
+            LogFormat::Text { ansi: false }
+        );
     }
 }

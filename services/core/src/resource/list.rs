@@ -143,6 +143,7 @@ pub async fn list<R: Store>(
     req: ListRequest<'_>,
     full: bool,
 ) -> Result<(Vec<R::Proto>, String), ApiError> {
+    super::require_full_view::<R>(principal, full)?;
     let mut v = Violations::new();
     let order = Order::parse(req.order_by, R::TIME_ORDER, R::TEXT_ORDER, R::DEFAULT_DESC)
         .map_err(|m| v.push("order_by", "INVALID_ORDER_BY", m))

@@ -76,8 +76,10 @@ pub trait Resource: Send + Sync + Sized + 'static {
     const CREATE_ONLY: &'static [&'static str] = &[];
     /// Output-only fields (ignored in masks).
     const OUTPUT_ONLY: &'static [&'static str];
-    /// Fields whose values never appear in audit entries.
+    /// Fields whose values never appear in audit entries, events or BASIC views.
     const REDACTED: &'static [&'static str] = &[];
+    /// The permission the FULL view (the redacted fields) needs beyond reading.
+    const FULL_VIEW_PERMISSION: Option<&'static str> = None;
     /// How long a soft-deleted resource can be undeleted.
     const RETENTION_DAYS: i64 = 30;
     /// The text field List can order by.
@@ -373,7 +375,7 @@ pub async fn create<R: Store, F: Message>(
                 &call,
                 &request_id,
                 "created",
-                &created,
+                &for_event::<R>(&created),
                 &name,
                 None,
             )
@@ -398,6 +400,27 @@ pub async fn create<R: Store, F: Message>(
     Ok(created)
 }
 
+/// Refuses the FULL view to a caller without the resource's full-view permission.
+///
+/// # Errors
+/// PERMISSION_DENIED `FULL_VIEW_PERMISSION_MISSING`.
+pub fn require_full_view<R: Resource>(principal: &Principal, full: bool) -> Result<(), ApiError> {
+    match R::FULL_VIEW_PERMISSION {
+        Some(p) if full && !principal.has_permission(p) => Err(ApiError::PermissionDenied {
+            reason: "FULL_VIEW_PERMISSION_MISSING",
+            message: format!("the FULL view needs the permission {p}"),
+        }),
+        Some(_) | None => Ok(()),
+    }
+}
+
+/// The resource as events carry it: redacted like BASIC views and audit entries.
+fn for_event<R: Resource>(resource: &R::Proto) -> R::Proto {
+    let mut shown = resource.clone();
+    R::redact(&mut shown);
+    shown
+}
+
 /// Reads one resource (soft-deleted ones too); `full` keeps what BASIC views redact.
 ///
 /// # Errors
@@ -410,6 +433,7 @@ pub async fn get<R: Store>(
 ) -> Result<R::Proto, ApiError> {
     let (org, id) = names::parse_child(name, R::COLLECTION, "name")?;
     names::require_same_organization(principal, org)?;
+    require_full_view::<R>(principal, full)?;
     let row = crm_db::tenant::transaction(&state.pool, org, move |conn| {
         Box::pin(async move { R::find(conn, org, id, false).await })
     })
@@ -499,7 +523,7 @@ pub async fn update<R: Store, F: Message>(
                 &call,
                 &request_id,
                 "updated",
-                &updated,
+                &for_event::<R>(&updated),
                 &name,
                 Some(mask),
             )
@@ -591,7 +615,8 @@ pub async fn set_deleted<R: Store, F: Message>(
             } else {
                 ("undeleted", Action::Undelete)
             };
-            emit(conn, org, &call, &request_id, change, &after, &name, None).await?;
+            let shown = for_event::<R>(&after);
+            emit(conn, org, &call, &request_id, change, &shown, &name, None).await?;
             audit::record_change::<R>(
                 conn,
                 org,
