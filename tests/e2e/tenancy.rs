@@ -230,3 +230,49 @@ async fn a_pool_whose_role_stands_outside_row_level_security_is_refused() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn no_row_of_core_can_disappear_by_cascade() {
+    let env = Env::new().await;
+    // Not one foreign key of core cascades deletes, and messages point at their customer.
+    let cascading = count(
+        &env.db,
+        "SELECT count(*) AS n FROM pg_constraint WHERE contype = 'f' AND confdeltype = 'c' \
+         AND connamespace = 'core'::regnamespace",
+    )
+    .await;
+    assert_eq!(cascading, 0);
+    let message_fk = count(
+        &env.db,
+        "SELECT count(*) AS n FROM pg_constraint WHERE contype = 'f' \
+         AND conrelid = 'core.messages'::regclass AND confrelid = 'core.customers'::regclass",
+    )
+    .await;
+    assert_eq!(message_fk, 1);
+
+    // Even the superuser cannot remove a customer out from under its records.
+    let customer = env.create("Parent Co").await;
+    let id = customer.name.rsplit('/').next().unwrap().to_owned();
+    let mut admin = env.db.admin().await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO core.contacts (organization_id, id, customer_id, display_name, \
+             created_by, updated_by) VALUES ('{}', '{}', '{id}', 'Child', 'test', 'test')",
+            env.org,
+            Uuid::now_v7()
+        ))
+        .await
+        .unwrap();
+    let refused = admin
+        .batch_execute(&format!("DELETE FROM core.customers WHERE id = '{id}'"))
+        .await;
+    assert!(refused.is_err(), "the delete cascaded");
+    assert_eq!(
+        count(
+            &env.db,
+            &format!("SELECT count(*) AS n FROM core.contacts WHERE customer_id = '{id}'")
+        )
+        .await,
+        1
+    );
+}
