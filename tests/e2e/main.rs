@@ -24,6 +24,7 @@ mod operations;
 mod outbox;
 mod pagination;
 mod platform;
+mod purge;
 mod records;
 mod support;
 mod tenancy;

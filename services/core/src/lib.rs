@@ -217,3 +217,42 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
         sync_logs::policy()
     );
 }
+
+/// What core's purge job removes, children before parents: idempotency keys and events past
+/// their retention, then soft-deleted resources past their purge time (readings go with their
+/// equipment; a parent that append-only rows such as messages or stock adjustments still
+/// reference is kept).
+#[must_use]
+pub fn purge_rules(retention: &crm_db::purge::Retention) -> Vec<crm_db::purge::Rule> {
+    use crm_db::purge::Rule;
+    const PAST_PURGE_TIME: &str = "purge_time < now() - make_interval(secs => $1)";
+    let mut rules = crm_db::purge::standard_rules(retention);
+    rules.push(Rule {
+        table: "equipment_readings",
+        condition: "EXISTS (SELECT 1 FROM equipment e \
+                     WHERE e.organization_id = equipment_readings.organization_id \
+                       AND e.id = equipment_readings.equipment_id \
+                       AND e.purge_time < now() - make_interval(secs => $1))",
+        keep: std::time::Duration::ZERO,
+    });
+    for table in [
+        "equipment",
+        "contacts",
+        "activities",
+        "call_logs",
+        "tickets",
+        "conversations",
+        "properties",
+        "call_dispositions",
+        "sync_logs",
+        "inventory_items",
+        "customers",
+    ] {
+        rules.push(Rule {
+            table,
+            condition: PAST_PURGE_TIME,
+            keep: std::time::Duration::ZERO,
+        });
+    }
+    rules
+}

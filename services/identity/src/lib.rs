@@ -265,3 +265,30 @@ pub fn register(server: &mut GrpcServer, state: &IdentityState) {
         Some(state.pool.clone()),
     );
 }
+
+/// What identity's purge job removes: idempotency keys and events past their retention,
+/// revocations, reset tokens and authorization codes past their expiry, and sign-in throttles
+/// nobody has touched (and that lock nobody out) for the retention.
+#[must_use]
+pub fn purge_rules(retention: &crm_db::purge::Retention) -> Vec<crm_db::purge::Rule> {
+    use crm_db::purge::Rule;
+    let mut rules = crm_db::purge::standard_rules(retention);
+    for table in [
+        "revocations",
+        "password_reset_tokens",
+        "authorization_codes",
+    ] {
+        rules.push(Rule {
+            table,
+            condition: "expire_time < now() - make_interval(secs => $1)",
+            keep: retention.expired,
+        });
+    }
+    rules.push(Rule {
+        table: "login_throttle",
+        condition: "update_time < now() - make_interval(secs => $1) \
+                    AND (locked_until IS NULL OR locked_until < now())",
+        keep: retention.expired,
+    });
+    rules
+}

@@ -236,6 +236,19 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let identity_pool = pool_for(&crm_identity::SCHEMA);
     ensure_safe_role(&core_pool, "core").await?;
     ensure_safe_role(&identity_pool, "identity").await?;
+    let retention = args.serve.retention();
+    let _purge = [
+        crm_db::purge::spawn(
+            core_pool.clone(),
+            crm_core::purge_rules(&retention),
+            retention.every,
+        ),
+        crm_db::purge::spawn(
+            identity_pool.clone(),
+            crm_identity::purge_rules(&retention),
+            retention.every,
+        ),
+    ];
     let core =
         crm_core::CoreState::new(core_pool, &page_secret(&args.serve, Some(&args.data_dir))?);
     let service_key = service_key(Some(&args.data_dir))?;
@@ -336,6 +349,7 @@ async fn serve_one(args: ServeOne) -> anyhow::Result<()> {
     let mut settings = PoolSettings::new(args.database_url.clone(), "");
     settings.max_size = args.serve.pool_size;
     let mut _rotation = None;
+    let mut _purge = None;
     let (identity_url, service_key) = match args.service {
         Service::Core => {
             // A service that cannot follow revocations must not serve (fail closed).
@@ -346,6 +360,12 @@ async fn serve_one(args: ServeOne) -> anyhow::Result<()> {
             settings.schema = crm_core::SCHEMA.name.into();
             let pool = pool::build(&settings);
             ensure_safe_role(&pool, "core").await?;
+            let retention = args.serve.retention();
+            _purge = Some(crm_db::purge::spawn(
+                pool.clone(),
+                crm_core::purge_rules(&retention),
+                retention.every,
+            ));
             let core = crm_core::CoreState::new(pool, &page_secret(&args.serve, None)?);
             crm_core::register(&mut server, &core);
             (url, key)
@@ -355,6 +375,12 @@ async fn serve_one(args: ServeOne) -> anyhow::Result<()> {
             settings.schema = crm_identity::SCHEMA.name.into();
             let pool = pool::build(&settings);
             ensure_safe_role(&pool, "identity").await?;
+            let retention = args.serve.retention();
+            _purge = Some(crm_db::purge::spawn(
+                pool.clone(),
+                crm_identity::purge_rules(&retention),
+                retention.every,
+            ));
             let identity = start_identity(pool, &args.data_dir, &args.serve, &key).await?;
             _rotation = Some(identity.keys.spawn_rotation(Duration::from_secs(60)));
             crm_identity::register(&mut server, &identity);

@@ -19,6 +19,7 @@ pub mod notify;
 pub mod outbox;
 pub mod page;
 pub mod pool;
+pub mod purge;
 pub mod schema;
 pub mod tenant;
 

@@ -27,16 +27,40 @@ pub struct ServeArgs {
     /// Token audience of this deployment.
     #[arg(long, env = "CRM_TOKEN_AUDIENCE", default_value = "crm")]
     pub token_audience: String,
-    /// Secret that signs page tokens; generated per process when unset (tokens then do not
-    /// survive a restart or cross replicas).
+    /// Secret that signs page tokens. Required by `crm serve` (every replica must share it);
+    /// `crm up` without it keeps one in its data directory.
     #[arg(long, env = "CRM_PAGE_TOKEN_SECRET", hide_env_values = true)]
     pub page_token_secret: Option<String>,
     /// Connections per service pool.
     #[arg(long, env = "CRM_POOL_SIZE", default_value_t = 8)]
     pub pool_size: u32,
+    /// Hours an idempotency key (a `request_id`) is remembered.
+    #[arg(long, env = "CRM_RETAIN_IDEMPOTENCY_HOURS", default_value_t = 24)]
+    pub retain_idempotency_hours: u64,
+    /// Days outbox events are kept for consumers to resume from.
+    #[arg(long, env = "CRM_RETAIN_OUTBOX_DAYS", default_value_t = 7)]
+    pub retain_outbox_days: u64,
+    /// Hours expired revocations, codes, reset tokens and idle throttles are kept.
+    #[arg(long, env = "CRM_RETAIN_EXPIRED_HOURS", default_value_t = 24)]
+    pub retain_expired_hours: u64,
+    /// Minutes between purge runs.
+    #[arg(long, env = "CRM_PURGE_INTERVAL_MINUTES", default_value_t = 60)]
+    pub purge_interval_minutes: u64,
 }
 
 impl ServeArgs {
+    /// The retention these options give.
+    #[must_use]
+    pub fn retention(&self) -> crm_db::purge::Retention {
+        let hours = |h: u64| Duration::from_secs(h.saturating_mul(3600));
+        crm_db::purge::Retention {
+            idempotency: hours(self.retain_idempotency_hours),
+            outbox: hours(self.retain_outbox_days.saturating_mul(24)),
+            expired: hours(self.retain_expired_hours),
+            every: Duration::from_secs(self.purge_interval_minutes.max(1).saturating_mul(60)),
+        }
+    }
+
     /// The server settings these options give.
     #[must_use]
     pub fn server_settings(&self) -> ServerSettings {
