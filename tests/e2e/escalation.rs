@@ -335,3 +335,50 @@ async fn another_organizations_admin_ends_a_persons_tokens_only_in_their_own_org
     .await;
     assert_eq!(rows, 1, "one revocation, scoped to B");
 }
+
+#[tokio::test]
+async fn only_the_operator_path_registers_service_clients() {
+    use crm_proto::identity_v1::auth_service_client::AuthServiceClient;
+    use crm_proto::identity_v1::{ClientCredentialsRequest, IntrospectTokenRequest};
+
+    let m = member(&["org.admin"]).await;
+    let created = crm_identity::api_clients::register_service_client(
+        &m.env.server.identity.pool,
+        &m.env.server.identity.secrets,
+        m.env.org,
+        "QuickBooks sync",
+        &["service.integrations".to_owned()],
+    )
+    .await
+    .unwrap();
+    let client = created.api_client.unwrap();
+    let tokens = AuthServiceClient::new(m.env.server.channel.clone())
+        .client_credentials(ClientCredentialsRequest {
+            client_id: client.client_id.clone(),
+            client_secret: created.client_secret,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let seen = OAuthServiceClient::new(m.env.server.channel.clone())
+        .introspect_token(TestServer::request(
+            &m.login().await.access_token,
+            IntrospectTokenRequest {
+                token: tokens.access_token,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(seen.active);
+    assert_eq!(seen.roles, ["service.integrations"]);
+    let refused = crm_identity::api_clients::register_service_client(
+        &m.env.server.identity.pool,
+        &m.env.server.identity.secrets,
+        m.env.org,
+        "Typo",
+        &["service.everything".to_owned()],
+    )
+    .await;
+    assert!(refused.is_err(), "only catalog roles");
+}

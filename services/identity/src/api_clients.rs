@@ -65,6 +65,92 @@ pub fn parse_client_id(s: &str) -> Option<(Uuid, Uuid)> {
     }
 }
 
+/// Inserts a client with its first secret and audits it, in the caller's transaction.
+async fn insert_client(
+    conn: &AsyncPgConnection,
+    org: Uuid,
+    client: &ApiClient,
+    actor: &str,
+    digest: Vec<u8>,
+) -> Result<ApiClient, ApiError> {
+    let id = Uuid::now_v7();
+    diesel::insert_into(c::table)
+        .values((
+            c::organization_id.eq(org),
+            c::id.eq(id),
+            c::display_name.eq(client.display_name.trim()),
+            c::roles.eq(&client.roles),
+            c::redirect_uris.eq(&client.redirect_uris),
+            c::created_by.eq(actor),
+        ))
+        .execute(&mut { conn })
+        .await?;
+    add_secret(conn, org, id, digest).await?;
+    let name = names::child_name(org, COLLECTION, id);
+    audit::append(
+        conn,
+        org,
+        audit::Entry {
+            kind: "api_client.created",
+            actor,
+            subject: &name,
+            detail: "",
+        },
+    )
+    .await?;
+    let row = find(conn, org, id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("client vanished".into()))?;
+    Ok(to_proto(row, 1))
+}
+
+/// The operator's path to a service client (`crm service-client`): an API client of `org`
+/// holding service roles (`service.integrations`, `service.delegate`, `service.reader`), which
+/// no organization administrator can grant. Returns the client and its one-time secret;
+/// audited with the actor `operators/cli`.
+///
+/// # Errors
+/// INVALID_ARGUMENT for a missing name or a role outside the catalog; database errors.
+pub async fn register_service_client(
+    pool: &crm_db::DbPool,
+    secrets: &TokenSecrets,
+    org: Uuid,
+    display_name: &str,
+    roles: &[String],
+) -> Result<ApiClientWithSecret, ApiError> {
+    let mut v = Violations::new();
+    validate::required_text(&mut v, "display_name", display_name, 200);
+    if roles.is_empty() {
+        v.push("roles", "REQUIRED", "at least one role is required");
+    }
+    let catalog = crm_auth::principal::catalog_roles();
+    for r in roles {
+        if !catalog.contains(&r.as_str()) {
+            v.push(
+                "roles",
+                "UNKNOWN_ROLE",
+                format!("{r:?} is not a catalog role"),
+            );
+        }
+    }
+    v.finish()?;
+    let secret = new_secret();
+    let digest = secrets.digest(&secret);
+    let client = ApiClient {
+        display_name: display_name.to_owned(),
+        roles: roles.to_vec(),
+        ..ApiClient::default()
+    };
+    let created = tenant::transaction(pool, org, move |conn| {
+        Box::pin(async move { insert_client(conn, org, &client, "operators/cli", digest).await })
+    })
+    .await?;
+    Ok(ApiClientWithSecret {
+        api_client: Some(created),
+        client_secret: secret,
+    })
+}
+
 fn new_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -322,36 +408,9 @@ impl ApiClientService for ApiClientApi {
                             format!("not defined in this organization: {}", undefined.join(", ")),
                         ));
                     }
-                    let id = Uuid::now_v7();
-                    diesel::insert_into(c::table)
-                        .values((
-                            c::organization_id.eq(org),
-                            c::id.eq(id),
-                            c::display_name.eq(client.display_name.trim()),
-                            c::roles.eq(&client.roles),
-                            c::redirect_uris.eq(&client.redirect_uris),
-                            c::created_by.eq(&actor),
-                        ))
-                        .execute(&mut { conn })
-                        .await?;
-                    add_secret(conn, org, id, digest).await?;
-                    let name = names::child_name(org, COLLECTION, id);
-                    audit::append(
-                        conn,
-                        org,
-                        audit::Entry {
-                            kind: "api_client.created",
-                            actor: &actor,
-                            subject: &name,
-                            detail: "",
-                        },
-                    )
-                    .await?;
-                    let row = find(conn, org, id)
-                        .await?
-                        .ok_or_else(|| ApiError::Internal("client vanished".into()))?;
+                    let created = insert_client(conn, org, &client, &actor, digest).await?;
                     Ok(ApiClientWithSecret {
-                        api_client: Some(to_proto(row, 1)),
+                        api_client: Some(created),
                         client_secret: secret,
                     })
                 })

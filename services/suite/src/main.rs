@@ -48,6 +48,28 @@ enum Command {
     Serve(ServeOne),
     /// Drive load against a running suite and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Register an API client holding service roles (operators only: no organization
+    /// administrator can grant them). Prints its client id and one-time secret.
+    ServiceClient(ServiceClientArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServiceClientArgs {
+    /// Identity's database as `identity_app`.
+    #[arg(long, env = "SERVICE_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// The organization the client acts in, `organizations/{id}`.
+    #[arg(long)]
+    organization: String,
+    /// What the client is, e.g. "QuickBooks sync".
+    #[arg(long)]
+    name: String,
+    /// Roles to hold (repeat the flag), e.g. `service.integrations`.
+    #[arg(long = "role", required = true)]
+    roles: Vec<String>,
+    /// Where identity keeps its generated secrets when CRM_TOKEN_SECRET is not set.
+    #[arg(long, env = "CRM_DATA_DIR", default_value = ".crm")]
+    data_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate(args) => migrate_all(&args).await,
         Command::Serve(args) => serve_one(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::ServiceClient(args) => service_client(&args).await,
     }
 }
 
@@ -295,6 +318,35 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let result = serving.await.context("server task")?;
     db.stop();
     result.map_err(anyhow::Error::from)
+}
+
+async fn service_client(args: &ServiceClientArgs) -> anyhow::Result<()> {
+    let org = crm_platform::api::names::parse_organization(&args.organization, "organization")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let token_secret =
+        secrets::load_or_create("CRM_TOKEN_SECRET", &args.data_dir, "identity-token-secret")?;
+    let mut settings = PoolSettings::new(args.database_url.clone(), crm_identity::SCHEMA.name);
+    settings.max_size = 1;
+    settings.acquire_timeout = Duration::from_secs(5);
+    let pool = pool::build(&settings);
+    ensure_safe_role(&pool, "identity").await?;
+    let created = crm_identity::api_clients::register_service_client(
+        &pool,
+        &crm_identity::secrets::TokenSecrets::new(&token_secret),
+        org,
+        &args.name,
+        &args.roles,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = created.api_client.unwrap_or_default();
+    println!("client_id:     {}", client.client_id);
+    println!(
+        "client_secret: {}   (shown only now)",
+        created.client_secret
+    );
+    println!("roles:         {}", client.roles.join(", "));
+    Ok(())
 }
 
 async fn start_identity(
