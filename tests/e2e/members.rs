@@ -81,9 +81,16 @@ impl Org {
         }
     }
 
+    /// Invites a new person, who then accepts by signing in; returns the active member.
     async fn add(&self, roles: &[&str]) -> (Member, String) {
+        let (member, email, _) = self.add_signed_in(roles).await;
+        (member, email)
+    }
+
+    /// [`Org::add`], also returning the access token of the accepting sign-in.
+    async fn add_signed_in(&self, roles: &[&str]) -> (Member, String, String) {
         let email = format!("{}@example.com", Uuid::now_v7().simple());
-        let member = self
+        let invited = self
             .members()
             .create_member(TestServer::request(
                 &self.admin,
@@ -92,7 +99,30 @@ impl Org {
             .await
             .unwrap()
             .into_inner();
-        (member, email)
+        assert_eq!(invited.status, MemberStatus::Invited as i32);
+        let token = login(&self.env, &email, PASSWORD).await.unwrap();
+        let member = self.member(&invited.name).await;
+        assert_eq!(member.status, MemberStatus::Active as i32);
+        (member, email, token)
+    }
+
+    async fn member(&self, name: &str) -> Member {
+        self.members()
+            .list_members(TestServer::request(
+                &self.admin,
+                ListMembersRequest {
+                    parent: self.env.parent(),
+                    page_size: 1000,
+                    page_token: String::new(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .members
+            .into_iter()
+            .find(|m| m.name == name)
+            .unwrap()
     }
 
     async fn can_list_customers(&self, token: &str) -> Result<(), Status> {
@@ -137,7 +167,11 @@ async fn admins_add_members_who_can_sign_in_and_bad_input_is_named() {
         .unwrap()
         .into_inner();
     assert_eq!(created.email, email.to_lowercase());
-    assert_eq!(created.status, MemberStatus::Active as i32);
+    assert_eq!(
+        created.status,
+        MemberStatus::Invited as i32,
+        "an invitation"
+    );
     let again = o
         .members()
         .create_member(TestServer::request(&o.admin, req))
@@ -155,8 +189,13 @@ async fn admins_add_members_who_can_sign_in_and_bad_input_is_named() {
         .unwrap_err();
     assert_eq!(dup.code(), Code::AlreadyExists);
 
+    // Signing in to the organization is how the person accepts.
     let token = login(&o.env, &email, PASSWORD).await.unwrap();
     o.can_list_customers(&token).await.unwrap();
+    assert_eq!(
+        o.member(&created.name).await.status,
+        MemberStatus::Active as i32
+    );
 
     let listed = o
         .members()
@@ -200,10 +239,6 @@ async fn admins_add_members_who_can_sign_in_and_bad_input_is_named() {
         (o.create("x@example.com", &[], PASSWORD), "member.roles"),
         (
             o.create("x@example.com", &["crm.sales"], "short"),
-            "initial_password",
-        ),
-        (
-            o.create("new@example.com", &["crm.sales"], ""),
             "initial_password",
         ),
     ] {
@@ -314,8 +349,7 @@ async fn role_changes_and_suspension_take_effect_at_once() {
 #[tokio::test]
 async fn sessions_are_ones_own_unless_managing_and_revocation_reaches_core() {
     let o = org().await;
-    let (_, email) = o.add(&["crm.sales"]).await;
-    let token = login(&o.env, &email, PASSWORD).await.unwrap();
+    let (_, _, token) = o.add_signed_in(&["crm.sales"]).await;
     let list = |t: &str| {
         TestServer::request(
             t,
@@ -1277,4 +1311,91 @@ async fn people_create_organizations_they_administer_and_only_members_see_them()
         .await
         .unwrap_err();
     assert_eq!(foreign.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn an_invitation_answers_the_same_for_known_and_unknown_emails_and_needs_the_persons_consent()
+{
+    let o = org().await;
+    // Someone with an account elsewhere (another organization), and an address nobody has.
+    let known = format!("known-{}@example.com", Uuid::now_v7().simple());
+    crm_identity::bootstrap::ensure_member(
+        &o.env.server.identity.pool,
+        &o.env.server.identity.hasher,
+        &crm_identity::bootstrap::Member {
+            org: Uuid::now_v7(),
+            org_display_name: "Elsewhere",
+            email: &known,
+            password: "their own password",
+            roles: &["crm.viewer"],
+            reset_password: false,
+        },
+    )
+    .await
+    .unwrap();
+    let unknown = format!("unknown-{}@example.com", Uuid::now_v7().simple());
+    let invite = |email: &str, password: &str| {
+        let mut members = o.members();
+        let req = TestServer::request(&o.admin, {
+            let mut r = o.create(email, &["crm.sales"], password);
+            r.member.as_mut().unwrap().display_name = "Given Name".into();
+            r
+        });
+        async move {
+            members
+                .create_member(req)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let a = invite(&known, PASSWORD).await.unwrap();
+    let b = invite(&unknown, "").await.unwrap();
+    let shape = |m: &Member, email: &str| {
+        assert_eq!(m.status, MemberStatus::Invited as i32);
+        assert_eq!(m.email, email);
+        assert_eq!(m.display_name, email, "only the invited address is shown");
+        assert_eq!(m.roles, ["crm.sales"]);
+    };
+    shape(&a, &known);
+    shape(&b, &unknown);
+    // The inviter's password did not replace the person's own.
+    assert_eq!(
+        reason(&login(&o.env, &known, PASSWORD).await.unwrap_err()),
+        "INVALID_CREDENTIALS"
+    );
+    // The administrator cannot accept for them.
+    let forced = o
+        .members()
+        .update_member(TestServer::request(
+            &o.admin,
+            UpdateMemberRequest {
+                member: Some(Member {
+                    name: a.name.clone(),
+                    status: MemberStatus::Active as i32,
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["status".into()],
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(forced.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&forced), "INVITATION_NOT_ACCEPTED");
+    // Nor invite someone as already active.
+    let mut active = o.create("z@example.com", &["crm.sales"], PASSWORD);
+    active.member.as_mut().unwrap().status = MemberStatus::Active as i32;
+    let refused = o
+        .members()
+        .create_member(TestServer::request(&o.admin, active))
+        .await
+        .unwrap_err();
+    crate::support::assert_violation(&refused, "member.status", "INVITATION_REQUIRED");
+    // The person accepts by signing in with their own password.
+    let token = login(&o.env, &known, "their own password").await.unwrap();
+    o.can_list_customers(&token).await.unwrap();
+    let accepted = o.member(&a.name).await;
+    assert_eq!(accepted.status, MemberStatus::Active as i32);
 }

@@ -97,10 +97,17 @@ const COLUMNS: MemberColumns = (
 
 impl From<MemberRow> for Member {
     fn from(r: MemberRow) -> Self {
+        // Until the person accepts, the organization sees only the address it invited: the
+        // account's own name would tell whether the address already had one.
+        let display_name = if r.status == MemberStatus::Invited as i16 {
+            r.email.clone()
+        } else {
+            r.display_name
+        };
         Self {
             name: names::child_name(r.organization_id, COLLECTION, r.user_id),
             email: r.email,
-            display_name: r.display_name,
+            display_name,
             roles: r.roles,
             status: i32::from(r.status),
             create_time: Some(timestamp(r.create_time)),
@@ -168,6 +175,51 @@ fn status_number(v: &mut Violations, field: &str, status: i32, default: MemberSt
     }
 }
 
+/// Turns `user`'s invitation to `org` into an active membership (audited). Called when the
+/// person signs in to `org` with their own credentials.
+///
+/// # Errors
+/// The database error.
+pub(crate) async fn accept_invitation(
+    pool: &crm_db::DbPool,
+    org: Uuid,
+    user: Uuid,
+) -> Result<(), ApiError> {
+    crm_db::tenant::transaction(pool, org, move |conn| {
+        Box::pin(async move {
+            let accepted = diesel::update(
+                m::table
+                    .filter(m::organization_id.eq(org))
+                    .filter(m::user_id.eq(user))
+                    .filter(m::status.eq(MemberStatus::Invited as i16)),
+            )
+            .set((
+                m::status.eq(MemberStatus::Active as i16),
+                m::revision.eq(m::revision + 1),
+                m::update_time.eq(diesel::dsl::now),
+            ))
+            .execute(&mut { conn })
+            .await?;
+            if accepted == 1 {
+                let subject = names::child_name(org, COLLECTION, user);
+                audit::append(
+                    conn,
+                    org,
+                    audit::Entry {
+                        kind: "membership.accepted",
+                        actor: &format!("users/{user}"),
+                        subject: &subject,
+                        detail: "",
+                    },
+                )
+                .await?;
+            }
+            Ok::<_, ApiError>(())
+        })
+    })
+    .await
+}
+
 /// The handlers.
 #[derive(Debug, Clone)]
 pub struct MemberApi {
@@ -207,7 +259,16 @@ impl MemberService for MemberApi {
         }
         validate::optional_text(&mut v, "member.display_name", &member.display_name, 200);
         check_roles(&mut v, "member.roles", &member.roles);
-        let status_n = status_number(&mut v, "member.status", member.status, MemberStatus::Active);
+        // Everyone starts invited: the person accepts by signing in to this organization.
+        match MemberStatus::try_from(member.status) {
+            Ok(MemberStatus::Unspecified | MemberStatus::Invited) => {}
+            Ok(_) | Err(_) => v.push(
+                "member.status",
+                "INVITATION_REQUIRED",
+                "a new member is invited; they become active when they sign in",
+            ),
+        }
+        let status_n = MemberStatus::Invited as i16;
         let password = body.initial_password.clone();
         if !password.is_empty() && !(12..=1024).contains(&password.chars().count()) {
             v.push(
@@ -255,9 +316,12 @@ impl MemberService for MemberApi {
                     .first(&mut { conn })
                     .await
                     .optional()?;
-                let user = match (existing, phc) {
-                    (Some(id), _) => id,
-                    (None, Some(phc)) => {
+                // The answer is the same whether the email belongs to someone already or not:
+                // an existing person's account is never touched (their password stays theirs);
+                // a new one gets the initial password, or none (they set one by password reset).
+                let user = match existing {
+                    Some(id) => id,
+                    None => {
                         let id = Uuid::now_v7();
                         diesel::insert_into(u::table)
                             .values((
@@ -269,13 +333,6 @@ impl MemberService for MemberApi {
                             .execute(&mut { conn })
                             .await?;
                         id
-                    }
-                    (None, None) => {
-                        return Err(ApiError::invalid(
-                            "initial_password",
-                            "REQUIRED",
-                            "a new user needs an initial password",
-                        ));
                     }
                 };
                 let undefined = crate::roles::undefined(conn, org, &roles).await?;
@@ -439,6 +496,14 @@ impl MemberService for MemberApi {
                 } else {
                     current.status
                 };
+                if current.status == MemberStatus::Invited as i16
+                    && new_status == MemberStatus::Active as i16
+                {
+                    return Err(ApiError::FailedPrecondition {
+                        reason: "INVITATION_NOT_ACCEPTED",
+                        message: "an invited person becomes active by signing in themselves".into(),
+                    });
+                }
                 diesel::update(
                     m::table
                         .filter(m::organization_id.eq(org))

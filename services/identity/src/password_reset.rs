@@ -131,7 +131,8 @@ async fn issue(
             let member: i64 = m::table
                 .filter(m::organization_id.eq(org))
                 .filter(m::user_id.eq(user))
-                .filter(m::status.eq(2i16))
+                // Invited people too: it is how someone invited without a password sets one.
+                .filter(m::status.eq_any([1i16, 2i16]))
                 .count()
                 .get_result(&mut { conn })
                 .await?;

@@ -139,6 +139,30 @@ pub async fn of_active_member(
     }
 }
 
+/// For signing in: the effective roles of `user`'s membership of `org` when it is active or
+/// invited, and whether it is (still) an invitation.
+///
+/// # Errors
+/// The database error.
+pub async fn of_member_signing_in(
+    conn: &AsyncPgConnection,
+    org: Uuid,
+    user: Uuid,
+) -> QueryResult<Option<(Vec<String>, bool)>> {
+    let found: Option<(Vec<String>, i16)> = m::table
+        .filter(m::organization_id.eq(org))
+        .filter(m::user_id.eq(user))
+        .filter(m::status.eq_any([1i16, 2i16]))
+        .select((m::roles, m::status))
+        .first(&mut { conn })
+        .await
+        .optional()?;
+    match found {
+        Some((roles, status)) => Ok(Some((expand(conn, org, &roles).await?, status == 1))),
+        None => Ok(None),
+    }
+}
+
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = r)]
 struct RoleRow {

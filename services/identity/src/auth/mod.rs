@@ -335,7 +335,7 @@ impl AuthApi {
                 let user_id = *user_id;
                 tenant::transaction(&self.pool, org, move |conn| {
                     Box::pin(async move {
-                        crate::roles::of_active_member(conn, org, user_id)
+                        crate::roles::of_member_signing_in(conn, org, user_id)
                             .await
                             .map_err(ApiError::from)
                     })
@@ -344,7 +344,7 @@ impl AuthApi {
             }
             _ => None,
         };
-        let (Some((user_id, _)), Some(roles)) = (user, membership) else {
+        let (Some((user_id, _)), Some((roles, invited))) = (user, membership) else {
             let locked = self.record_failure(&email_key).await?;
             self.audit_failure(org, &email_key, locked).await;
             return Err(invalid_credentials());
@@ -378,6 +378,11 @@ impl AuthApi {
         self.reset_failures(&email_key).await?;
         if verification.needs_rehash {
             self.rehash(user_id, body.password).await;
+        }
+        if invited {
+            // Signing in to the organization that invited them, with their own credentials, is
+            // how a person accepts: nobody else can make them a member.
+            crate::members::accept_invitation(&self.pool, org, user_id).await?;
         }
 
         self.open_session(org, user_id, roles, &client_id, "login.succeeded", None)
