@@ -217,6 +217,15 @@ impl KeyStore {
     /// # Errors
     /// Database or sealing failures.
     pub async fn rotate_and_reload(&self) -> Result<(), KeyError> {
+        self.rotate_and_reload_at(Utc::now()).await
+    }
+
+    /// [`KeyStore::rotate_and_reload`] as if the time were `now` (the clock is injected, so a
+    /// test can walk through rotations without waiting them out).
+    ///
+    /// # Errors
+    /// Database or sealing failures.
+    pub async fn rotate_and_reload_at(&self, now: DateTime<Utc>) -> Result<(), KeyError> {
         let mut conn = self.pool.get().await.map_err(DbError::from)?;
         let kek = self.kek.clone();
         let policy = self.policy.clone();
@@ -226,7 +235,6 @@ impl KeyStore {
                 diesel::sql_query("SELECT pg_advisory_xact_lock(7126533001)")
                     .execute(conn)
                     .await?;
-                let now = Utc::now();
                 let rows: Vec<KeyRow> = k::table.select(KeyRow::as_select()).load(conn).await?;
                 let usable_active = rows.iter().find(|r| {
                     r.state == ACTIVE && kek.open(&r.kid, &r.sealed_private_key).is_some()

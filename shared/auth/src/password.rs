@@ -82,6 +82,14 @@ impl PasswordHasher {
         })
     }
 
+    /// Takes one hashing slot without hashing, until the returned permit is dropped: callers
+    /// meanwhile see the pool as that much fuller (used to prove that a saturated pool refuses
+    /// at once instead of queueing). `None` when no slot is free.
+    #[must_use]
+    pub fn occupy(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.permits).try_acquire_owned().ok()
+    }
+
     async fn run<T, F>(&self, work: F) -> Result<T, HashError>
     where
         F: FnOnce() -> Result<T, HashError> + Send + 'static,
