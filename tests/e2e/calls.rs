@@ -166,7 +166,7 @@ async fn call_logs_use_the_organizations_active_dispositions() {
         }))
         .await
         .unwrap_err();
-    assert_invalid_field(&immutable, "update_mask");
+    assert_invalid_field(&immutable, "update_mask", "UNKNOWN_MASK_PATH");
 
     let invalid = calls
         .create_call_log(env.req(CreateCallLogRequest {
@@ -187,15 +187,15 @@ async fn call_logs_use_the_organizations_active_dispositions() {
         }))
         .await
         .unwrap_err();
-    for field in [
-        "call_log.direction",
-        "call_log.phone",
-        "call_log.agent",
-        "call_log.duration_seconds",
-        "call_log.recording_uri",
-        "call_log.start_time",
+    for (field, reason) in [
+        ("call_log.direction", "INVALID_DIRECTION"),
+        ("call_log.phone", "INVALID_PHONE"),
+        ("call_log.agent", "INVALID_AGENT"),
+        ("call_log.duration_seconds", "OUT_OF_RANGE"),
+        ("call_log.recording_uri", "INVALID_URI"),
+        ("call_log.start_time", "TIME_IN_FUTURE"),
     ] {
-        assert_invalid_field(&invalid, field);
+        assert_invalid_field(&invalid, field, reason);
     }
 }
 
@@ -249,7 +249,7 @@ async fn sync_runs_are_logged_by_the_integration_service() {
         ))
         .await
         .unwrap_err();
-    assert_invalid_field(&missing_finish, "sync_log.finish_time");
+    assert_invalid_field(&missing_finish, "sync_log.finish_time", "REQUIRED");
     let before_start = logs
         .update_sync_log(TestServer::request(
             &integration,
@@ -257,7 +257,7 @@ async fn sync_runs_are_logged_by_the_integration_service() {
         ))
         .await
         .unwrap_err();
-    assert_invalid_field(&before_start, "sync_log.finish_time");
+    assert_invalid_field(&before_start, "sync_log.finish_time", "BEFORE_START");
     let done = logs
         .update_sync_log(TestServer::request(
             &integration,

@@ -243,7 +243,7 @@ async fn duplicate_request_id_returns_the_original_and_writes_once() {
         ..Default::default()
     });
     let reused = client.create_customer(env.req(other)).await.unwrap_err();
-    assert_invalid_field(&reused, "request_id");
+    assert_invalid_field(&reused, "request_id", "REQUEST_ID_REUSED");
     assert_eq!(env.customer_rows().await, 1);
 }
 
@@ -260,13 +260,14 @@ async fn every_invalid_field_is_named_and_nothing_is_written() {
         customer: Some(customer),
         ..Default::default()
     };
-    let cases: Vec<(CreateCustomerRequest, &str)> = vec![
+    let cases: Vec<(CreateCustomerRequest, &str, &str)> = vec![
         (
             create(Customer {
                 display_name: "  ".into(),
                 ..good()
             }),
             "customer.display_name",
+            "REQUIRED",
         ),
         (
             create(Customer {
@@ -274,6 +275,7 @@ async fn every_invalid_field_is_named_and_nothing_is_written() {
                 ..good()
             }),
             "customer.display_name",
+            "TOO_LONG",
         ),
         (
             create(Customer {
@@ -281,6 +283,7 @@ async fn every_invalid_field_is_named_and_nothing_is_written() {
                 ..good()
             }),
             "customer.email",
+            "INVALID_EMAIL",
         ),
         (
             create(Customer {
@@ -288,14 +291,20 @@ async fn every_invalid_field_is_named_and_nothing_is_written() {
                 ..good()
             }),
             "customer.phone",
+            "INVALID_PHONE",
         ),
-        (create(Customer { kind: 42, ..good() }), "customer.kind"),
+        (
+            create(Customer { kind: 42, ..good() }),
+            "customer.kind",
+            "UNKNOWN_ENUM_VALUE",
+        ),
         (
             CreateCustomerRequest {
                 parent: "organizations/not-a-uuid".into(),
                 ..create(good())
             },
             "parent",
+            "INVALID_RESOURCE_NAME",
         ),
         (
             CreateCustomerRequest {
@@ -303,6 +312,7 @@ async fn every_invalid_field_is_named_and_nothing_is_written() {
                 ..create(good())
             },
             "customer_id",
+            "INVALID_UUID",
         ),
         (
             CreateCustomerRequest {
@@ -310,6 +320,7 @@ async fn every_invalid_field_is_named_and_nothing_is_written() {
                 ..create(good())
             },
             "request_id",
+            "INVALID_UUID",
         ),
         (
             CreateCustomerRequest {
@@ -317,11 +328,12 @@ async fn every_invalid_field_is_named_and_nothing_is_written() {
                 ..create(good())
             },
             "customer",
+            "REQUIRED",
         ),
     ];
-    for (request, field) in cases {
+    for (request, field, reason) in cases {
         let status = client.create_customer(env.req(request)).await.unwrap_err();
-        assert_invalid_field(&status, field);
+        assert_invalid_field(&status, field, reason);
     }
     // Several bad fields at once are all reported.
     let status = client
@@ -333,8 +345,12 @@ async fn every_invalid_field_is_named_and_nothing_is_written() {
         })))
         .await
         .unwrap_err();
-    for field in ["customer.display_name", "customer.email", "customer.phone"] {
-        assert_invalid_field(&status, field);
+    for (field, reason) in [
+        ("customer.display_name", "REQUIRED"),
+        ("customer.email", "INVALID_EMAIL"),
+        ("customer.phone", "INVALID_PHONE"),
+    ] {
+        assert_invalid_field(&status, field, reason);
     }
     assert_eq!(env.customer_rows().await, 0);
 
@@ -344,7 +360,7 @@ async fn every_invalid_field_is_named_and_nothing_is_written() {
         update_mask: mask(paths),
         request_id: String::new(),
     };
-    let cases: Vec<(UpdateCustomerRequest, &str)> = vec![
+    let cases: Vec<(UpdateCustomerRequest, &str, &str)> = vec![
         (
             update(
                 &["nonexistent"],
@@ -354,6 +370,7 @@ async fn every_invalid_field_is_named_and_nothing_is_written() {
                 },
             ),
             "update_mask",
+            "UNKNOWN_MASK_PATH",
         ),
         (
             update(
@@ -364,6 +381,7 @@ async fn every_invalid_field_is_named_and_nothing_is_written() {
                 },
             ),
             "update_mask",
+            "MISSING_UPDATE_MASK",
         ),
         (
             update(
@@ -375,6 +393,7 @@ async fn every_invalid_field_is_named_and_nothing_is_written() {
                 },
             ),
             "customer.email",
+            "INVALID_EMAIL",
         ),
         (
             update(
@@ -386,6 +405,7 @@ async fn every_invalid_field_is_named_and_nothing_is_written() {
                 },
             ),
             "customer.kind",
+            "UNKNOWN_ENUM_VALUE",
         ),
         (
             update(
@@ -396,6 +416,7 @@ async fn every_invalid_field_is_named_and_nothing_is_written() {
                 },
             ),
             "customer.name",
+            "INVALID_RESOURCE_NAME",
         ),
         (
             update(
@@ -407,11 +428,12 @@ async fn every_invalid_field_is_named_and_nothing_is_written() {
                 },
             ),
             "customer.etag",
+            "INVALID_ETAG",
         ),
     ];
-    for (request, field) in cases {
+    for (request, field, reason) in cases {
         let status = client.update_customer(env.req(request)).await.unwrap_err();
-        assert_invalid_field(&status, field);
+        assert_invalid_field(&status, field, reason);
     }
     let unchanged = client
         .get_customer(env.req(GetCustomerRequest {
@@ -434,7 +456,7 @@ async fn every_invalid_field_is_named_and_nothing_is_written() {
             }))
             .await
             .unwrap_err();
-        assert_invalid_field(&status, "name");
+        assert_invalid_field(&status, "name", "INVALID_RESOURCE_NAME");
     }
 
     // A name of another organization is refused before the database is touched.
@@ -536,7 +558,11 @@ async fn lifecycle_follows_the_allowed_transitions_and_new_fields_are_validated_
         }))
         .await
         .unwrap_err();
-    assert_invalid_field(&churned_at_birth, "customer.lifecycle_stage");
+    assert_invalid_field(
+        &churned_at_birth,
+        "customer.lifecycle_stage",
+        "INVALID_INITIAL_STAGE",
+    );
 
     let mut current = lead;
     let move_to = |stage: LifecycleStage, etag: String, name: String| {
@@ -627,7 +653,7 @@ async fn lifecycle_follows_the_allowed_transitions_and_new_fields_are_validated_
         .into_inner();
     assert_eq!(tagged.tags, ["vip", "grease-trap"]);
     assert_eq!(tagged.time_zone, "America/Chicago");
-    for (customer, paths, field) in [
+    for (customer, paths, field, reason) in [
         (
             Customer {
                 name: current.name.clone(),
@@ -636,6 +662,7 @@ async fn lifecycle_follows_the_allowed_transitions_and_new_fields_are_validated_
             },
             &["time_zone"][..],
             "customer.time_zone",
+            "UNKNOWN_TIME_ZONE",
         ),
         (
             Customer {
@@ -645,6 +672,7 @@ async fn lifecycle_follows_the_allowed_transitions_and_new_fields_are_validated_
             },
             &["tags"][..],
             "customer.tags",
+            "INVALID_TAG",
         ),
         (
             Customer {
@@ -654,6 +682,7 @@ async fn lifecycle_follows_the_allowed_transitions_and_new_fields_are_validated_
             },
             &["tags"][..],
             "customer.tags",
+            "DUPLICATE_TAG",
         ),
         (
             Customer {
@@ -663,6 +692,7 @@ async fn lifecycle_follows_the_allowed_transitions_and_new_fields_are_validated_
             },
             &["tier"][..],
             "customer.tier",
+            "INVALID_SLUG",
         ),
         (
             Customer {
@@ -672,6 +702,7 @@ async fn lifecycle_follows_the_allowed_transitions_and_new_fields_are_validated_
             },
             &["lifecycle_stage"][..],
             "customer.lifecycle_stage",
+            "UNKNOWN_ENUM_VALUE",
         ),
     ] {
         assert_invalid_field(
@@ -680,6 +711,7 @@ async fn lifecycle_follows_the_allowed_transitions_and_new_fields_are_validated_
                 .await
                 .unwrap_err(),
             field,
+            reason,
         );
     }
 

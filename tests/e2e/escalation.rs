@@ -77,7 +77,7 @@ async fn only_a_live_sessions_own_token_switches_organization_and_never_outlives
 
     // The same organization is not a switch.
     let same = switch(&m, &a.access_token, m.env.org).await.unwrap_err();
-    crate::support::assert_violation(&same, "requested_organization", "SAME_ORGANIZATION");
+    crate::support::assert_invalid_field(&same, "requested_organization", "SAME_ORGANIZATION");
 
     // A token of no recorded session (minted elsewhere, or a forged session id) is refused.
     let sessionless = m.env.server.token(m.env.org, &["crm.sales"]);
@@ -166,7 +166,7 @@ async fn an_organization_admin_cannot_grant_service_roles_to_anyone() {
             ))
             .await
             .unwrap_err();
-        crate::support::assert_violation(&member, "member.roles", "SERVICE_ROLE_NOT_GRANTABLE");
+        crate::support::assert_invalid_field(&member, "member.roles", "SERVICE_ROLE_NOT_GRANTABLE");
         let client = ApiClientServiceClient::new(channel.clone())
             .create_api_client(TestServer::request(
                 &admin,
@@ -182,7 +182,11 @@ async fn an_organization_admin_cannot_grant_service_roles_to_anyone() {
             ))
             .await
             .unwrap_err();
-        crate::support::assert_violation(&client, "api_client.roles", "SERVICE_ROLE_NOT_GRANTABLE");
+        crate::support::assert_invalid_field(
+            &client,
+            "api_client.roles",
+            "SERVICE_ROLE_NOT_GRANTABLE",
+        );
         let custom = RoleServiceClient::new(channel.clone())
             .create_role(TestServer::request(
                 &admin,
@@ -199,7 +203,7 @@ async fn an_organization_admin_cannot_grant_service_roles_to_anyone() {
             ))
             .await
             .unwrap_err();
-        crate::support::assert_violation(
+        crate::support::assert_invalid_field(
             &custom,
             "role.catalog_roles",
             "SERVICE_ROLE_NOT_GRANTABLE",

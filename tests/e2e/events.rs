@@ -90,7 +90,7 @@ async fn bad_cursor_and_missing_permission_are_refused() {
         }))
         .await
         .unwrap_err();
-    assert_invalid_field(&status, "cursor");
+    assert_invalid_field(&status, "cursor", "INVALID_CURSOR");
     let sales = env.server.token(env.org, &["crm.sales"]);
     let status = client
         .stream_events(crm_testkit::TestServer::request(

@@ -176,8 +176,8 @@ async fn unknown_user_wrong_password_and_foreign_org_look_the_same() {
     m.login_as(&m.email.to_uppercase(), PASSWORD).await.unwrap();
 
     let bad = m.login_as("", "").await.unwrap_err();
-    crate::support::assert_invalid_field(&bad, "email");
-    crate::support::assert_invalid_field(&bad, "password");
+    crate::support::assert_invalid_field(&bad, "email", "REQUIRED");
+    crate::support::assert_invalid_field(&bad, "password", "REQUIRED");
 }
 
 #[tokio::test]
@@ -601,7 +601,7 @@ async fn totp_is_required_once_enrolled_codes_are_single_use_and_recovery_codes_
         ))
         .await
         .unwrap_err();
-    crate::support::assert_invalid_field(&wrong, "code");
+    crate::support::assert_invalid_field(&wrong, "code", "WRONG_CODE");
     let confirmed = mfa
         .confirm_totp(TestServer::request(
             &tokens.access_token,
@@ -826,7 +826,7 @@ async fn password_reset_goes_through_the_outbox_is_single_use_and_ends_sessions(
         })
         .await
         .unwrap_err();
-    crate::support::assert_invalid_field(&weak, "new_password");
+    crate::support::assert_invalid_field(&weak, "new_password", "WEAK_PASSWORD");
     let new_password = "a brand new long password";
     auth.reset_password(ResetPasswordRequest {
         reset_token: token.clone(),

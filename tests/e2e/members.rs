@@ -227,19 +227,26 @@ async fn admins_add_members_who_can_sign_in_and_bad_input_is_named() {
     assert_eq!(rest.members.len(), 1);
     assert!(rest.next_page_token.is_empty());
 
-    for (req, field) in [
+    for (req, field, reason) in [
         (
             o.create("not-an-email", &["crm.sales"], PASSWORD),
             "member.email",
+            "INVALID_EMAIL",
         ),
         (
             o.create("x@example.com", &["emperor"], PASSWORD),
             "member.roles",
+            "UNKNOWN_ROLE",
         ),
-        (o.create("x@example.com", &[], PASSWORD), "member.roles"),
+        (
+            o.create("x@example.com", &[], PASSWORD),
+            "member.roles",
+            "REQUIRED",
+        ),
         (
             o.create("x@example.com", &["crm.sales"], "short"),
             "initial_password",
+            "WEAK_PASSWORD",
         ),
     ] {
         let s = o
@@ -247,7 +254,7 @@ async fn admins_add_members_who_can_sign_in_and_bad_input_is_named() {
             .create_member(TestServer::request(&o.admin, req))
             .await
             .unwrap_err();
-        assert_invalid_field(&s, field);
+        assert_invalid_field(&s, field, reason);
     }
     // Members without the permission may not add anyone.
     let s = o
@@ -674,7 +681,7 @@ async fn authorization_code_with_pkce_issues_tokens_once_and_a_replay_ends_the_s
         ))
         .await
         .unwrap_err();
-    assert_invalid_field(&bad_uri, "api_client.redirect_uris");
+    assert_invalid_field(&bad_uri, "api_client.redirect_uris", "INVALID_REDIRECT_URI");
 
     let (_, email) = o.add(&["crm.sales"]).await;
     let user = login(&o.env, &email, PASSWORD).await.unwrap();
@@ -694,7 +701,7 @@ async fn authorization_code_with_pkce_issues_tokens_once_and_a_replay_ends_the_s
         .create_authorization_code(TestServer::request(&user, authorize("plain", redirect)))
         .await
         .unwrap_err();
-    assert_invalid_field(&plain, "code_challenge_method");
+    assert_invalid_field(&plain, "code_challenge_method", "PKCE_S256_REQUIRED");
     let elsewhere = oauth
         .create_authorization_code(TestServer::request(
             &user,
@@ -702,7 +709,7 @@ async fn authorization_code_with_pkce_issues_tokens_once_and_a_replay_ends_the_s
         ))
         .await
         .unwrap_err();
-    assert_invalid_field(&elsewhere, "redirect_uri");
+    assert_invalid_field(&elsewhere, "redirect_uri", "UNREGISTERED_REDIRECT_URI");
     let code = oauth
         .create_authorization_code(TestServer::request(&user, authorize("S256", redirect)))
         .await
@@ -772,8 +779,8 @@ async fn integration_credentials_are_sealed_shown_as_last_four_and_decrypted_onl
         ))
         .await
         .unwrap_err();
-    assert_invalid_field(&bad, "integration_credential.provider");
-    assert_invalid_field(&bad, "integration_credential.secret");
+    assert_invalid_field(&bad, "integration_credential.provider", "INVALID_PROVIDER");
+    assert_invalid_field(&bad, "integration_credential.secret", "INVALID_SECRET");
 
     let listed = creds
         .list_integration_credentials(TestServer::request(
@@ -1029,6 +1036,7 @@ async fn organization_defined_roles_expand_to_catalog_roles_in_tokens() {
             .await
             .unwrap_err(),
         "role_id",
+        "INVALID_ROLE_ID",
     );
     assert_invalid_field(
         &roles
@@ -1039,6 +1047,7 @@ async fn organization_defined_roles_expand_to_catalog_roles_in_tokens() {
             .await
             .unwrap_err(),
         "role.catalog_roles",
+        "NESTED_ROLE",
     );
     let listed = roles
         .list_roles(TestServer::request(
@@ -1061,7 +1070,7 @@ async fn organization_defined_roles_expand_to_catalog_roles_in_tokens() {
         ))
         .await
         .unwrap_err();
-    assert_invalid_field(&undefined, "member.roles");
+    assert_invalid_field(&undefined, "member.roles", "UNKNOWN_ROLE");
 
     let email = format!("{}@example.com", Uuid::now_v7().simple());
     o.members()
@@ -1166,6 +1175,7 @@ async fn services_act_for_people_with_delegated_tokens_that_die_with_the_session
             .await
             .unwrap_err(),
         "subject_token",
+        "ALREADY_DELEGATED",
     );
     assert_invalid_field(
         &oauth
@@ -1173,6 +1183,7 @@ async fn services_act_for_people_with_delegated_tokens_that_die_with_the_session
             .await
             .unwrap_err(),
         "subject_token",
+        "INVALID_SUBJECT_TOKEN",
     );
 
     // Narrowed to identity's audience: identity accepts it, core does not.
@@ -1196,7 +1207,11 @@ async fn services_act_for_people_with_delegated_tokens_that_die_with_the_session
     assert_eq!(reason(&refused), "TOKEN_AUDIENCE_INVALID");
     let mut wide = delegate(&service, &person, "");
     wide.get_mut().audience = "elsewhere".into();
-    assert_invalid_field(&oauth.exchange_token(wide).await.unwrap_err(), "audience");
+    assert_invalid_field(
+        &oauth.exchange_token(wide).await.unwrap_err(),
+        "audience",
+        "INVALID_AUDIENCE",
+    );
 
     // The person signs out: the delegated token, of the same session, dies with it.
     AuthServiceClient::new(o.env.server.channel.clone())
@@ -1248,7 +1263,7 @@ async fn people_create_organizations_they_administer_and_only_members_see_them()
         ))
         .await
         .unwrap_err();
-    assert_invalid_field(&empty, "organization.display_name");
+    assert_invalid_field(&empty, "organization.display_name", "REQUIRED");
 
     // The creator administers it: switch into it and rename it.
     let inside = OAuthServiceClient::new(o.env.server.channel.clone())
@@ -1392,7 +1407,7 @@ async fn an_invitation_answers_the_same_for_known_and_unknown_emails_and_needs_t
         .create_member(TestServer::request(&o.admin, active))
         .await
         .unwrap_err();
-    crate::support::assert_violation(&refused, "member.status", "INVITATION_REQUIRED");
+    crate::support::assert_invalid_field(&refused, "member.status", "INVITATION_REQUIRED");
     // The person accepts by signing in with their own password.
     let token = login(&o.env, &known, "their own password").await.unwrap();
     o.can_list_customers(&token).await.unwrap();

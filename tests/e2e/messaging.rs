@@ -518,7 +518,7 @@ async fn delivery_reports_move_forward_only() {
         .record_delivery_report(env.req(report(DeliveryStatus::Received, "")))
         .await
         .unwrap_err();
-    assert_invalid_field(&status, "status");
+    assert_invalid_field(&status, "status", "INVALID_STATUS");
     let missing = RecordDeliveryReportRequest {
         provider_message_id: "SM-unknown".into(),
         ..report(DeliveryStatus::Sent, "")
@@ -729,7 +729,7 @@ async fn search_ranks_better_matches_first_and_stays_in_the_tenant() {
         }))
         .await
         .unwrap_err();
-    assert_invalid_field(&long, "query");
+    assert_invalid_field(&long, "query", "TOO_LONG");
 
     let customers = messages(&env)
         .search_customers(env.req(SearchCustomersRequest {

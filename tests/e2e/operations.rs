@@ -162,8 +162,12 @@ async fn ticket_fields_and_roles() {
         }))
         .await
         .unwrap_err();
-    for field in ["ticket.subject", "ticket.priority", "ticket.assignee"] {
-        assert_invalid_field(&status, field);
+    for (field, reason) in [
+        ("ticket.subject", "REQUIRED"),
+        ("ticket.priority", "UNKNOWN_ENUM_VALUE"),
+        ("ticket.assignee", "INVALID_ASSIGNEE"),
+    ] {
+        assert_invalid_field(&status, field, reason);
     }
     let sales = env.server.token(env.org, &["crm.sales"]);
     let status = tickets(&env)
@@ -361,8 +365,12 @@ async fn concurrent_adjustments_lose_no_update_and_retries_apply_once() {
         }))
         .await
         .unwrap_err();
-    for field in ["location", "delta", "reason"] {
-        assert_invalid_field(&status, field);
+    for (field, reason) in [
+        ("location", "INVALID_LOCATION"),
+        ("delta", "OUT_OF_RANGE"),
+        ("reason", "REQUIRED"),
+    ] {
+        assert_invalid_field(&status, field, reason);
     }
 }
 
@@ -472,7 +480,10 @@ async fn the_timeline_is_newest_first_and_filters_by_kind_and_time() {
         }))
         .await
         .unwrap_err();
-    for field in ["activity.kind", "activity.related"] {
-        assert_invalid_field(&status, field);
+    for (field, reason) in [
+        ("activity.kind", "INVALID_KIND"),
+        ("activity.related", "INVALID_RELATED"),
+    ] {
+        assert_invalid_field(&status, field, reason);
     }
 }

@@ -168,13 +168,13 @@ async fn orders_and_filters() {
             .list_customers(env.req(list(bad, "")))
             .await
             .unwrap_err();
-        assert_invalid_field(&status, "filter");
+        assert_invalid_field(&status, "filter", "INVALID_FILTER");
     }
     let status = client
         .list_customers(env.req(list("", "email")))
         .await
         .unwrap_err();
-    assert_invalid_field(&status, "order_by");
+    assert_invalid_field(&status, "order_by", "INVALID_ORDER_BY");
 }
 
 #[tokio::test]
@@ -204,7 +204,7 @@ async fn page_tokens_are_bound_to_the_query_and_sizes_are_checked() {
         }))
         .await
         .unwrap_err();
-    assert_invalid_field(&other_filter, "page_token");
+    assert_invalid_field(&other_filter, "page_token", "PAGE_TOKEN_MISMATCH");
 
     let mut forged = first.next_page_token.clone();
     forged.insert(5, 'A');
@@ -216,7 +216,7 @@ async fn page_tokens_are_bound_to_the_query_and_sizes_are_checked() {
         }))
         .await
         .unwrap_err();
-    assert_invalid_field(&forged, "page_token");
+    assert_invalid_field(&forged, "page_token", "INVALID_PAGE_TOKEN");
 
     let negative = client
         .list_customers(env.req(ListCustomersRequest {
@@ -227,7 +227,7 @@ async fn page_tokens_are_bound_to_the_query_and_sizes_are_checked() {
         .await
         .unwrap_err();
     assert_eq!(negative.code(), Code::InvalidArgument);
-    assert_invalid_field(&negative, "page_size");
+    assert_invalid_field(&negative, "page_size", "NEGATIVE_PAGE_SIZE");
 
     let huge = client
         .list_customers(env.req(ListCustomersRequest {

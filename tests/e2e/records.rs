@@ -217,16 +217,16 @@ async fn contact_fields_are_validated_each_by_name() {
         }))
         .await
         .unwrap_err();
-    for field in [
-        "contact.customer",
-        "contact.display_name",
-        "contact.email",
-        "contact.phone",
-        "contact.title",
-        "contact_id",
-        "request_id",
+    for (field, reason) in [
+        ("contact.customer", "INVALID_RESOURCE_NAME"),
+        ("contact.display_name", "REQUIRED"),
+        ("contact.email", "INVALID_EMAIL"),
+        ("contact.phone", "INVALID_PHONE"),
+        ("contact.title", "TOO_LONG"),
+        ("contact_id", "INVALID_UUID"),
+        ("request_id", "INVALID_UUID"),
     ] {
-        assert_invalid_field(&status, field);
+        assert_invalid_field(&status, field, reason);
     }
     // A customer of another organization is refused as a reference.
     let foreign = format!(
@@ -242,7 +242,7 @@ async fn contact_fields_are_validated_each_by_name() {
         }))
         .await
         .unwrap_err();
-    assert_invalid_field(&status, "contact.customer");
+    assert_invalid_field(&status, "contact.customer", "CROSS_ORGANIZATION_REFERENCE");
     // A customer that does not exist, or is deleted, is a failed precondition.
     let missing = format!("{}/customers/{}", env.parent(), Uuid::now_v7());
     let status = contacts(&env)
@@ -341,7 +341,7 @@ async fn duplicate_request_id_returns_the_original_contact() {
         .create_contact(env.req(changed))
         .await
         .unwrap_err();
-    assert_invalid_field(&status, "request_id");
+    assert_invalid_field(&status, "request_id", "REQUEST_ID_REUSED");
 }
 
 #[tokio::test]
@@ -588,14 +588,14 @@ async fn property_address_and_location_are_validated() {
         }))
         .await
         .unwrap_err();
-    for field in [
-        "property.address.region_code",
-        "property.address.address_lines",
-        "property.location.latitude",
-        "property.location.longitude",
-        "property.zone",
+    for (field, reason) in [
+        ("property.address.region_code", "INVALID_REGION_CODE"),
+        ("property.address.address_lines", "REQUIRED"),
+        ("property.location.latitude", "OUT_OF_RANGE"),
+        ("property.location.longitude", "OUT_OF_RANGE"),
+        ("property.zone", "INVALID_ZONE"),
     ] {
-        assert_invalid_field(&status, field);
+        assert_invalid_field(&status, field, reason);
     }
 }
 
@@ -697,14 +697,14 @@ async fn a_grease_trap_with_readings() {
         }))
         .await
         .unwrap_err();
-    for field in [
-        "equipment.kind",
-        "equipment.capacity_gallons",
-        "equipment.compartments",
-        "equipment.install_date",
-        "equipment.last_service_date",
+    for (field, reason) in [
+        ("equipment.kind", "REQUIRED"),
+        ("equipment.capacity_gallons", "OUT_OF_RANGE"),
+        ("equipment.compartments", "OUT_OF_RANGE"),
+        ("equipment.install_date", "INVALID_DATE"),
+        ("equipment.last_service_date", "DATE_IN_FUTURE"),
     ] {
-        assert_invalid_field(&status, field);
+        assert_invalid_field(&status, field, reason);
     }
     let status = equipment(&env)
         .record_equipment_reading(env.req(RecordEquipmentReadingRequest {
@@ -719,12 +719,12 @@ async fn a_grease_trap_with_readings() {
         }))
         .await
         .unwrap_err();
-    for field in [
-        "reading.solids_depth_inches",
-        "reading.grease_depth_inches",
-        "reading.read_time",
+    for (field, reason) in [
+        ("reading.solids_depth_inches", "OUT_OF_RANGE"),
+        ("reading.grease_depth_inches", "OUT_OF_RANGE"),
+        ("reading.read_time", "REQUIRED"),
     ] {
-        assert_invalid_field(&status, field);
+        assert_invalid_field(&status, field, reason);
     }
 }
 

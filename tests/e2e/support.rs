@@ -76,25 +76,9 @@ pub async fn count(db: &TestDb, sql: &str) -> i64 {
     row.n
 }
 
-/// Asserts the status code and that `BadRequest` names `field`.
-pub fn assert_invalid_field(status: &Status, field: &str) {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = status.get_error_details();
-    let bad = details
-        .bad_request()
-        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
-    assert!(
-        bad.field_violations.iter().any(|v| v.field == field),
-        "no violation for {field} in {:?}",
-        bad.field_violations
-    );
-    let info = details.error_info().expect("ErrorInfo");
-    assert!(info.domain.ends_with(".crm"), "{info:?}");
-}
-
 /// Asserts INVALID_ARGUMENT with a `BadRequest` violation of `field` for `want` (the reason).
 #[track_caller]
-pub fn assert_violation(status: &Status, field: &str, want: &str) {
+pub fn assert_invalid_field(status: &Status, field: &str, want: &str) {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     let details = status.get_error_details();
     let bad = details
