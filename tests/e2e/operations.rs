@@ -487,3 +487,50 @@ async fn the_timeline_is_newest_first_and_filters_by_kind_and_time() {
         assert_invalid_field(&status, field, reason);
     }
 }
+
+#[tokio::test]
+async fn a_page_token_of_stock_adjustments_is_refused_by_stock_levels_of_the_same_item() {
+    let env = Env::new().await;
+    let item = new_item(&env, "TOKEN-1").await;
+    for location in ["truck-1", "truck-2", "yard"] {
+        adjust(&env, adjustment(&item, location, 3)).await.unwrap();
+    }
+    let mut client = inventory(&env);
+    let adjustments = client
+        .list_stock_adjustments(env.req(ListStockAdjustmentsRequest {
+            parent: item.name.clone(),
+            page_size: 1,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!adjustments.next_page_token.is_empty());
+    let refused = client
+        .list_stock_levels(env.req(ListStockLevelsRequest {
+            parent: item.name.clone(),
+            page_size: 1,
+            page_token: adjustments.next_page_token.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_invalid_field(&refused, "page_token", "PAGE_TOKEN_MISMATCH");
+    let levels = client
+        .list_stock_levels(env.req(ListStockLevelsRequest {
+            parent: item.name.clone(),
+            page_size: 1,
+            page_token: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = client
+        .list_stock_adjustments(env.req(ListStockAdjustmentsRequest {
+            parent: item.name.clone(),
+            page_size: 1,
+            page_token: levels.next_page_token,
+        }))
+        .await
+        .unwrap_err();
+    assert_invalid_field(&refused, "page_token", "PAGE_TOKEN_MISMATCH");
+}
