@@ -9,6 +9,7 @@
 )]
 
 mod calls;
+mod conformance;
 mod core_tenancy;
 mod customers;
 mod escalation;

@@ -1,0 +1,591 @@
+//! The conformance suite every standard resource passes. A resource is declared once, as a
+//! [`Fixture`] (its service, a valid body, a field to update, the text field it orders by, what
+//! it redacts); the suite drives its RPCs through the descriptor set with proto3 JSON, so it
+//! needs no code per resource. `every_standard_resource_is_declared` fails when a service with
+//! the standard methods has no fixture.
+
+use prost_reflect::{DynamicMessage, MethodDescriptor, SerializeOptions};
+use serde_json::{Value, json};
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+use crate::every_rpc::call;
+use crate::support::{Env, count};
+
+/// One standard resource, as the suite needs to know it.
+pub struct Fixture {
+    /// `crm.core.v1.ContactService`.
+    pub service: &'static str,
+    /// The resource message, as in `CreateContact`.
+    pub singular: &'static str,
+    /// As in `ListContacts`.
+    pub plural: &'static str,
+    /// The resource field of Create and Update requests and the List response's items.
+    pub field: &'static str,
+    pub list_field: &'static str,
+    /// The text field List orders by.
+    pub text_order: &'static str,
+    /// A valid resource; `i` tells instances apart (and must change the text order field).
+    pub body: fn(&World, usize) -> Value,
+    /// A field the update mask may name, and a new valid value for it.
+    pub update: (&'static str, fn() -> Value),
+    /// Fields never shown outside the FULL view, audit entries or events, with the secret
+    /// value `body` puts in them.
+    pub redacted: &'static [(&'static str, &'static str)],
+}
+
+/// What fixtures reference: a customer and a property of the organization under test.
+pub struct World {
+    pub customer: String,
+    pub property: String,
+    pub phone_base: u64,
+}
+
+fn text(i: usize, what: &str) -> String {
+    format!("{what} {i:03}")
+}
+
+pub fn fixtures() -> Vec<Fixture> {
+    vec![
+        Fixture {
+            service: "crm.core.v1.CustomerService",
+            singular: "Customer",
+            plural: "Customers",
+            field: "customer",
+            list_field: "customers",
+            text_order: "display_name",
+            body: |_, i| json!({"display_name": text(i, "Customer"), "kind": "CUSTOMER_KIND_RESIDENTIAL"}),
+            update: ("notes", || json!("updated notes")),
+            redacted: &[],
+        },
+        Fixture {
+            service: "crm.core.v1.ContactService",
+            singular: "Contact",
+            plural: "Contacts",
+            field: "contact",
+            list_field: "contacts",
+            text_order: "display_name",
+            body: |w, i| json!({"customer": w.customer, "display_name": text(i, "Contact")}),
+            update: ("title", || json!("Kitchen manager")),
+            redacted: &[],
+        },
+        Fixture {
+            service: "crm.core.v1.PropertyService",
+            singular: "Property",
+            plural: "Properties",
+            field: "property",
+            list_field: "properties",
+            text_order: "display_name",
+            body: |w, i| {
+                json!({
+                    "customer": w.customer,
+                    "display_name": text(i, "Site"),
+                    "address": {"region_code": "US", "address_lines": ["1 Harbor Rd"]},
+                    "gate_code": "GATE-7391",
+                })
+            },
+            update: ("access_notes", || json!("Lid behind the dumpster")),
+            redacted: &[("gate_code", "GATE-7391")],
+        },
+        Fixture {
+            service: "crm.core.v1.EquipmentService",
+            singular: "Equipment",
+            plural: "Equipment",
+            field: "equipment",
+            list_field: "equipment",
+            text_order: "display_name",
+            body: |w, i| {
+                json!({
+                    "property": w.property,
+                    "kind": "EQUIPMENT_KIND_GREASE_TRAP",
+                    "display_name": text(i, "Trap"),
+                    "capacity_gallons": 1000,
+                })
+            },
+            update: ("notes", || json!("baffle replaced")),
+            redacted: &[],
+        },
+        Fixture {
+            service: "crm.core.v1.TicketService",
+            singular: "Ticket",
+            plural: "Tickets",
+            field: "ticket",
+            list_field: "tickets",
+            text_order: "subject",
+            body: |w, i| json!({"customer": w.customer, "subject": text(i, "Ticket"), "priority": "TICKET_PRIORITY_NORMAL"}),
+            update: ("description", || json!("smells after the pump-out")),
+            redacted: &[],
+        },
+        Fixture {
+            service: "crm.core.v1.InventoryItemService",
+            singular: "InventoryItem",
+            plural: "InventoryItems",
+            field: "inventory_item",
+            list_field: "inventory_items",
+            text_order: "display_name",
+            body: |_, i| json!({"sku": format!("SKU-{i}"), "display_name": text(i, "Item"), "unit": "gallon"}),
+            update: ("notes", || json!("keep cool")),
+            redacted: &[],
+        },
+        Fixture {
+            service: "crm.core.v1.ActivityService",
+            singular: "Activity",
+            plural: "Activities",
+            field: "activity",
+            list_field: "activities",
+            text_order: "subject",
+            body: |w, i| json!({"customer": w.customer, "kind": "ACTIVITY_KIND_NOTE", "subject": text(i, "Note")}),
+            update: ("body", || json!("called back")),
+            redacted: &[],
+        },
+        Fixture {
+            service: "crm.core.v1.ConversationService",
+            singular: "Conversation",
+            plural: "Conversations",
+            field: "conversation",
+            list_field: "conversations",
+            text_order: "subject",
+            body: |w, i| {
+                json!({
+                    "customer": w.customer,
+                    "channel": "CHANNEL_SMS",
+                    "participant": format!("+1{}", w.phone_base + i as u64),
+                    "subject": text(i, "Thread"),
+                })
+            },
+            update: ("subject", || json!("Renamed thread")),
+            redacted: &[],
+        },
+        Fixture {
+            service: "crm.core.v1.CallDispositionService",
+            singular: "CallDisposition",
+            plural: "CallDispositions",
+            field: "call_disposition",
+            list_field: "call_dispositions",
+            text_order: "display_name",
+            body: |_, i| json!({"code": format!("code-{i}"), "display_name": text(i, "Outcome"), "active": true}),
+            update: ("description", || json!("visit booked on the call")),
+            redacted: &[],
+        },
+        Fixture {
+            service: "crm.core.v1.CallLogService",
+            singular: "CallLog",
+            plural: "CallLogs",
+            field: "call_log",
+            list_field: "call_logs",
+            text_order: "phone",
+            body: |w, i| {
+                json!({
+                    "customer": w.customer,
+                    "direction": "DIRECTION_INBOUND",
+                    "phone": format!("+1{}", w.phone_base + i as u64),
+                    "start_time": "2026-01-02T03:04:05Z",
+                })
+            },
+            update: ("notes", || json!("asked for a quote")),
+            redacted: &[],
+        },
+        Fixture {
+            service: "crm.core.v1.SyncLogService",
+            singular: "SyncLog",
+            plural: "SyncLogs",
+            field: "sync_log",
+            list_field: "sync_logs",
+            text_order: "system",
+            body: |_, i| {
+                json!({
+                    "system": format!("system-{i}"),
+                    "direction": "SYNC_DIRECTION_EXPORT",
+                    "status": "SYNC_STATUS_RUNNING",
+                    "start_time": "2026-01-02T03:04:05Z",
+                })
+            },
+            update: ("cursor", || json!("page-7")),
+            redacted: &[],
+        },
+    ]
+}
+
+const STANDARD: [&str; 6] = ["Create", "Get", "List", "Update", "Delete", "Undelete"];
+
+fn method(service: &str, name: &str) -> MethodDescriptor {
+    crm_proto::json::pool()
+        .unwrap()
+        .get_service_by_name(service)
+        .unwrap_or_else(|| panic!("no service {service}"))
+        .methods()
+        .find(|m| m.name() == name)
+        .unwrap_or_else(|| panic!("no method {service}/{name}"))
+}
+
+/// Calls `service/name` with the proto3 JSON `body`; answers the response as JSON.
+async fn rpc(
+    env: &Env,
+    token: &str,
+    service: &str,
+    name: &str,
+    body: Value,
+) -> Result<Value, Status> {
+    let m = method(service, name);
+    let request = DynamicMessage::deserialize(m.input(), body.clone())
+        .unwrap_or_else(|e| panic!("{name} request {body}: {e}"));
+    let bytes = call(&env.server.channel, &m, token, &request)
+        .await?
+        .unwrap_or_default();
+    let response = DynamicMessage::decode(m.output(), bytes.as_slice()).unwrap();
+    let options = SerializeOptions::new().use_proto_field_name(true);
+    Ok(response
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .unwrap())
+}
+
+/// A field path as a FieldMask path in proto3 JSON (lowerCamelCase).
+fn mask(path: &str) -> String {
+    let mut out = String::new();
+    let mut upper = false;
+    for c in path.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn str_of<'a>(v: &'a Value, field: &str) -> &'a str {
+    v[field].as_str().unwrap_or_default()
+}
+
+fn names(list: &Value, field: &str) -> Vec<String> {
+    list[field]
+        .as_array()
+        .map(|items| items.iter().map(|i| str_of(i, "name").to_owned()).collect())
+        .unwrap_or_default()
+}
+
+fn refused(result: &Result<Value, Status>) -> bool {
+    matches!(result, Err(s) if matches!(s.code(), Code::PermissionDenied | Code::NotFound))
+}
+
+async fn world(env: &Env) -> World {
+    let customer = env.create("Conformance Co").await.name;
+    let property = rpc(
+        env,
+        &env.token,
+        "crm.core.v1.PropertyService",
+        "CreateProperty",
+        json!({"parent": env.parent(), "property": {"customer": customer, "display_name": "Yard",
+               "address": {"region_code": "US", "address_lines": ["1 Harbor Rd"]}}}),
+    )
+    .await
+    .unwrap();
+    World {
+        customer,
+        property: str_of(&property, "name").to_owned(),
+        phone_base: 5_125_550_100,
+    }
+}
+
+/// Runs the whole suite for `f`; panics naming the property that does not hold.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one property after the other, in order"
+)]
+async fn conforms(f: &Fixture) {
+    let env = Env::new().await;
+    let w = world(&env).await;
+    let s = f.service;
+    let (create, get, list, update, delete, undelete) = (
+        format!("Create{}", f.singular),
+        format!("Get{}", f.singular),
+        format!("List{}", f.plural),
+        format!("Update{}", f.singular),
+        format!("Delete{}", f.singular),
+        format!("Undelete{}", f.singular),
+    );
+    let token = env.token.clone();
+    let parent = env.parent();
+    let create_body = |i: usize, request_id: &str| {
+        let mut b = json!({"parent": parent, "request_id": request_id});
+        b[f.field] = (f.body)(&w, i);
+        b
+    };
+
+    // Rows the world made (a customer, a property) are not the fixture's.
+    let world_rows: Vec<String> = {
+        let l = rpc(
+            &env,
+            &token,
+            s,
+            &list,
+            json!({"parent": parent, "show_deleted": true}),
+        )
+        .await
+        .unwrap();
+        names(&l, f.list_field)
+    };
+    let ours = |l: &Value| -> Vec<String> {
+        names(l, f.list_field)
+            .into_iter()
+            .filter(|n| !world_rows.contains(n))
+            .collect()
+    };
+
+    // Create, and a retry of the same request_id: one resource, the same answer.
+    let rid = Uuid::new_v4().to_string();
+    let a = rpc(&env, &token, s, &create, create_body(0, &rid))
+        .await
+        .unwrap();
+    let name = str_of(&a, "name").to_owned();
+    assert!(name.starts_with(&format!("{parent}/")), "{s}: name {name}");
+    let again = rpc(&env, &token, s, &create, create_body(0, &rid))
+        .await
+        .unwrap();
+    assert_eq!(again, a, "{s}: a retried create answers the original");
+    let reused = rpc(&env, &token, s, &create, create_body(5, &rid))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reused.code(),
+        Code::InvalidArgument,
+        "{s}: request_id reused: {reused:?}"
+    );
+    let b = rpc(
+        &env,
+        &token,
+        s,
+        &create,
+        create_body(1, &Uuid::new_v4().to_string()),
+    )
+    .await
+    .unwrap();
+
+    // Get answers what Create did (redacted fields aside: the default view hides them).
+    let got = rpc(&env, &token, s, &get, json!({"name": name}))
+        .await
+        .unwrap();
+    let mut shown = a.clone();
+    for (field, _) in f.redacted {
+        shown.as_object_mut().unwrap().remove(*field);
+    }
+    assert_eq!(got, shown, "{s}: Get differs from Create");
+
+    // List: both, exactly once; ascending and descending differ.
+    let list_body = |order: &str, show_deleted: bool| json!({"parent": parent, "order_by": order, "show_deleted": show_deleted});
+    let asc = rpc(
+        &env,
+        &token,
+        s,
+        &list,
+        list_body(&format!("{} asc", f.text_order), false),
+    )
+    .await
+    .unwrap();
+    let desc = rpc(
+        &env,
+        &token,
+        s,
+        &list,
+        list_body(&format!("{} desc", f.text_order), false),
+    )
+    .await
+    .unwrap();
+    let (up, mut down) = (ours(&asc), ours(&desc));
+    assert_eq!(up.len(), 2, "{s}: one row per request_id: {up:?}");
+    assert_ne!(up, down, "{s}: asc and desc list the same order");
+    down.reverse();
+    assert_eq!(up, down, "{s}: desc is asc reversed");
+    for item in asc[f.list_field].as_array().unwrap() {
+        for (field, _) in f.redacted {
+            assert!(
+                item.get(*field).is_none_or(|v| v.as_str() == Some("")),
+                "{s}: {field} listed"
+            );
+        }
+    }
+
+    // Update with the etag; the old etag is stale afterwards (Update and Delete: ABORTED).
+    let (path, value) = (f.update.0, (f.update.1)());
+    let mut changed = json!({"name": name, "etag": a["etag"]});
+    changed[path] = value.clone();
+    let mut req = json!({"update_mask": mask(path)});
+    req[f.field] = changed.clone();
+    let updated = rpc(&env, &token, s, &update, req.clone()).await.unwrap();
+    assert_eq!(updated[path], value, "{s}: update did not apply");
+    let stale = rpc(&env, &token, s, &update, req).await.unwrap_err();
+    assert_eq!(
+        stale.code(),
+        Code::Aborted,
+        "{s}: stale etag on Update: {stale:?}"
+    );
+    let stale = rpc(
+        &env,
+        &token,
+        s,
+        &delete,
+        json!({"name": name, "etag": a["etag"]}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        stale.code(),
+        Code::Aborted,
+        "{s}: stale etag on Delete: {stale:?}"
+    );
+
+    // Another organization's administrator: refused everywhere, and nothing changes.
+    let other = env.server.token(Uuid::now_v7(), &["org.admin"]);
+    let before = rpc(&env, &token, s, &get, json!({"name": name}))
+        .await
+        .unwrap();
+    let mut foreign = json!({"update_mask": mask(path)});
+    foreign[f.field] = json!({"name": name});
+    foreign[f.field][path] = (f.update.1)();
+    for (method_name, body) in [
+        (get.as_str(), json!({"name": name})),
+        (list.as_str(), list_body("", true)),
+        (update.as_str(), foreign.clone()),
+        (delete.as_str(), json!({"name": name})),
+        (undelete.as_str(), json!({"name": name})),
+        (create.as_str(), create_body(7, "")),
+    ] {
+        let r = rpc(&env, &other, s, method_name, body).await;
+        assert!(
+            refused(&r),
+            "{s}: {method_name} with another organization's token: {r:?}"
+        );
+    }
+    // A read-only role cannot write.
+    let viewer = env.server.token(env.org, &["crm.viewer"]);
+    for (method_name, body) in [
+        (create.as_str(), create_body(8, "")),
+        (update.as_str(), foreign),
+        (delete.as_str(), json!({"name": name})),
+        (undelete.as_str(), json!({"name": name})),
+    ] {
+        let r = rpc(&env, &viewer, s, method_name, body).await;
+        assert!(
+            matches!(&r, Err(st) if st.code() == Code::PermissionDenied),
+            "{s}: {method_name} as a viewer: {r:?}"
+        );
+    }
+    let after = rpc(&env, &token, s, &get, json!({"name": name}))
+        .await
+        .unwrap();
+    assert_eq!(after, before, "{s}: a refused call changed the resource");
+
+    // Delete hides it from List unless show_deleted; Undelete brings it back.
+    let deleted = rpc(&env, &token, s, &delete, json!({"name": name}))
+        .await
+        .unwrap();
+    assert!(deleted.get("delete_time").is_some(), "{s}: no delete_time");
+    let live = rpc(&env, &token, s, &list, list_body("", false))
+        .await
+        .unwrap();
+    assert_eq!(
+        ours(&live),
+        [str_of(&b, "name")],
+        "{s}: deleted still listed"
+    );
+    let all = rpc(&env, &token, s, &list, list_body("", true))
+        .await
+        .unwrap();
+    assert!(ours(&all).contains(&name), "{s}: show_deleted misses it");
+    let restored = rpc(&env, &token, s, &undelete, json!({"name": name}))
+        .await
+        .unwrap();
+    assert!(restored.get("delete_time").is_none(), "{s}: still deleted");
+
+    // Redacted values reach neither the audit log nor the events.
+    for (field, secret) in f.redacted {
+        let audit = rpc(
+            &env,
+            &token,
+            "crm.core.v1.AuditService",
+            "ListAuditEntries",
+            json!({"parent": parent, "filter": format!("resource = \"{name}\"")}),
+        )
+        .await
+        .unwrap();
+        assert!(
+            !audit.to_string().contains(secret),
+            "{s}: {field} in the audit log"
+        );
+        let in_events = count(
+            &env.db,
+            &format!(
+                "SELECT count(*) AS n FROM core.outbox WHERE position(convert_to('{secret}', \
+                 'UTF8') in payload) > 0"
+            ),
+        )
+        .await;
+        assert_eq!(in_events, 0, "{s}: {field} in an event");
+    }
+}
+
+#[tokio::test]
+async fn every_standard_resource_is_declared() {
+    let declared: Vec<&str> = fixtures().iter().map(|f| f.service).collect();
+    let pool = crm_proto::json::pool().unwrap();
+    let mut missing = Vec::new();
+    for service in pool
+        .services()
+        .filter(|s| s.full_name().starts_with("crm."))
+    {
+        let methods: Vec<String> = service.methods().map(|m| m.name().to_owned()).collect();
+        let standard = STANDARD
+            .iter()
+            .all(|verb| methods.iter().any(|m| m.starts_with(verb)));
+        if standard && !declared.contains(&service.full_name()) {
+            missing.push(service.full_name().to_owned());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "standard resources without a fixture: {missing:?}"
+    );
+}
+
+macro_rules! conformance {
+    ($($test:ident => $service:literal),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $test() {
+                let f = fixtures().into_iter().find(|f| f.service == $service).unwrap();
+                conforms(&f).await;
+            }
+        )*
+
+        /// The services the tests above run: every fixture must be among them.
+        const TESTED: &[&str] = &[$($service),*];
+    };
+}
+
+conformance! {
+    customers_conform => "crm.core.v1.CustomerService",
+    contacts_conform => "crm.core.v1.ContactService",
+    properties_conform => "crm.core.v1.PropertyService",
+    equipment_conforms => "crm.core.v1.EquipmentService",
+    tickets_conform => "crm.core.v1.TicketService",
+    inventory_items_conform => "crm.core.v1.InventoryItemService",
+    activities_conform => "crm.core.v1.ActivityService",
+    conversations_conform => "crm.core.v1.ConversationService",
+    call_dispositions_conform => "crm.core.v1.CallDispositionService",
+    call_logs_conform => "crm.core.v1.CallLogService",
+    sync_logs_conform => "crm.core.v1.SyncLogService",
+}
+
+#[test]
+fn every_fixture_runs() {
+    for f in fixtures() {
+        assert!(
+            TESTED.contains(&f.service),
+            "{} has no conformance test",
+            f.service
+        );
+    }
+}
