@@ -346,3 +346,33 @@ async fn a_notification_from_another_connection_wakes_the_listener() {
         assert!(Instant::now() < until, "never woken");
     }
 }
+
+#[tokio::test]
+async fn the_public_key_set_stream_is_capped_per_address() {
+    use crm_proto::identity_v1::WatchJwksRequest;
+    use crm_proto::identity_v1::key_service_client::KeyServiceClient;
+
+    let (_db, server) = start(TestServerOptions::default()).await;
+    let mut client = KeyServiceClient::new(server.channel.clone());
+    // The server's own follower holds one from 127.0.0.1; seven more fit.
+    let mut open = Vec::new();
+    for _ in 0..7 {
+        let mut stream = client
+            .watch_jwks(WatchJwksRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        stream
+            .message()
+            .await
+            .unwrap()
+            .expect("the key set at once");
+        open.push(stream);
+    }
+    let capped = match client.watch_jwks(WatchJwksRequest {}).await {
+        Err(s) => s,
+        Ok(r) => r.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(capped.code(), Code::ResourceExhausted, "{capped:?}");
+    assert_eq!(reason(&capped), "TOO_MANY_STREAMS");
+}

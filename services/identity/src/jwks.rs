@@ -9,6 +9,8 @@ use crm_proto::identity_v1::{GetJwksRequest, Jwks, WatchJwksRequest};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crm_platform::streams::StreamLimiter;
+
 use crate::keys::KeyStore;
 
 const SERVICE: &str = "crm.identity.v1.KeyService";
@@ -21,17 +23,26 @@ pub fn policy() -> MethodPolicy {
         .with(SERVICE, "WatchJwks", Requirement::Public)
 }
 
+/// Key-set streams open at once in this process, and per client address: the stream is
+/// public and holds a load-shedding permit for its life, so it must be bounded per caller.
+const MAX_STREAMS: usize = 64;
+const MAX_STREAMS_PER_ADDRESS: usize = 8;
+
 /// The handlers.
 #[derive(Debug, Clone)]
 pub struct KeyApi {
     keys: Arc<KeyStore>,
+    streams: Arc<StreamLimiter>,
 }
 
 impl KeyApi {
     /// Handlers over `keys`.
     #[must_use]
     pub fn new(keys: Arc<KeyStore>) -> Self {
-        Self { keys }
+        Self {
+            keys,
+            streams: StreamLimiter::new(MAX_STREAMS, MAX_STREAMS_PER_ADDRESS),
+        }
     }
 }
 
@@ -47,11 +58,16 @@ impl KeyService for KeyApi {
 
     async fn watch_jwks(
         &self,
-        _req: Request<WatchJwksRequest>,
+        req: Request<WatchJwksRequest>,
     ) -> Result<Response<Self::WatchJwksStream>, Status> {
+        let address = req
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+        let guard = self.streams.open(address).map_err(crate::status)?;
         let mut rx = self.keys.subscribe();
         let (tx, out) = tokio::sync::mpsc::channel(2);
         tokio::spawn(async move {
+            let _guard = guard;
             loop {
                 let current = rx.borrow_and_update().clone();
                 if tx.send(Ok(current)).await.is_err() {
