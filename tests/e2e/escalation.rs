@@ -10,14 +10,15 @@ use tonic::{Code, Status};
 use uuid::Uuid;
 
 use crate::identity::{Member, PASSWORD, member};
+use crate::support::Suite;
 use crate::support::reason;
 
 /// `m` also belongs to a second organization; returns it.
 async fn second_organization(m: &Member, roles: &[&str]) -> Uuid {
     let org_b = Uuid::now_v7();
     crm_identity::bootstrap::ensure_member(
-        &m.env.server.identity.pool,
-        &m.env.server.identity.hasher,
+        &m.env.server.identity().pool,
+        &m.env.server.identity().hasher,
         &crm_identity::bootstrap::Member {
             org: org_b,
             org_display_name: "Second Org",
@@ -232,8 +233,8 @@ async fn another_organizations_admin_ends_a_persons_tokens_only_in_their_own_org
     // Organization B's administrator: someone else.
     let admin_email = format!("b-admin-{}@example.com", Uuid::now_v7().simple());
     crm_identity::bootstrap::ensure_member(
-        &m.env.server.identity.pool,
-        &m.env.server.identity.hasher,
+        &m.env.server.identity().pool,
+        &m.env.server.identity().hasher,
         &crm_identity::bootstrap::Member {
             org: org_b,
             org_display_name: "Second Org",
@@ -347,8 +348,8 @@ async fn only_the_operator_path_registers_service_clients() {
 
     let m = member(&["org.admin"]).await;
     let created = crm_identity::api_clients::register_service_client(
-        &m.env.server.identity.pool,
-        &m.env.server.identity.secrets,
+        &m.env.server.identity().pool,
+        &m.env.server.identity().secrets,
         m.env.org,
         "QuickBooks sync",
         &["service.integrations".to_owned()],
@@ -377,8 +378,8 @@ async fn only_the_operator_path_registers_service_clients() {
     assert!(seen.active);
     assert_eq!(seen.roles, ["service.integrations"]);
     let refused = crm_identity::api_clients::register_service_client(
-        &m.env.server.identity.pool,
-        &m.env.server.identity.secrets,
+        &m.env.server.identity().pool,
+        &m.env.server.identity().secrets,
         m.env.org,
         "Typo",
         &["service.everything".to_owned()],

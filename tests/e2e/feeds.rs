@@ -31,8 +31,8 @@ fn watch(key: Option<&str>, cursor: &str) -> tonic::Request<WatchRevocationsRequ
 }
 
 async fn start(options: TestServerOptions) -> (TestDb, TestServer) {
-    let db = TestDb::new().await.unwrap();
-    let server = TestServer::start_with(&db, options).await.unwrap();
+    let db = crate::support::test_db().await;
+    let server = crate::support::start(&db, options).await;
     (db, server)
 }
 
@@ -321,7 +321,7 @@ async fn shutdown_ends_open_streams_at_once_with_a_reconnect_status() {
 
 #[tokio::test]
 async fn a_notification_from_another_connection_wakes_the_listener() {
-    let db = TestDb::new().await.unwrap();
+    let db = crate::support::test_db().await;
     let pool = crm_db::pool::build(&crm_db::pool::PoolSettings::new(db.app_url("core"), "core"));
     let wake = Arc::new(tokio::sync::Notify::new());
     let _listener =

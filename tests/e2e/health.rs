@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use crm_proto::core_v1::{GetCustomerRequest, ListCustomersRequest};
+use crm_testkit::TestServer;
 use crm_testkit::proxy::TcpProxy;
 use crm_testkit::server::TestServerOptions;
-use crm_testkit::{TestDb, TestServer};
 use tokio_stream::StreamExt;
 use tonic::{Code, Status};
 use tonic_health::pb::HealthCheckRequest;
@@ -36,7 +36,7 @@ async fn wait_for(server: &TestServer, service: &str, want: ServingStatus) {
 
 #[tokio::test]
 async fn health_follows_the_database_and_calls_fail_fast_while_it_is_gone() {
-    let db = TestDb::new().await.unwrap();
+    let db = crate::support::test_db().await;
     let url = url::Url::parse(&db.app_url("core")).unwrap();
     let host = url.host_str().unwrap().to_owned();
     let target = tokio::net::lookup_host((host.as_str(), url.port().unwrap_or(5432)))
@@ -48,17 +48,16 @@ async fn health_follows_the_database_and_calls_fail_fast_while_it_is_gone() {
     let mut via_proxy = url.clone();
     via_proxy.set_host(Some("127.0.0.1")).unwrap();
     via_proxy.set_port(Some(proxy.addr.port())).unwrap();
-    let server = TestServer::start_with(
+    let server = crate::support::start(
         &db,
         TestServerOptions {
-            core_url: Some(via_proxy.to_string()),
+            pool_urls: vec![("core", via_proxy.to_string())],
             // The production policy under test: give up on the database after 250 ms.
             acquire_timeout: Duration::from_millis(250),
             ..TestServerOptions::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let org = uuid::Uuid::now_v7();
     let token = server.token(org, &["org.admin"]);
     let list = || {

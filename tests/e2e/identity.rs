@@ -12,6 +12,7 @@ use crm_testkit::TestServer;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
+use crate::support::Suite;
 use crate::support::{Env, reason};
 
 /// How long a revoked token may still be accepted in these tests (see `refused_within`).
@@ -28,8 +29,8 @@ pub(crate) async fn member(roles: &[&str]) -> Member {
     let env = Env::new().await;
     let email = format!("{}@example.com", Uuid::now_v7().simple());
     crm_identity::bootstrap::ensure_member(
-        &env.server.identity.pool,
-        &env.server.identity.hasher,
+        &env.server.identity().pool,
+        &env.server.identity().hasher,
         &crm_identity::bootstrap::Member {
             org: env.org,
             org_display_name: "Acme Septic",
@@ -304,24 +305,24 @@ fn kid_of(token: &str) -> String {
 
 #[tokio::test]
 async fn keys_rotate_while_calls_flow_and_no_call_fails() {
-    let options = crm_testkit::server::TestServerOptions {
+    let options = crate::support::SuiteOptions {
         identity: crm_identity::IdentitySettings {
             rotation: crm_identity::keys::RotationPolicy {
                 active_for: Duration::from_millis(600),
                 publish_lead: Duration::from_millis(300),
                 retain_for: Duration::from_secs(600),
             },
-            ..crm_testkit::server::TestServerOptions::default().identity
+            ..crate::support::SuiteOptions::default().identity
         },
-        ..crm_testkit::server::TestServerOptions::default()
+        ..crate::support::SuiteOptions::default()
     };
-    let db = crm_testkit::TestDb::new().await.unwrap();
-    let server = TestServer::start_with(&db, options).await.unwrap();
+    let db = crate::support::test_db().await;
+    let server = crate::support::start(&db, options).await;
     let org = Uuid::now_v7();
     let email = format!("{}@example.com", Uuid::now_v7().simple());
     crm_identity::bootstrap::ensure_member(
-        &server.identity.pool,
-        &server.identity.hasher,
+        &server.identity().pool,
+        &server.identity().hasher,
         &crm_identity::bootstrap::Member {
             org,
             org_display_name: "Rotating",
@@ -359,7 +360,12 @@ async fn keys_rotate_while_calls_flow_and_no_call_fails() {
     );
     for step in 1..=16 {
         let at = start + chrono::Duration::milliseconds(250 * step);
-        server.identity.keys.rotate_and_reload_at(at).await.unwrap();
+        server
+            .identity()
+            .keys
+            .rotate_and_reload_at(at)
+            .await
+            .unwrap();
         let token = login().await.expect("login during rotation");
         kids.insert(kid_of(&token));
         // A token of every key seen so far, and the very first, keep working.
@@ -391,7 +397,7 @@ async fn keys_rotate_while_calls_flow_and_no_call_fails() {
     .await;
     assert!(key_events >= 4, "{key_events} key events");
     let verdict = crm_identity::audit::verify_chain(
-        &server.identity.pool,
+        &server.identity().pool,
         crm_identity::keys::PLATFORM_CHAIN,
     )
     .await
@@ -675,17 +681,17 @@ async fn totp_is_required_once_enrolled_codes_are_single_use_and_recovery_codes_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_storm_is_refused_fast_while_other_calls_keep_answering() {
-    let options = crm_testkit::server::TestServerOptions {
+    let options = crate::support::SuiteOptions {
         hashing: (1, true),
         ..Default::default()
     };
-    let db = crm_testkit::TestDb::new().await.unwrap();
-    let server = TestServer::start_with(&db, options).await.unwrap();
+    let db = crate::support::test_db().await;
+    let server = crate::support::start(&db, options).await;
     let org = Uuid::now_v7();
     let email = format!("{}@example.com", Uuid::now_v7().simple());
     crm_identity::bootstrap::ensure_member(
-        &server.identity.pool,
-        &server.identity.hasher,
+        &server.identity().pool,
+        &server.identity().hasher,
         &crm_identity::bootstrap::Member {
             org,
             org_display_name: "Storm",
@@ -711,7 +717,7 @@ async fn a_login_storm_is_refused_fast_while_other_calls_keep_answering() {
     // The one hashing slot is taken (as by a login in progress): every login of the storm must
     // be refused at once, not queue for it. Were they to queue, they would wait for the slot
     // that is only freed after they all returned, and the test would time out.
-    let slot = server.identity.hasher.occupy().expect("a free slot");
+    let slot = server.identity().hasher.occupy().expect("a free slot");
     let attempts: Vec<_> = (0..12).map(|_| tokio::spawn(login())).collect();
     // Meanwhile, other RPCs answer.
     let mut customers = crm_proto::core_v1::customer_service_client::CustomerServiceClient::new(
@@ -796,8 +802,9 @@ async fn password_reset_goes_through_the_outbox_is_single_use_and_ends_sessions(
     #[expect(deprecated, reason = "checks that the plain field stays empty")]
     let plain = event.reset_token.clone();
     assert!(plain.is_empty(), "the event carries no plain token");
-    let token = crm_identity::password_reset::open_sealed_token(&m.env.server.identity.kek, &event)
-        .expect("sealed for the sender");
+    let token =
+        crm_identity::password_reset::open_sealed_token(&m.env.server.identity().kek, &event)
+            .expect("sealed for the sender");
     assert!(token.starts_with("pr2."));
     let outbox_text = crate::support::count(
         &m.env.db,
@@ -868,8 +875,8 @@ async fn exchange_switches_organization_introspection_reports_and_revocation_rev
     let m = member(&["crm.sales"]).await;
     let org_b = Uuid::now_v7();
     crm_identity::bootstrap::ensure_member(
-        &m.env.server.identity.pool,
-        &m.env.server.identity.hasher,
+        &m.env.server.identity().pool,
+        &m.env.server.identity().hasher,
         &crm_identity::bootstrap::Member {
             org: org_b,
             org_display_name: "Second Org",

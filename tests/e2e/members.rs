@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
+use crate::support::Suite;
 use crate::support::{Env, assert_invalid_field, reason};
 
 const ADMIN_PASSWORD: &str = "administrator password";
@@ -29,8 +30,8 @@ async fn org() -> Org {
     let env = Env::new().await;
     let email = format!("admin-{}@example.com", Uuid::now_v7().simple());
     crm_identity::bootstrap::ensure_member(
-        &env.server.identity.pool,
-        &env.server.identity.hasher,
+        &env.server.identity().pool,
+        &env.server.identity().hasher,
         &crm_identity::bootstrap::Member {
             org: env.org,
             org_display_name: "Members Inc",
@@ -860,7 +861,7 @@ async fn credential_endpoints_are_rate_limited_per_account_address_and_client() 
     use crm_proto::identity_v1::api_client_service_client::ApiClientServiceClient;
     use crm_proto::identity_v1::{ApiClient, ClientCredentialsRequest, CreateApiClientRequest};
 
-    let options = crm_testkit::server::TestServerOptions {
+    let options = crate::support::SuiteOptions {
         identity: crm_identity::IdentitySettings {
             rate_limits: RateLimits {
                 login_per_account: 3,
@@ -868,12 +869,12 @@ async fn credential_endpoints_are_rate_limited_per_account_address_and_client() 
                 per_api_client: 2,
                 trust_forwarded_for: true,
             },
-            ..crm_testkit::server::TestServerOptions::default().identity
+            ..crate::support::SuiteOptions::default().identity
         },
         ..Default::default()
     };
-    let db = crm_testkit::TestDb::new().await.unwrap();
-    let server = TestServer::start_with(&db, options).await.unwrap();
+    let db = crate::support::test_db().await;
+    let server = crate::support::start(&db, options).await;
     let org = Uuid::now_v7();
     let mut auth = AuthServiceClient::new(server.channel.clone());
     // Header values only: documentation addresses (RFC 5737), nothing is sent to them.
@@ -940,8 +941,8 @@ async fn credential_endpoints_are_rate_limited_per_account_address_and_client() 
 
     let admin = server.token(org, &["org.admin"]);
     crm_identity::bootstrap::ensure_member(
-        &server.identity.pool,
-        &server.identity.hasher,
+        &server.identity().pool,
+        &server.identity().hasher,
         &crm_identity::bootstrap::Member {
             org,
             org_display_name: "Limits",
@@ -1335,8 +1336,8 @@ async fn an_invitation_answers_the_same_for_known_and_unknown_emails_and_needs_t
     // Someone with an account elsewhere (another organization), and an address nobody has.
     let known = format!("known-{}@example.com", Uuid::now_v7().simple());
     crm_identity::bootstrap::ensure_member(
-        &o.env.server.identity.pool,
-        &o.env.server.identity.hasher,
+        &o.env.server.identity().pool,
+        &o.env.server.identity().hasher,
         &crm_identity::bootstrap::Member {
             org: Uuid::now_v7(),
             org_display_name: "Elsewhere",

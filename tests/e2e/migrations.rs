@@ -46,8 +46,8 @@ async fn dump(db: &TestDb, schema: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn up_down_up_leaves_the_same_schema() {
-    let db = TestDb::new().await.unwrap();
-    for schema in crm_testkit::postgres::all_schemas() {
+    let db = crate::support::test_db().await;
+    for schema in crate::support::schemas() {
         let before = dump(&db, schema.name).await;
         assert!(
             before.iter().any(|l| l.starts_with("column ")),
@@ -140,7 +140,7 @@ fn declared(source: &str) -> BTreeSet<(String, String, String)> {
 
 #[tokio::test]
 async fn diesel_schemas_match_the_migrated_database() {
-    let db = TestDb::new().await.unwrap();
+    let db = crate::support::test_db().await;
     let mut conn = db.admin().await.unwrap();
     let shared = declared(include_str!("../../shared/db/src/schema.rs"));
     for (schema, source) in [

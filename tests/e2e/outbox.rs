@@ -32,7 +32,7 @@ async fn read(conn: &mut AsyncPgConnection, org: Uuid, after: Cursor) -> Vec<out
 
 #[tokio::test]
 async fn an_event_committed_late_is_delivered_late_not_skipped() {
-    let db = crm_testkit::TestDb::new().await.unwrap();
+    let db = crate::support::test_db().await;
     let org = Uuid::now_v7();
     let mut early = db.app("core").await.unwrap();
     let mut late = db.app("core").await.unwrap();
@@ -102,7 +102,7 @@ pub async fn power_of_ten_below_current_xid(admin: &mut AsyncPgConnection) -> u6
 
 #[tokio::test]
 async fn events_whose_txids_straddle_a_power_of_ten_come_in_number_order() {
-    let db = crm_testkit::TestDb::new().await.unwrap();
+    let db = crate::support::test_db().await;
     let org = Uuid::now_v7();
     let mut admin = db.admin().await.unwrap();
     let boundary = power_of_ten_below_current_xid(&mut admin).await;
@@ -145,7 +145,7 @@ async fn events_whose_txids_straddle_a_power_of_ten_come_in_number_order() {
 
 #[tokio::test]
 async fn a_transaction_left_idle_is_ended_by_the_server_so_it_cannot_stall_readers() {
-    let db = crm_testkit::TestDb::new().await.unwrap();
+    let db = crate::support::test_db().await;
     let mut settings = crm_db::pool::PoolSettings::new(db.app_url("core"), "core");
     assert_eq!(
         settings.idle_in_transaction_timeout,

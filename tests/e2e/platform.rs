@@ -24,16 +24,15 @@ struct Setup {
 }
 
 async fn setup(settings: ServerSettings) -> Setup {
-    let db = TestDb::new().await.unwrap();
-    let server = TestServer::start_with(
+    let db = crate::support::test_db().await;
+    let server = crate::support::start(
         &db,
         TestServerOptions {
             settings,
             ..TestServerOptions::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let org = Uuid::now_v7();
     let token = server.token(org, &["org.admin"]);
     Setup {

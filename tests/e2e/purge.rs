@@ -26,7 +26,7 @@ fn app_pool(db: &TestDb, schema: &str) -> crm_db::DbPool {
 
 #[tokio::test]
 async fn core_purges_old_keys_and_events_and_soft_deleted_rows_past_their_purge_time() {
-    let db = TestDb::new().await.unwrap();
+    let db = crate::support::test_db().await;
     let mut admin = db.admin().await.unwrap();
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     let customer = |org: Uuid, id: Uuid, name: &str, purge: &str| {
@@ -133,7 +133,7 @@ async fn core_purges_old_keys_and_events_and_soft_deleted_rows_past_their_purge_
 
 #[tokio::test]
 async fn identity_purges_expired_revocations_tokens_codes_and_idle_throttles() {
-    let db = TestDb::new().await.unwrap();
+    let db = crate::support::test_db().await;
     let mut admin = db.admin().await.unwrap();
     admin
         .batch_execute(
@@ -178,7 +178,7 @@ async fn identity_purges_expired_revocations_tokens_codes_and_idle_throttles() {
 
 #[tokio::test]
 async fn one_replica_at_a_time_purges_a_table() {
-    let db = TestDb::new().await.unwrap();
+    let db = crate::support::test_db().await;
     let mut other = db.app("core").await.unwrap();
     // Another replica is purging the idempotency keys right now.
     other

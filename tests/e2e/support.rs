@@ -2,6 +2,12 @@
 
 use crm_proto::core_v1::customer_service_client::CustomerServiceClient;
 use crm_proto::core_v1::{CreateCustomerRequest, Customer, CustomerKind};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crm_db::migrate::ServiceSchema;
+use crm_platform::module::ServiceModule;
+use crm_testkit::server::TestServerOptions;
 use crm_testkit::{TestDb, TestServer};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -15,10 +21,108 @@ pub struct Env {
     pub token: String,
 }
 
+/// The suite's services, in migration order.
+pub fn schemas() -> [ServiceSchema; 2] {
+    [crm_identity::SCHEMA, crm_core::SCHEMA]
+}
+
+/// A database of its own for one test, cloned from the suite's migrated template.
+pub async fn test_db() -> TestDb {
+    TestDb::new(&schemas()).await.expect("test database")
+}
+
+/// How a test starts the suite: the server's options and identity's.
+#[derive(Debug, Clone)]
+pub struct SuiteOptions {
+    pub server: TestServerOptions,
+    /// Identity settings (tests shorten the lockout and the refresh grace).
+    pub identity: crm_identity::IdentitySettings,
+    /// Concurrent password hashes, and whether they use the production argon2 parameters
+    /// (tests use small ones unless they measure hashing itself).
+    pub hashing: (usize, bool),
+}
+
+impl Default for SuiteOptions {
+    fn default() -> Self {
+        Self {
+            server: TestServerOptions::default(),
+            identity: crm_identity::IdentitySettings {
+                lockout_base: Duration::from_secs(1),
+                refresh_grace: Duration::from_secs(1),
+                // Functional tests sign in often; the rate-limit test sets its own limits.
+                rate_limits: crm_identity::rate_limit::RateLimits {
+                    login_per_account: 100_000,
+                    per_address: 100_000,
+                    per_api_client: 100_000,
+                    trust_forwarded_for: false,
+                },
+                ..crm_identity::IdentitySettings::default()
+            },
+            hashing: (4, false),
+        }
+    }
+}
+
+impl From<TestServerOptions> for SuiteOptions {
+    fn from(server: TestServerOptions) -> Self {
+        Self {
+            server,
+            ..Self::default()
+        }
+    }
+}
+
+/// The suite (identity and core, assembled as `crm up` assembles them) on `127.0.0.1:0`.
+pub async fn start(db: &TestDb, options: impl Into<SuiteOptions>) -> TestServer {
+    let options = options.into();
+    // Small argon2 parameters: tests exercise the logic, benchmarks the cost.
+    let params = if options.hashing.1 {
+        crm_auth::password::default_params().unwrap()
+    } else {
+        argon2::Params::new(1024, 1, 1, None).unwrap()
+    };
+    let hasher = crm_auth::password::PasswordHasher::new(options.hashing.0, params).unwrap();
+    let identity = options.identity.clone();
+    TestServer::start_with(db, options.server, move |seeds| {
+        let modules: Vec<Arc<dyn ServiceModule>> = vec![
+            Arc::new(crm_identity::IdentityModule::new(
+                crm_identity::keys::Kek::generate(),
+                uuid::Uuid::new_v4().as_bytes(),
+                &seeds.service_key,
+                hasher,
+                identity,
+                None,
+            )),
+            Arc::new(crm_core::CoreModule::new(uuid::Uuid::new_v4().as_bytes())),
+        ];
+        modules
+    })
+    .await
+    .expect("test server")
+}
+
+/// The suite with the default options.
+pub async fn server(db: &TestDb) -> TestServer {
+    start(db, SuiteOptions::default()).await
+}
+
+/// The states of the suite's services in a test server.
+pub trait Suite {
+    fn identity(&self) -> Arc<crm_identity::IdentityState>;
+}
+
+impl Suite for TestServer {
+    fn identity(&self) -> Arc<crm_identity::IdentityState> {
+        self.assembly
+            .state()
+            .expect("identity is part of the suite")
+    }
+}
+
 impl Env {
     pub async fn new() -> Self {
-        let db = TestDb::new().await.expect("test database");
-        let server = TestServer::start(&db).await.expect("test server");
+        let db = test_db().await;
+        let server = server(&db).await;
         let org = Uuid::now_v7();
         let token = server.token(org, &["org.admin"]);
         Self {

@@ -182,7 +182,7 @@ struct S {
 async fn a_pool_whose_role_stands_outside_row_level_security_is_refused() {
     use crm_db::pool::{self, PoolSettings, UnsafeRole};
 
-    let db = crm_testkit::TestDb::new().await.unwrap();
+    let db = crate::support::test_db().await;
     let check = |url: String, schema: &str| {
         let pool = pool::build(&PoolSettings::new(url, schema));
         async move { pool::check_role(&pool).await }

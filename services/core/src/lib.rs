@@ -256,3 +256,42 @@ pub fn purge_rules(retention: &crm_db::purge::Retention) -> Vec<crm_db::purge::R
     }
     rules
 }
+
+/// Core as a service module: its schema, its state over the pool, its services and its purge.
+#[derive(Debug, Clone)]
+pub struct CoreModule {
+    page_token_secret: Vec<u8>,
+}
+
+impl CoreModule {
+    /// Core signing List page tokens with `page_token_secret` (shared by every replica).
+    #[must_use]
+    pub fn new(page_token_secret: &[u8]) -> Self {
+        Self {
+            page_token_secret: page_token_secret.to_vec(),
+        }
+    }
+}
+
+impl crm_platform::module::ServiceModule for CoreModule {
+    fn schema(&self) -> crm_db::migrate::ServiceSchema {
+        SCHEMA
+    }
+
+    fn start(
+        &self,
+        pool: DbPool,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<crm_platform::module::Started, crm_platform::module::StartError>,
+    > {
+        Box::pin(async move {
+            let state = CoreState::new(pool, &self.page_token_secret);
+            Ok(crm_platform::module::Started::new(state, register))
+        })
+    }
+
+    fn purge_rules(&self, retention: &crm_db::purge::Retention) -> Vec<crm_db::purge::Rule> {
+        purge_rules(retention)
+    }
+}

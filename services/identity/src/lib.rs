@@ -292,3 +292,84 @@ pub fn purge_rules(retention: &crm_db::purge::Retention) -> Vec<crm_db::purge::R
     });
     rules
 }
+
+/// Identity as a service module: its schema, its state (signing keys loaded or created), its
+/// services, key rotation and its purge.
+pub struct IdentityModule {
+    kek: keys::Kek,
+    token_secret: Vec<u8>,
+    service_key: String,
+    hasher: PasswordHasher,
+    settings: IdentitySettings,
+    rotate_every: Option<std::time::Duration>,
+}
+
+impl std::fmt::Debug for IdentityModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityModule")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdentityModule {
+    /// Identity with its secrets: the KEK, the token secret (refresh-token and page-token
+    /// keys) and the suite's internal service credential; `rotate_every` runs key rotation in
+    /// the background (`None`: only at start, as tests that drive rotation want).
+    #[must_use]
+    pub fn new(
+        kek: keys::Kek,
+        token_secret: &[u8],
+        service_key: &str,
+        hasher: PasswordHasher,
+        settings: IdentitySettings,
+        rotate_every: Option<std::time::Duration>,
+    ) -> Self {
+        Self {
+            kek,
+            token_secret: token_secret.to_vec(),
+            service_key: service_key.to_owned(),
+            hasher,
+            settings,
+            rotate_every,
+        }
+    }
+}
+
+impl crm_platform::module::ServiceModule for IdentityModule {
+    fn schema(&self) -> crm_db::migrate::ServiceSchema {
+        SCHEMA
+    }
+
+    fn start(
+        &self,
+        pool: DbPool,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<crm_platform::module::Started, crm_platform::module::StartError>,
+    > {
+        Box::pin(async move {
+            let state = IdentityState::start(
+                pool,
+                self.kek.clone(),
+                &self.token_secret,
+                &self.service_key,
+                self.hasher.clone(),
+                self.settings.clone(),
+            )
+            .await?;
+            let rotation = self
+                .rotate_every
+                .map(|every| state.keys.spawn_rotation(every));
+            let mut started = crm_platform::module::Started::new(state, register);
+            if let Some(task) = rotation {
+                started = started.with_background(task);
+            }
+            Ok(started)
+        })
+    }
+
+    fn purge_rules(&self, retention: &crm_db::purge::Retention) -> Vec<crm_db::purge::Rule> {
+        purge_rules(retention)
+    }
+}

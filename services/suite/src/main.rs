@@ -23,8 +23,8 @@ use crm_auth::revocation::{DEFAULT_MAX_LAG, RevocationSet};
 use crm_auth::{TokenVerifier, VerifierSettings};
 use crm_db::migrate::{self, Direction};
 use crm_db::pool::{self, PoolSettings};
-use crm_platform::GrpcServer;
 use crm_platform::config::ServeArgs;
+use crm_platform::module::{AssemblyConfig, ServiceModule, assemble};
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
@@ -255,28 +255,14 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         settings.max_size = args.serve.pool_size;
         pool::build(&settings)
     };
-    let core_pool = pool_for(&crm_core::SCHEMA);
-    let identity_pool = pool_for(&crm_identity::SCHEMA);
-    ensure_safe_role(&core_pool, "core").await?;
-    ensure_safe_role(&identity_pool, "identity").await?;
-    let retention = args.serve.retention();
-    let _purge = [
-        crm_db::purge::spawn(
-            core_pool.clone(),
-            crm_core::purge_rules(&retention),
-            retention.every,
-        ),
-        crm_db::purge::spawn(
-            identity_pool.clone(),
-            crm_identity::purge_rules(&retention),
-            retention.every,
-        ),
-    ];
-    let core =
-        crm_core::CoreState::new(core_pool, &page_secret(&args.serve, Some(&args.data_dir))?);
     let service_key = service_key(Some(&args.data_dir))?;
-    let identity = start_identity(identity_pool, &args.data_dir, &args.serve, &service_key).await?;
-    let _rotation = identity.keys.spawn_rotation(Duration::from_secs(60));
+    let modules: Vec<Arc<dyn ServiceModule>> = vec![
+        identity_module(&args.data_dir, &args.serve, &service_key)?,
+        Arc::new(crm_core::CoreModule::new(&page_secret(
+            &args.serve,
+            Some(&args.data_dir),
+        )?)),
+    ];
 
     let jwks = Arc::new(JwksKeys::new());
     let revocations = Arc::new(RevocationSet::followed(DEFAULT_MAX_LAG));
@@ -285,9 +271,20 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         Arc::clone(&jwks) as Arc<dyn crm_auth::keys::KeySource>,
         Arc::clone(&revocations),
     ));
-    let mut server = GrpcServer::new(args.serve.server_settings(), verifier);
-    crm_identity::register(&mut server, &identity);
-    crm_core::register(&mut server, &core);
+    let (server, assembly) = assemble(
+        &modules,
+        AssemblyConfig {
+            pool_for: &pool_for,
+            settings: args.serve.server_settings(),
+            verifier,
+            retention: Some(args.serve.retention()),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let identity = assembly
+        .state::<crm_identity::IdentityState>()
+        .context("identity did not start")?;
 
     let listener = TcpListener::bind(args.serve.listen)
         .await
@@ -316,6 +313,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     demo::print_next_steps(addr, &db.describe(), demo.as_ref());
 
     let result = serving.await.context("server task")?;
+    drop(assembly);
     db.stop();
     result.map_err(anyhow::Error::from)
 }
@@ -349,12 +347,12 @@ async fn service_client(args: &ServiceClientArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_identity(
-    pool: crm_db::DbPool,
+/// Identity as a module, with its secrets from the environment or the data directory.
+fn identity_module(
     data_dir: &std::path::Path,
     serve: &ServeArgs,
     service_key: &str,
-) -> anyhow::Result<crm_identity::IdentityState> {
+) -> anyhow::Result<Arc<dyn ServiceModule>> {
     let kek = secrets::load_or_create("CRM_KEY_ENCRYPTION_KEY", data_dir, "identity-kek")?;
     let token_secret =
         secrets::load_or_create("CRM_TOKEN_SECRET", data_dir, "identity-token-secret")?;
@@ -365,15 +363,14 @@ async fn start_identity(
         audience: serve.token_audience.clone(),
         ..crm_identity::IdentitySettings::default()
     };
-    Ok(crm_identity::IdentityState::start(
-        pool,
+    Ok(Arc::new(crm_identity::IdentityModule::new(
         crm_identity::keys::Kek::new(kek),
         &token_secret,
         service_key,
         hasher,
         settings,
-    )
-    .await?)
+        Some(Duration::from_secs(60)),
+    )))
 }
 
 fn verifier_settings(args: &ServeArgs) -> VerifierSettings {
@@ -397,57 +394,46 @@ async fn serve_one(args: ServeOne) -> anyhow::Result<()> {
         ])),
         Arc::clone(&revocations),
     ));
-    let mut server = GrpcServer::new(args.serve.server_settings(), verifier);
-    let mut settings = PoolSettings::new(args.database_url.clone(), "");
-    settings.max_size = args.serve.pool_size;
-    let mut _rotation = None;
-    let mut _purge = None;
-    let (identity_url, service_key) = match args.service {
-        Service::Core => {
-            // A service that cannot follow revocations must not serve (fail closed).
-            let url = args.identity_url.clone().context(
-                "CRM_IDENTITY_URL is required: core follows identity's keys and revocations",
-            )?;
-            let key = service_key(None)?;
-            settings.schema = crm_core::SCHEMA.name.into();
-            let pool = pool::build(&settings);
-            ensure_safe_role(&pool, "core").await?;
-            let retention = args.serve.retention();
-            _purge = Some(crm_db::purge::spawn(
-                pool.clone(),
-                crm_core::purge_rules(&retention),
-                retention.every,
-            ));
-            let core = crm_core::CoreState::new(pool, &page_secret(&args.serve, None)?);
-            crm_core::register(&mut server, &core);
-            (url, key)
-        }
-        Service::Identity => {
-            let key = service_key(Some(&args.data_dir))?;
-            settings.schema = crm_identity::SCHEMA.name.into();
-            let pool = pool::build(&settings);
-            ensure_safe_role(&pool, "identity").await?;
-            let retention = args.serve.retention();
-            _purge = Some(crm_db::purge::spawn(
-                pool.clone(),
-                crm_identity::purge_rules(&retention),
-                retention.every,
-            ));
-            let identity = start_identity(pool, &args.data_dir, &args.serve, &key).await?;
-            _rotation = Some(identity.keys.spawn_rotation(Duration::from_secs(60)));
-            crm_identity::register(&mut server, &identity);
-            // Identity follows itself.
-            (String::new(), key)
-        }
+    let (module, identity_url, service_key): (Arc<dyn ServiceModule>, Option<String>, String) =
+        match args.service {
+            Service::Core => {
+                // A service that cannot follow revocations must not serve (fail closed).
+                let url = args.identity_url.clone().context(
+                    "CRM_IDENTITY_URL is required: core follows identity's keys and revocations",
+                )?;
+                let module = crm_core::CoreModule::new(&page_secret(&args.serve, None)?);
+                (Arc::new(module), Some(url), service_key(None)?)
+            }
+            Service::Identity => {
+                let key = service_key(Some(&args.data_dir))?;
+                // Identity follows itself.
+                (
+                    identity_module(&args.data_dir, &args.serve, &key)?,
+                    None,
+                    key,
+                )
+            }
+        };
+    let pool_for = |schema: &migrate::ServiceSchema| {
+        let mut settings = PoolSettings::new(args.database_url.clone(), schema.name);
+        settings.max_size = args.serve.pool_size;
+        pool::build(&settings)
     };
+    let (server, _assembly) = assemble(
+        &[module],
+        AssemblyConfig {
+            pool_for: &pool_for,
+            settings: args.serve.server_settings(),
+            verifier,
+            retention: Some(args.serve.retention()),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let listener = TcpListener::bind(args.serve.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, service = ?args.service, "serving");
-    let identity_url = if identity_url.is_empty() {
-        format!("http://{addr}")
-    } else {
-        identity_url
-    };
+    let identity_url = identity_url.unwrap_or_else(|| format!("http://{addr}"));
     let channel = crm_platform::client::channel(&identity_url)?;
     let _followers = [
         crm_auth::remote::follow_jwks(channel.clone(), jwks),

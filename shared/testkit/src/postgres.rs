@@ -14,12 +14,6 @@ use tokio::sync::OnceCell;
 /// Password set on the `_app` roles in tests (ignored under trust authentication).
 pub const APP_PASSWORD: &str = "crm-test-app";
 
-/// Every service schema the suite has, in migration order.
-#[must_use]
-pub fn all_schemas() -> Vec<ServiceSchema> {
-    vec![crm_identity::SCHEMA, crm_core::SCHEMA]
-}
-
 struct Template {
     admin_url: String,
     name: String,
@@ -88,7 +82,7 @@ async fn drop_stale(admin: &mut AsyncPgConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn template() -> anyhow::Result<&'static Template> {
+async fn template(schemas: &[ServiceSchema]) -> anyhow::Result<&'static Template> {
     TEMPLATE
         .get_or_try_init(|| async {
             let admin_url = admin_url().await?;
@@ -105,8 +99,8 @@ async fn template() -> anyhow::Result<&'static Template> {
                 .batch_execute(&format!("CREATE DATABASE \"{name}\""))
                 .await?;
             let url = with_database(&admin_url, &name);
-            for schema in all_schemas() {
-                migrate::run(&url, schema, Direction::Up, Some(APP_PASSWORD.to_owned()))
+            for schema in schemas {
+                migrate::run(&url, *schema, Direction::Up, Some(APP_PASSWORD.to_owned()))
                     .await
                     .with_context(|| format!("migrating {}", schema.name))?;
             }
@@ -126,12 +120,13 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Clones the template into a new database.
+    /// Clones the template — migrated with `schemas`, in order, by the first test of the binary
+    /// (every test of one binary passes the same suite) — into a new database.
     ///
     /// # Errors
     /// When PostgreSQL is unavailable or cloning keeps failing.
-    pub async fn new() -> anyhow::Result<Self> {
-        let tpl = template().await?;
+    pub async fn new(schemas: &[ServiceSchema]) -> anyhow::Result<Self> {
+        let tpl = template(schemas).await?;
         let name = format!(
             "crm_t_{}_{}",
             std::process::id(),

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crm_auth::keys::{KeySource, StaticKeys};
-use crm_auth::password::PasswordHasher;
 use crm_auth::remote::{JwksKeys, KeyChain};
 use crm_auth::revocation::RevocationSet;
 use crm_auth::token::TokenSigner;
 use crm_auth::{TokenVerifier, VerifierSettings};
-use crm_core::CoreState;
+use crm_db::migrate::ServiceSchema;
 use crm_db::pool::{self, PoolSettings};
-use crm_platform::{GrpcServer, ServerSettings};
+use crm_platform::ServerSettings;
+use crm_platform::module::{Assembly, AssemblyConfig, ServiceModule};
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
@@ -32,10 +32,8 @@ pub struct TestServer {
     pub verifier_settings: VerifierSettings,
     /// The server's revocation set.
     pub revocations: Arc<RevocationSet>,
-    /// The core state (pool, page tokens).
-    pub core: CoreState,
-    /// The identity state (pool, keys, hasher).
-    pub identity: crm_identity::IdentityState,
+    /// The started modules (their states: `assembly.state::<S>()`).
+    pub assembly: Assembly,
     /// The internal service credential the revocation feed wants.
     pub service_key: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -46,8 +44,8 @@ pub struct TestServer {
 /// How to start a test server.
 #[derive(Debug, Clone)]
 pub struct TestServerOptions {
-    /// Database URL for the core pool (default: the test database's `core_app` URL).
-    pub core_url: Option<String>,
+    /// Database URLs replacing a schema's `<schema>_app` URL (e.g. one through a cuttable proxy).
+    pub pool_urls: Vec<(&'static str, String)>,
     /// Server settings.
     pub settings: ServerSettings,
     /// Pool size.
@@ -56,11 +54,6 @@ pub struct TestServerOptions {
     /// 250 ms; tests wait longer by default because every test of the binary starts its server
     /// at once on a shared machine, and a test of that policy sets it back.
     pub acquire_timeout: Duration,
-    /// Identity settings (tests shorten the lockout and the refresh grace).
-    pub identity: crm_identity::IdentitySettings,
-    /// Concurrent password hashes, and whether they use the production argon2 parameters
-    /// (tests use small ones unless they measure hashing itself).
-    pub hashing: (usize, bool),
     /// How long the revocation feed may stay silent before calls are refused (production: the
     /// access-token lifetime).
     pub revocation_max_lag: Duration,
@@ -69,7 +62,7 @@ pub struct TestServerOptions {
 impl Default for TestServerOptions {
     fn default() -> Self {
         Self {
-            core_url: None,
+            pool_urls: Vec::new(),
             settings: ServerSettings {
                 drain_notice: Duration::ZERO,
                 drain_timeout: Duration::from_secs(5),
@@ -78,38 +71,30 @@ impl Default for TestServerOptions {
             },
             pool_size: 4,
             acquire_timeout: Duration::from_secs(3),
-            identity: crm_identity::IdentitySettings {
-                lockout_base: Duration::from_secs(1),
-                refresh_grace: Duration::from_secs(1),
-                // Functional tests sign in often; the rate-limit test sets its own limits.
-                rate_limits: crm_identity::rate_limit::RateLimits {
-                    login_per_account: 100_000,
-                    per_address: 100_000,
-                    per_api_client: 100_000,
-                    trust_forwarded_for: false,
-                },
-                ..crm_identity::IdentitySettings::default()
-            },
-            hashing: (4, false),
             revocation_max_lag: Duration::from_secs(300),
         }
     }
 }
 
-impl TestServer {
-    /// Starts the suite over `db` with default options.
-    ///
-    /// # Errors
-    /// When binding or connecting fails.
-    pub async fn start(db: &TestDb) -> anyhow::Result<Self> {
-        Self::start_with(db, TestServerOptions::default()).await
-    }
+/// What the modules of a test server share with it: the internal service credential that the
+/// token issuer's revocation feed wants and that the server presents when it follows it.
+#[derive(Debug, Clone)]
+pub struct Seeds {
+    /// Base64url internal service credential.
+    pub service_key: String,
+}
 
-    /// Starts the suite over `db`.
+impl TestServer {
+    /// Starts `modules` over `db` (one of them must issue tokens and publish the key set and
+    /// revocations, as identity does: the server follows itself like every deployment).
     ///
     /// # Errors
-    /// When binding or connecting fails.
-    pub async fn start_with(db: &TestDb, options: TestServerOptions) -> anyhow::Result<Self> {
+    /// When a module fails to start, or binding or connecting fails.
+    pub async fn start_with(
+        db: &TestDb,
+        options: TestServerOptions,
+        modules: impl FnOnce(&Seeds) -> Vec<Arc<dyn ServiceModule>>,
+    ) -> anyhow::Result<Self> {
         let signer = Arc::new(TokenSigner::generate("test-key"));
         let static_keys = Arc::new(StaticKeys::new());
         static_keys.insert(signer.kid(), signer.verifying_key());
@@ -126,37 +111,31 @@ impl TestServer {
             keys,
             Arc::clone(&revocations),
         ));
-        let mut pool_settings = PoolSettings::new(
-            options
-                .core_url
-                .clone()
-                .unwrap_or_else(|| db.app_url("core")),
-            "core",
-        );
-        pool_settings.max_size = options.pool_size;
-        pool_settings.acquire_timeout = options.acquire_timeout;
-        let core = CoreState::new(pool::build(&pool_settings), Uuid::new_v4().as_bytes());
-        let mut identity_pool = PoolSettings::new(db.app_url("identity"), "identity");
-        identity_pool.max_size = options.pool_size;
-        identity_pool.acquire_timeout = options.acquire_timeout;
-        // Small argon2 parameters: tests exercise the logic, benchmarks the cost.
-        let params = if options.hashing.1 {
-            crm_auth::password::default_params().map_err(|e| anyhow::anyhow!("{e}"))?
-        } else {
-            argon2::Params::new(1024, 1, 1, None).map_err(|e| anyhow::anyhow!("{e}"))?
+        let modules = modules(&Seeds {
+            service_key: service_key.clone(),
+        });
+        let pool_for = |schema: &ServiceSchema| {
+            let url = options
+                .pool_urls
+                .iter()
+                .find(|(name, _)| *name == schema.name)
+                .map_or_else(|| db.app_url(schema.name), |(_, url)| url.clone());
+            let mut settings = PoolSettings::new(url, schema.name);
+            settings.max_size = options.pool_size;
+            settings.acquire_timeout = options.acquire_timeout;
+            pool::build(&settings)
         };
-        let identity = crm_identity::IdentityState::start(
-            pool::build(&identity_pool),
-            crm_identity::keys::Kek::generate(),
-            Uuid::new_v4().as_bytes(),
-            &service_key,
-            PasswordHasher::new(options.hashing.0, params).map_err(|e| anyhow::anyhow!("{e}"))?,
-            options.identity.clone(),
+        let (server, assembly) = crm_platform::module::assemble(
+            &modules,
+            AssemblyConfig {
+                pool_for: &pool_for,
+                settings: options.settings,
+                verifier,
+                retention: None,
+            },
         )
-        .await?;
-        let mut server = GrpcServer::new(options.settings, verifier);
-        crm_identity::register(&mut server, &identity);
-        crm_core::register(&mut server, &core);
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -188,8 +167,7 @@ impl TestServer {
             signer,
             verifier_settings,
             revocations,
-            core,
-            identity,
+            assembly,
             service_key,
             shutdown: Some(tx),
             task: Some(task),
