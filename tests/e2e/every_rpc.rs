@@ -282,3 +282,65 @@ async fn a_page_token_of_one_list_is_refused_by_every_other_list() {
         accepted.join("\n")
     );
 }
+
+/// The message-size limit holds for every service of the descriptor set (it is applied where
+/// services are registered, not service by service).
+#[tokio::test]
+async fn every_rpc_refuses_a_request_over_the_message_limit() {
+    use crm_platform::ServerSettings;
+    use crm_testkit::server::TestServerOptions;
+
+    let db = crate::support::test_db().await;
+    let server = crate::support::start(
+        &db,
+        TestServerOptions {
+            settings: ServerSettings {
+                max_message_bytes: 64 * 1024,
+                ..TestServerOptions::default().settings
+            },
+            ..TestServerOptions::default()
+        },
+    )
+    .await;
+    let org = Uuid::now_v7();
+    // Every role, so that no call is refused for its permission before its body is read.
+    let token = server.token(
+        org,
+        &[
+            "org.admin",
+            "service.integrations",
+            "service.delegate",
+            "service.reader",
+        ],
+    );
+    let big = "x".repeat(100 * 1024);
+    let mut checked = 0;
+    let mut accepted = Vec::new();
+    for method in methods() {
+        let input = method.input();
+        let Some(field) = input
+            .fields()
+            .find(|f| matches!(f.kind(), Kind::String) && !f.is_list() && !f.is_map())
+        else {
+            continue;
+        };
+        let mut message = DynamicMessage::new(input.clone());
+        message.set_field(&field, Value::String(big.clone()));
+        checked += 1;
+        match call(&server.channel, &method, &token, &message).await {
+            Err(s) if matches!(s.code(), Code::OutOfRange | Code::ResourceExhausted) => {}
+            other => accepted.push(format!(
+                "{}/{}: {:?}",
+                method.parent_service().name(),
+                method.name(),
+                other.map(|_| ()).map_err(|s| s.code())
+            )),
+        }
+    }
+    assert!(checked > 100, "only {checked} RPCs checked");
+    assert!(
+        accepted.is_empty(),
+        "over the limit but not refused as such:\n{}",
+        accepted.join("\n")
+    );
+}

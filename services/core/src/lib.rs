@@ -128,17 +128,10 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
     };
     use resource::Api;
 
-    let limit = server.settings().max_message_bytes;
     let pool = Some(state.pool.clone());
     macro_rules! add {
         ($server:ident, $api:expr, $policy:expr) => {
-            server.add_service(
-                $server::new($api)
-                    .max_decoding_message_size(limit)
-                    .max_encoding_message_size(limit),
-                &$policy,
-                pool.clone(),
-            )
+            server.add_service($server::new($api), &$policy, pool.clone())
         };
     }
     add!(

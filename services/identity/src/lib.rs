@@ -194,10 +194,7 @@ pub fn register(server: &mut GrpcServer, state: &IdentityState) {
     use crm_proto::identity_v1::auth_service_server::AuthServiceServer;
     use crm_proto::identity_v1::key_service_server::KeyServiceServer;
     use crm_proto::identity_v1::revocation_service_server::RevocationServiceServer;
-    let limit = server.settings().max_message_bytes;
-    let auth = AuthServiceServer::new(auth::AuthApi::new(state))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+    let auth = AuthServiceServer::new(auth::AuthApi::new(state));
     let keys = KeyServiceServer::new(jwks::KeyApi::new(Arc::clone(&state.keys)));
     let revocations = RevocationServiceServer::new(revocations::RevocationApi::new(
         state.pool.clone(),
@@ -211,33 +208,27 @@ pub fn register(server: &mut GrpcServer, state: &IdentityState) {
     server.add_service(audit, &audit::policy(), Some(state.pool.clone()));
     let members = crm_proto::identity_v1::member_service_server::MemberServiceServer::new(
         members::MemberApi::new(state.clone()),
-    )
-    .max_decoding_message_size(limit);
+    );
     let sessions = crm_proto::identity_v1::session_service_server::SessionServiceServer::new(
         sessions::SessionApi::new(state.clone()),
-    )
-    .max_decoding_message_size(limit);
+    );
     server.add_service(members, &members::policy(), Some(state.pool.clone()));
     server.add_service(sessions, &sessions::policy(), Some(state.pool.clone()));
     let clients = crm_proto::identity_v1::api_client_service_server::ApiClientServiceServer::new(
         api_clients::ApiClientApi::new(state.clone()),
-    )
-    .max_decoding_message_size(limit);
+    );
     server.add_service(clients, &api_clients::policy(), Some(state.pool.clone()));
     let mfa = crm_proto::identity_v1::mfa_service_server::MfaServiceServer::new(mfa::MfaApi::new(
         state.clone(),
-    ))
-    .max_decoding_message_size(limit);
+    ));
     server.add_service(mfa, &mfa::policy(), Some(state.pool.clone()));
     let oauth = crm_proto::identity_v1::o_auth_service_server::OAuthServiceServer::new(
         oauth::OAuthApi::new(state, server.verifier()),
-    )
-    .max_decoding_message_size(limit);
+    );
     server.add_service(oauth, &oauth::policy(), Some(state.pool.clone()));
     let credentials = crm_proto::identity_v1::integration_credential_service_server::IntegrationCredentialServiceServer::new(
         credentials::CredentialApi::new(state.clone()),
-    )
-    .max_decoding_message_size(limit);
+    );
     server.add_service(
         credentials,
         &credentials::policy(),
@@ -245,14 +236,12 @@ pub fn register(server: &mut GrpcServer, state: &IdentityState) {
     );
     let roles = crm_proto::identity_v1::role_service_server::RoleServiceServer::new(
         roles::RoleApi::new(state.clone()),
-    )
-    .max_decoding_message_size(limit);
+    );
     server.add_service(roles, &roles::policy(), Some(state.pool.clone()));
     let organizations =
         crm_proto::identity_v1::organization_service_server::OrganizationServiceServer::new(
             organizations::OrganizationApi::new(state.clone()),
-        )
-        .max_decoding_message_size(limit);
+        );
     server.add_service(
         organizations,
         &organizations::policy(),

@@ -111,7 +111,8 @@ impl GrpcServer {
         &self.settings
     }
 
-    /// Adds a service with its methods' requirements; its health follows `pool` when given.
+    /// Adds a service with its methods' requirements and the message-size limit of the
+    /// settings; its health follows `pool` when given.
     pub fn add_service<S>(
         &mut self,
         service: S,
@@ -124,13 +125,15 @@ impl GrpcServer {
                 Error = Infallible,
                 Response = http::Response<Body>,
             > + NamedService
+            + crm_proto::MessageLimits
             + Clone
             + Send
             + Sync
             + 'static,
         S::Future: Send + 'static,
     {
-        self.routes.add_service(service);
+        self.routes
+            .add_service(service.with_message_limits(self.settings.max_message_bytes));
         self.policy = std::mem::take(&mut self.policy).merge(policy);
         self.health.push((S::NAME.to_owned(), pool));
         self

@@ -5,6 +5,17 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/crm_descriptor.bin"));
 
+/// A generated server whose largest decoded and encoded message can be set: implemented for
+/// every server of the suite, so the server builder applies the limits in one place.
+pub trait MessageLimits {
+    /// Limits decoded requests and encoded responses to `bytes`.
+    #[must_use]
+    fn with_message_limits(self, bytes: usize) -> Self;
+}
+
+#[cfg(feature = "server")]
+include!(concat!(env!("OUT_DIR"), "/message_limits.rs"));
+
 /// Generated code is not ours to lint.
 macro_rules! generated {
     ($file:literal) => {
