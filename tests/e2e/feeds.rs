@@ -154,8 +154,9 @@ async fn a_silent_revocation_feed_stops_authenticated_calls_and_health_until_it_
         );
         async move { customers.list_customers(req).await }
     };
-    list().await.expect("fresh right after the first batch");
-    // The feed heartbeats every 15 s; past the allowed 1 s of silence nothing is trusted.
+    // The feed heartbeats every 15 s; past the allowed 1 s of silence nothing is trusted. (That
+    // calls are served right after the first batch is the unit test of the set: on a loaded
+    // machine more than a second may pass before this test's first call.)
     let until = Instant::now() + Duration::from_secs(10);
     let refused = loop {
         match list().await {
@@ -313,8 +314,8 @@ async fn shutdown_ends_open_streams_at_once_with_a_reconnect_status() {
         .expect("the server stopped")
         .unwrap();
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "shutdown took {:?} with a 30 s drain timeout",
+        started.elapsed() < Duration::from_secs(15),
+        "shutdown took {:?}: it waited for the 30 s drain timeout",
         started.elapsed()
     );
 }
