@@ -32,6 +32,30 @@ pub struct Fixture {
     /// Fields never shown outside the FULL view, audit entries or events, with the secret
     /// value `body` puts in them.
     pub redacted: &'static [(&'static str, &'static str)],
+    /// The resource's custom methods, as calls on the resource named by the argument.
+    pub custom: fn(&str) -> Vec<Custom>,
+}
+
+/// A custom method call on one resource.
+pub struct Custom {
+    pub service: &'static str,
+    pub method: &'static str,
+    pub body: Value,
+    /// Whether it changes anything (reads are compared before and after the refused calls).
+    pub write: bool,
+}
+
+fn no_custom(_: &str) -> Vec<Custom> {
+    Vec::new()
+}
+
+fn custom(service: &'static str, method: &'static str, body: Value, write: bool) -> Custom {
+    Custom {
+        service,
+        method,
+        body,
+        write,
+    }
 }
 
 /// What fixtures reference: a customer and a property of the organization under test.
@@ -57,6 +81,7 @@ pub fn fixtures() -> Vec<Fixture> {
             body: |_, i| json!({"display_name": text(i, "Customer"), "kind": "CUSTOMER_KIND_RESIDENTIAL"}),
             update: ("notes", || json!("updated notes")),
             redacted: &[],
+            custom: no_custom,
         },
         Fixture {
             service: "crm.core.v1.ContactService",
@@ -68,6 +93,7 @@ pub fn fixtures() -> Vec<Fixture> {
             body: |w, i| json!({"customer": w.customer, "display_name": text(i, "Contact")}),
             update: ("title", || json!("Kitchen manager")),
             redacted: &[],
+            custom: no_custom,
         },
         Fixture {
             service: "crm.core.v1.PropertyService",
@@ -86,6 +112,7 @@ pub fn fixtures() -> Vec<Fixture> {
             },
             update: ("access_notes", || json!("Lid behind the dumpster")),
             redacted: &[("gate_code", "GATE-7391")],
+            custom: no_custom,
         },
         Fixture {
             service: "crm.core.v1.EquipmentService",
@@ -104,6 +131,19 @@ pub fn fixtures() -> Vec<Fixture> {
             },
             update: ("notes", || json!("baffle replaced")),
             redacted: &[],
+            custom: |name| {
+                let e = "crm.core.v1.EquipmentService";
+                vec![
+                    custom(
+                        e,
+                        "RecordEquipmentReading",
+                        json!({"name": name, "reading": {"solids_depth_inches": 4.0,
+                               "grease_depth_inches": 2.0, "read_time": "2026-01-02T03:04:05Z"}}),
+                        true,
+                    ),
+                    custom(e, "ListEquipmentReadings", json!({"parent": name}), false),
+                ]
+            },
         },
         Fixture {
             service: "crm.core.v1.TicketService",
@@ -115,6 +155,7 @@ pub fn fixtures() -> Vec<Fixture> {
             body: |w, i| json!({"customer": w.customer, "subject": text(i, "Ticket"), "priority": "TICKET_PRIORITY_NORMAL"}),
             update: ("description", || json!("smells after the pump-out")),
             redacted: &[],
+            custom: no_custom,
         },
         Fixture {
             service: "crm.core.v1.InventoryItemService",
@@ -126,6 +167,19 @@ pub fn fixtures() -> Vec<Fixture> {
             body: |_, i| json!({"sku": format!("SKU-{i}"), "display_name": text(i, "Item"), "unit": "gallon"}),
             update: ("notes", || json!("keep cool")),
             redacted: &[],
+            custom: |name| {
+                let i = "crm.core.v1.InventoryItemService";
+                vec![
+                    custom(
+                        i,
+                        "AdjustStock",
+                        json!({"name": name, "location": "yard", "delta": 5, "reason": "count"}),
+                        true,
+                    ),
+                    custom(i, "ListStockLevels", json!({"parent": name}), false),
+                    custom(i, "ListStockAdjustments", json!({"parent": name}), false),
+                ]
+            },
         },
         Fixture {
             service: "crm.core.v1.ActivityService",
@@ -137,6 +191,7 @@ pub fn fixtures() -> Vec<Fixture> {
             body: |w, i| json!({"customer": w.customer, "kind": "ACTIVITY_KIND_NOTE", "subject": text(i, "Note")}),
             update: ("body", || json!("called back")),
             redacted: &[],
+            custom: no_custom,
         },
         Fixture {
             service: "crm.core.v1.ConversationService",
@@ -155,6 +210,19 @@ pub fn fixtures() -> Vec<Fixture> {
             },
             update: ("subject", || json!("Renamed thread")),
             redacted: &[],
+            custom: |name| {
+                let m = "crm.core.v1.MessageService";
+                vec![
+                    custom(
+                        m,
+                        "SendMessage",
+                        json!({"parent": name, "body": "Service booked for Tuesday",
+                               "purpose": "MESSAGE_PURPOSE_TRANSACTIONAL"}),
+                        true,
+                    ),
+                    custom(m, "ListMessages", json!({"parent": name}), false),
+                ]
+            },
         },
         Fixture {
             service: "crm.core.v1.CallDispositionService",
@@ -166,6 +234,7 @@ pub fn fixtures() -> Vec<Fixture> {
             body: |_, i| json!({"code": format!("code-{i}"), "display_name": text(i, "Outcome"), "active": true}),
             update: ("description", || json!("visit booked on the call")),
             redacted: &[],
+            custom: no_custom,
         },
         Fixture {
             service: "crm.core.v1.CallLogService",
@@ -184,6 +253,7 @@ pub fn fixtures() -> Vec<Fixture> {
             },
             update: ("notes", || json!("asked for a quote")),
             redacted: &[],
+            custom: no_custom,
         },
         Fixture {
             service: "crm.core.v1.SyncLogService",
@@ -202,6 +272,7 @@ pub fn fixtures() -> Vec<Fixture> {
             },
             update: ("cursor", || json!("page-7")),
             redacted: &[],
+            custom: no_custom,
         },
     ]
 }
@@ -442,6 +513,23 @@ async fn conforms(f: &Fixture) {
     let before = rpc(&env, &token, s, &get, json!({"name": name}))
         .await
         .unwrap();
+    let customs = (f.custom)(&name);
+    let mut reads_before = Vec::new();
+    for c in customs.iter().filter(|c| !c.write) {
+        reads_before.push(
+            rpc(&env, &token, c.service, c.method, c.body.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    for c in &customs {
+        let r = rpc(&env, &other, c.service, c.method, c.body.clone()).await;
+        assert!(
+            refused(&r),
+            "{s}: {} with another organization's token: {r:?}",
+            c.method
+        );
+    }
     let mut foreign = json!({"update_mask": mask(path)});
     foreign[f.field] = json!({"name": name});
     foreign[f.field][path] = (f.update.1)();
@@ -473,10 +561,36 @@ async fn conforms(f: &Fixture) {
             "{s}: {method_name} as a viewer: {r:?}"
         );
     }
+    for c in customs.iter().filter(|c| c.write) {
+        let r = rpc(&env, &viewer, c.service, c.method, c.body.clone()).await;
+        assert!(
+            matches!(&r, Err(st) if st.code() == Code::PermissionDenied),
+            "{s}: {} as a viewer: {r:?}",
+            c.method
+        );
+    }
     let after = rpc(&env, &token, s, &get, json!({"name": name}))
         .await
         .unwrap();
     assert_eq!(after, before, "{s}: a refused call changed the resource");
+    let mut reads_after = Vec::new();
+    for c in customs.iter().filter(|c| !c.write) {
+        reads_after.push(
+            rpc(&env, &token, c.service, c.method, c.body.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        reads_after, reads_before,
+        "{s}: a refused custom call changed something"
+    );
+    // And the owner's own custom calls get past permission and tenancy (the refusals above
+    // were about the caller; the call itself may still fail its own rules, e.g. consent).
+    for c in customs.iter().filter(|c| c.write) {
+        let r = rpc(&env, &token, c.service, c.method, c.body.clone()).await;
+        assert!(!refused(&r), "{s}: {} by the owner: {r:?}", c.method);
+    }
 
     // Delete hides it from List unless show_deleted; Undelete brings it back.
     let deleted = rpc(&env, &token, s, &delete, json!({"name": name}))
