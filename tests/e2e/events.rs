@@ -104,3 +104,50 @@ async fn bad_cursor_and_missing_permission_are_refused() {
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn a_resource_change_carries_a_payload_whose_type_url_names_its_message() {
+    use crm_proto::common_v1::ResourceChanged;
+    use crm_proto::core_v1::contact_service_client::ContactServiceClient;
+    use crm_proto::core_v1::{Contact, CreateContactRequest};
+
+    let env = Env::new().await;
+    let customer = env.create("Payload Co").await;
+    ContactServiceClient::new(env.server.channel.clone())
+        .create_contact(env.req(CreateContactRequest {
+            parent: env.parent(),
+            contact: Some(Contact {
+                customer: customer.name.clone(),
+                display_name: "Pat".into(),
+                ..Contact::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let mut stream = EventServiceClient::new(env.server.channel.clone())
+        .stream_events(env.req(StreamEventsRequest {
+            parent: env.parent(),
+            types: vec!["crm.core.v1.Contact.created".into()],
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let batch = tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let event = &batch.events[0];
+    assert_eq!(event.r#type, "crm.core.v1.Contact.created");
+    let payload = event.payload.as_ref().unwrap();
+    assert_eq!(
+        payload.type_url, "type.googleapis.com/crm.common.v1.ResourceChanged",
+        "an Any names a message type"
+    );
+    let changed = ResourceChanged::decode(payload.value.as_slice()).unwrap();
+    assert_eq!(changed.change, "created");
+    let contact: Contact = changed.resource.unwrap().to_msg().unwrap();
+    assert_eq!(contact.display_name, "Pat");
+}

@@ -70,6 +70,22 @@ impl EventApi {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEventsResponse, Status>> + Send>>;
 
+/// The payload's message type for an event type: a resource change (`crm.core.v1.Contact.created`,
+/// whose last segment is a lowercase verb) carries `crm.common.v1.ResourceChanged`; any other
+/// event type is its payload's message (`crm.core.v1.CustomerCreated`).
+fn payload_type(event_type: &str) -> &str {
+    let verb = event_type
+        .rsplit('.')
+        .next()
+        .and_then(|last| last.chars().next())
+        .is_some_and(char::is_lowercase);
+    if verb {
+        "crm.common.v1.ResourceChanged"
+    } else {
+        event_type
+    }
+}
+
 fn to_event(org_name: &str, e: outbox::StoredEvent) -> Event {
     let cursor = e.cursor().encode();
     Event {
@@ -77,7 +93,7 @@ fn to_event(org_name: &str, e: outbox::StoredEvent) -> Event {
         cursor,
         organization: org_name.to_owned(),
         payload: Some(prost_types::Any {
-            type_url: format!("type.googleapis.com/{}", e.event_type),
+            type_url: format!("type.googleapis.com/{}", payload_type(&e.event_type)),
             value: e.payload,
         }),
         r#type: e.event_type,

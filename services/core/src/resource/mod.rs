@@ -23,7 +23,7 @@ use crm_platform::api::{mask, names};
 use crm_platform::error::etag_error;
 use crm_platform::layers::Deadline;
 use crm_platform::mutation::{self, IdempotencyKey};
-use crm_proto::core_v1::ResourceChanged;
+use crm_proto::common_v1::ResourceChanged;
 use diesel_async::AsyncPgConnection;
 use prost::Message;
 use tonic::Request;
