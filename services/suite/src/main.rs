@@ -271,17 +271,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         Arc::clone(&jwks) as Arc<dyn crm_auth::keys::KeySource>,
         Arc::clone(&revocations),
     ));
-    let (server, assembly) = assemble(
-        &modules,
-        AssemblyConfig {
-            pool_for: &pool_for,
-            settings: args.serve.server_settings(),
-            verifier,
-            retention: Some(args.serve.retention()),
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (server, assembly) = assemble_for(&modules, &pool_for, &args.serve, verifier).await?;
     let identity = assembly
         .state::<crm_identity::IdentityState>()
         .context("identity did not start")?;
@@ -345,6 +335,26 @@ async fn service_client(args: &ServiceClientArgs) -> anyhow::Result<()> {
     );
     println!("roles:         {}", client.roles.join(", "));
     Ok(())
+}
+
+/// The modules on one server with the serving options (limits, retention and purge).
+async fn assemble_for(
+    modules: &[Arc<dyn ServiceModule>],
+    pool_for: &dyn Fn(&migrate::ServiceSchema) -> crm_db::DbPool,
+    serve: &ServeArgs,
+    verifier: Arc<TokenVerifier>,
+) -> anyhow::Result<(crm_platform::GrpcServer, crm_platform::module::Assembly)> {
+    assemble(
+        modules,
+        AssemblyConfig {
+            pool_for,
+            settings: serve.server_settings(),
+            verifier,
+            retention: Some(serve.retention()),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Identity as a module, with its secrets from the environment or the data directory.
@@ -419,17 +429,7 @@ async fn serve_one(args: ServeOne) -> anyhow::Result<()> {
         settings.max_size = args.serve.pool_size;
         pool::build(&settings)
     };
-    let (server, _assembly) = assemble(
-        &[module],
-        AssemblyConfig {
-            pool_for: &pool_for,
-            settings: args.serve.server_settings(),
-            verifier,
-            retention: Some(args.serve.retention()),
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (server, _assembly) = assemble_for(&[module], &pool_for, &args.serve, verifier).await?;
     let listener = TcpListener::bind(args.serve.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, service = ?args.service, "serving");
