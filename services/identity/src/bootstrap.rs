@@ -99,13 +99,13 @@ pub async fn ensure_member(
                     m::organization_id.eq(org),
                     m::user_id.eq(user),
                     m::roles.eq(&roles),
-                    m::status.eq(2i16),
+                    m::status.eq(crate::members::ACTIVE),
                 ))
                 .on_conflict((m::organization_id, m::user_id))
                 .do_update()
                 .set((
                     m::roles.eq(&roles),
-                    m::status.eq(2i16),
+                    m::status.eq(crate::members::ACTIVE),
                     m::update_time.eq(diesel::dsl::now),
                 ))
                 .execute(&mut { conn })

@@ -99,7 +99,7 @@ impl From<MemberRow> for Member {
     fn from(r: MemberRow) -> Self {
         // Until the person accepts, the organization sees only the address it invited: the
         // account's own name would tell whether the address already had one.
-        let display_name = if r.status == MemberStatus::Invited as i16 {
+        let display_name = if r.status == INVITED {
             r.email.clone()
         } else {
             r.display_name
@@ -175,6 +175,11 @@ fn status_number(v: &mut Violations, field: &str, status: i32, default: MemberSt
     }
 }
 
+/// `memberships.status` of an invitation not yet accepted.
+pub(crate) const INVITED: i16 = MemberStatus::Invited as i16;
+/// `memberships.status` of a member who may sign in.
+pub(crate) const ACTIVE: i16 = MemberStatus::Active as i16;
+
 /// Turns `user`'s invitation to `org` into an active membership (audited). Called when the
 /// person signs in to `org` with their own credentials.
 ///
@@ -191,10 +196,10 @@ pub(crate) async fn accept_invitation(
                 m::table
                     .filter(m::organization_id.eq(org))
                     .filter(m::user_id.eq(user))
-                    .filter(m::status.eq(MemberStatus::Invited as i16)),
+                    .filter(m::status.eq(INVITED)),
             )
             .set((
-                m::status.eq(MemberStatus::Active as i16),
+                m::status.eq(ACTIVE),
                 m::revision.eq(m::revision + 1),
                 m::update_time.eq(diesel::dsl::now),
             ))
@@ -268,7 +273,7 @@ impl MemberService for MemberApi {
                 "a new member is invited; they become active when they sign in",
             ),
         }
-        let status_n = MemberStatus::Invited as i16;
+        let status_n = INVITED;
         let password = body.initial_password.clone();
         if !password.is_empty() && !(12..=1024).contains(&password.chars().count()) {
             v.push(
@@ -496,9 +501,7 @@ impl MemberService for MemberApi {
                 } else {
                     current.status
                 };
-                if current.status == MemberStatus::Invited as i16
-                    && new_status == MemberStatus::Active as i16
-                {
+                if current.status == INVITED && new_status == ACTIVE {
                     return Err(ApiError::FailedPrecondition {
                         reason: "INVITATION_NOT_ACCEPTED",
                         message: "an invited person becomes active by signing in themselves".into(),

@@ -147,7 +147,7 @@ impl OrganizationService for OrganizationApi {
                         m::organization_id.eq(new_org),
                         m::user_id.eq(user),
                         m::roles.eq(vec!["org.admin".to_owned()]),
-                        m::status.eq(2i16),
+                        m::status.eq(crate::members::ACTIVE),
                     ))
                     .on_conflict_do_nothing()
                     .execute(&mut { conn })

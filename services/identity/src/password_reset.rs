@@ -132,7 +132,7 @@ async fn issue(
                 .filter(m::organization_id.eq(org))
                 .filter(m::user_id.eq(user))
                 // Invited people too: it is how someone invited without a password sets one.
-                .filter(m::status.eq_any([1i16, 2i16]))
+                .filter(m::status.eq_any([crate::members::INVITED, crate::members::ACTIVE]))
                 .count()
                 .get_result(&mut { conn })
                 .await?;

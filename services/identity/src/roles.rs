@@ -128,7 +128,7 @@ pub async fn of_active_member(
     let roles: Option<Vec<String>> = m::table
         .filter(m::organization_id.eq(org))
         .filter(m::user_id.eq(user))
-        .filter(m::status.eq(2i16))
+        .filter(m::status.eq(crate::members::ACTIVE))
         .select(m::roles)
         .first(&mut { conn })
         .await
@@ -152,7 +152,7 @@ pub async fn of_member_signing_in(
     let found: Option<(Vec<String>, i16)> = m::table
         .filter(m::organization_id.eq(org))
         .filter(m::user_id.eq(user))
-        .filter(m::status.eq_any([1i16, 2i16]))
+        .filter(m::status.eq_any([crate::members::INVITED, crate::members::ACTIVE]))
         .select((m::roles, m::status))
         .first(&mut { conn })
         .await
