@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crm_db::migrate::ServiceSchema;
-use crm_platform::module::ServiceModule;
 use crm_testkit::server::TestServerOptions;
 use crm_testkit::{TestDb, TestServer};
 use tonic::transport::Channel;
@@ -21,9 +20,9 @@ pub struct Env {
     pub token: String,
 }
 
-/// The suite's services, in migration order.
-pub fn schemas() -> [ServiceSchema; 2] {
-    [crm_identity::SCHEMA, crm_core::SCHEMA]
+/// The suite's services, in migration order (the launcher's list).
+pub fn schemas() -> Vec<ServiceSchema> {
+    crm_suite::schemas()
 }
 
 /// A database of its own for one test, cloned from the suite's migrated template.
@@ -84,18 +83,14 @@ pub async fn start(db: &TestDb, options: impl Into<SuiteOptions>) -> TestServer 
     let hasher = crm_auth::password::PasswordHasher::new(options.hashing.0, params).unwrap();
     let identity = options.identity.clone();
     TestServer::start_with(db, options.server, move |seeds| {
-        let modules: Vec<Arc<dyn ServiceModule>> = vec![
-            Arc::new(crm_identity::IdentityModule::new(
-                crm_identity::keys::Kek::generate(),
-                uuid::Uuid::new_v4().as_bytes(),
-                &seeds.service_key,
-                hasher,
-                identity,
-                None,
-            )),
-            Arc::new(crm_core::CoreModule::new(uuid::Uuid::new_v4().as_bytes())),
-        ];
-        modules
+        let secrets = crm_suite::SuiteSecrets {
+            kek: crm_identity::keys::Kek::generate().to_bytes(),
+            token_secret: uuid::Uuid::new_v4().as_bytes().to_vec(),
+            service_key: seeds.service_key.clone(),
+            page_token_secret: uuid::Uuid::new_v4().as_bytes().to_vec(),
+        };
+        // Rotation only when a test drives it.
+        crm_suite::modules(&secrets, hasher, identity, None)
     })
     .await
     .expect("test server")

@@ -146,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// Every service schema, in migration order.
 fn schemas() -> Vec<migrate::ServiceSchema> {
-    vec![crm_identity::SCHEMA, crm_core::SCHEMA]
+    crm_suite::schemas()
 }
 
 async fn migrate_all(args: &MigrateArgs) -> anyhow::Result<()> {
@@ -256,13 +256,23 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         pool::build(&settings)
     };
     let service_key = service_key(Some(&args.data_dir))?;
-    let modules: Vec<Arc<dyn ServiceModule>> = vec![
-        identity_module(&args.data_dir, &args.serve, &service_key)?,
-        Arc::new(crm_core::CoreModule::new(&page_secret(
-            &args.serve,
-            Some(&args.data_dir),
-        )?)),
-    ];
+    let secrets = crm_suite::SuiteSecrets {
+        kek: secrets::load_or_create("CRM_KEY_ENCRYPTION_KEY", &args.data_dir, "identity-kek")?,
+        token_secret: secrets::load_or_create(
+            "CRM_TOKEN_SECRET",
+            &args.data_dir,
+            "identity-token-secret",
+        )?
+        .to_vec(),
+        service_key: service_key.clone(),
+        page_token_secret: page_secret(&args.serve, Some(&args.data_dir))?,
+    };
+    let modules = crm_suite::modules(
+        &secrets,
+        hasher()?,
+        identity_settings(&args.serve),
+        Some(Duration::from_secs(60)),
+    );
 
     let jwks = Arc::new(JwksKeys::new());
     let revocations = Arc::new(RevocationSet::followed(DEFAULT_MAX_LAG));
@@ -366,21 +376,28 @@ fn identity_module(
     let kek = secrets::load_or_create("CRM_KEY_ENCRYPTION_KEY", data_dir, "identity-kek")?;
     let token_secret =
         secrets::load_or_create("CRM_TOKEN_SECRET", data_dir, "identity-token-secret")?;
+    Ok(crm_suite::identity(
+        kek,
+        &token_secret,
+        service_key,
+        hasher()?,
+        identity_settings(serve),
+        Some(Duration::from_secs(60)),
+    ))
+}
+
+/// Password hashing at the production parameters, one slot per core.
+fn hasher() -> anyhow::Result<PasswordHasher> {
     let permits = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    let hasher = PasswordHasher::new(permits, default_params()?)?;
-    let settings = crm_identity::IdentitySettings {
+    Ok(PasswordHasher::new(permits, default_params()?)?)
+}
+
+fn identity_settings(serve: &ServeArgs) -> crm_identity::IdentitySettings {
+    crm_identity::IdentitySettings {
         issuer: serve.token_issuer.clone(),
         audience: serve.token_audience.clone(),
         ..crm_identity::IdentitySettings::default()
-    };
-    Ok(Arc::new(crm_identity::IdentityModule::new(
-        crm_identity::keys::Kek::new(kek),
-        &token_secret,
-        service_key,
-        hasher,
-        settings,
-        Some(Duration::from_secs(60)),
-    )))
+    }
 }
 
 fn verifier_settings(args: &ServeArgs) -> VerifierSettings {
@@ -411,8 +428,8 @@ async fn serve_one(args: ServeOne) -> anyhow::Result<()> {
                 let url = args.identity_url.clone().context(
                     "CRM_IDENTITY_URL is required: core follows identity's keys and revocations",
                 )?;
-                let module = crm_core::CoreModule::new(&page_secret(&args.serve, None)?);
-                (Arc::new(module), Some(url), service_key(None)?)
+                let module = crm_suite::core(&page_secret(&args.serve, None)?);
+                (module, Some(url), service_key(None)?)
             }
             Service::Identity => {
                 let key = service_key(Some(&args.data_dir))?;
