@@ -13,26 +13,6 @@ use crate::identity::{Member, PASSWORD, member};
 use crate::support::Suite;
 use crate::support::reason;
 
-/// `m` also belongs to a second organization; returns it.
-async fn second_organization(m: &Member, roles: &[&str]) -> Uuid {
-    let org_b = Uuid::now_v7();
-    crm_identity::bootstrap::ensure_member(
-        &m.env.server.identity().pool,
-        &m.env.server.identity().hasher,
-        &crm_identity::bootstrap::Member {
-            org: org_b,
-            org_display_name: "Second Org",
-            email: &m.email,
-            password: PASSWORD,
-            roles,
-            reset_password: false,
-        },
-    )
-    .await
-    .unwrap();
-    org_b
-}
-
 async fn switch(m: &Member, token: &str, org: Uuid) -> Result<TokenResponse, Status> {
     OAuthServiceClient::new(m.env.server.channel.clone())
         .exchange_token(TestServer::request(
@@ -66,7 +46,7 @@ async fn session_end(m: &Member, session_name: &str) -> chrono::DateTime<chrono:
 #[tokio::test]
 async fn only_a_live_sessions_own_token_switches_organization_and_never_outlives_it() {
     let m = member(&["crm.sales"]).await;
-    let org_b = second_organization(&m, &["crm.viewer"]).await;
+    let org_b = m.join_another_organization(&["crm.viewer"]).await;
     let a = m.login().await;
 
     // A session opened from another ends no later than it.
@@ -229,7 +209,7 @@ async fn another_organizations_admin_ends_a_persons_tokens_only_in_their_own_org
     use crm_proto::identity_v1::{LoginRequest, Member as MemberProto, UpdateMemberRequest};
 
     let m = member(&["crm.sales"]).await;
-    let org_b = second_organization(&m, &["crm.sales"]).await;
+    let org_b = m.join_another_organization(&["crm.sales"]).await;
     // Organization B's administrator: someone else.
     let admin_email = format!("b-admin-{}@example.com", Uuid::now_v7().simple());
     crm_identity::bootstrap::ensure_member(

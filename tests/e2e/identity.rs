@@ -46,6 +46,26 @@ pub(crate) async fn member(roles: &[&str]) -> Member {
 }
 
 impl Member {
+    /// Makes the member (same person, same password) a member of a new organization too.
+    pub(crate) async fn join_another_organization(&self, roles: &[&str]) -> Uuid {
+        let org = Uuid::now_v7();
+        crm_identity::bootstrap::ensure_member(
+            &self.env.server.identity().pool,
+            &self.env.server.identity().hasher,
+            &crm_identity::bootstrap::Member {
+                org,
+                org_display_name: "Second Org",
+                email: &self.email,
+                password: PASSWORD,
+                roles,
+                reset_password: false,
+            },
+        )
+        .await
+        .unwrap();
+        org
+    }
+
     pub(crate) fn auth(&self) -> AuthServiceClient<tonic::transport::Channel> {
         AuthServiceClient::new(self.env.server.channel.clone())
     }
@@ -873,21 +893,7 @@ async fn exchange_switches_organization_introspection_reports_and_revocation_rev
     };
 
     let m = member(&["crm.sales"]).await;
-    let org_b = Uuid::now_v7();
-    crm_identity::bootstrap::ensure_member(
-        &m.env.server.identity().pool,
-        &m.env.server.identity().hasher,
-        &crm_identity::bootstrap::Member {
-            org: org_b,
-            org_display_name: "Second Org",
-            email: &m.email,
-            password: PASSWORD,
-            roles: &["crm.viewer"],
-            reset_password: false,
-        },
-    )
-    .await
-    .unwrap();
+    let org_b = m.join_another_organization(&["crm.viewer"]).await;
     let a = m.login().await;
     let mut oauth = OAuthServiceClient::new(m.env.server.channel.clone());
     let b = oauth

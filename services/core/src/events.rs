@@ -166,7 +166,8 @@ impl EventService for EventApi {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<StreamEventsResponse, Status>>(4);
         tokio::spawn(async move {
             let _guard = guard;
-            let mut catch_up = 0;
+            let mut pacing =
+                crm_db::notify::Pacing::new(SAFETY_POLL, CATCH_UP_INTERVAL, CATCH_UP_TRIES);
             loop {
                 // Register for the wake-up before reading, so a commit between the read and the
                 // wait is not missed.
@@ -184,14 +185,9 @@ impl EventService for EventApi {
                 .await;
                 match read {
                     Ok(events) if events.is_empty() => {
-                        let wait = if catch_up > 0 {
-                            catch_up -= 1;
-                            CATCH_UP_INTERVAL
-                        } else {
-                            SAFETY_POLL
-                        };
+                        let wait = pacing.next_wait();
                         tokio::select! {
-                            () = &mut notified => catch_up = CATCH_UP_TRIES,
+                            () = &mut notified => pacing.woken(),
                             () = tokio::time::sleep(wait) => {}
                             () = tx.closed() => return,
                         }

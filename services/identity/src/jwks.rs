@@ -60,10 +60,10 @@ impl KeyService for KeyApi {
         &self,
         req: Request<WatchJwksRequest>,
     ) -> Result<Response<Self::WatchJwksStream>, Status> {
-        let address = req
-            .remote_addr()
-            .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
-        let guard = self.streams.open(address).map_err(crate::status)?;
+        let guard = self
+            .streams
+            .open(crm_platform::streams::peer(&req))
+            .map_err(crate::status)?;
         let mut rx = self.keys.subscribe();
         let (tx, out) = tokio::sync::mpsc::channel(2);
         tokio::spawn(async move {

@@ -117,15 +117,8 @@ impl OAuthApi {
         let end: Option<chrono::DateTime<Utc>> =
             tenant::transaction(&self.state.pool, org, move |conn| {
                 Box::pin(async move {
-                    s::table
-                        .filter(s::organization_id.eq(org))
-                        .filter(s::id.eq(session))
-                        .filter(s::revoke_time.is_null())
-                        .filter(s::expire_time.gt(diesel::dsl::now))
-                        .select(s::expire_time)
-                        .first(&mut { conn })
+                    crate::sessions::live_until(conn, org, session)
                         .await
-                        .optional()
                         .map_err(ApiError::from)
                 })
             })

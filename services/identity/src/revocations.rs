@@ -158,8 +158,7 @@ const CATCH_UP_INTERVAL: Duration = Duration::from_millis(100);
 const CATCH_UP_TRIES: u32 = 50;
 
 /// The SHA-256 of an internal service credential, as compared.
-#[must_use]
-pub fn service_key_digest(key: &str) -> [u8; 32] {
+fn service_key_digest(key: &str) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(key.as_bytes()).into()
 }
@@ -220,10 +219,10 @@ impl RevocationService for RevocationApi {
         req: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         self.check_credential(&req)?;
-        let address = req
-            .remote_addr()
-            .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
-        let guard = self.streams.open(address).map_err(crate::status)?;
+        let guard = self
+            .streams
+            .open(crm_platform::streams::peer(&req))
+            .map_err(crate::status)?;
         let body = req.into_inner();
         let mut cursor =
             Cursor::decode(&body.cursor).map_err(|e| crate::status(ApiError::from(e)))?;
@@ -235,7 +234,8 @@ impl RevocationService for RevocationApi {
             // The first answer always comes at once (empty when there is nothing): followers
             // serve only after it.
             let mut last_sent: Option<tokio::time::Instant> = None;
-            let mut catch_up = 0;
+            let mut pacing =
+                crm_db::notify::Pacing::new(SAFETY_POLL, CATCH_UP_INTERVAL, CATCH_UP_TRIES);
             loop {
                 let notified = api.written.notified();
                 tokio::pin!(notified);
@@ -252,14 +252,9 @@ impl RevocationService for RevocationApi {
                             }
                             last_sent = Some(tokio::time::Instant::now());
                         }
-                        let wait = if catch_up > 0 {
-                            catch_up -= 1;
-                            CATCH_UP_INTERVAL
-                        } else {
-                            SAFETY_POLL
-                        };
+                        let wait = pacing.next_wait();
                         tokio::select! {
-                            () = &mut notified => catch_up = CATCH_UP_TRIES,
+                            () = &mut notified => pacing.woken(),
                             () = tokio::time::sleep(wait) => {}
                             () = tx.closed() => return,
                         }

@@ -68,6 +68,27 @@ fn user_of(p: &Principal) -> Option<Uuid> {
         .and_then(|id| Uuid::parse_str(id).ok())
 }
 
+/// When session `id` of `org` ends, if it is live (not revoked, not expired); in the caller's
+/// tenant transaction.
+///
+/// # Errors
+/// The database error.
+pub(crate) async fn live_until(
+    conn: &crm_db::AsyncPgConnection,
+    org: Uuid,
+    id: Uuid,
+) -> QueryResult<Option<DateTime<Utc>>> {
+    s::table
+        .filter(s::organization_id.eq(org))
+        .filter(s::id.eq(id))
+        .filter(s::revoke_time.is_null())
+        .filter(s::expire_time.gt(diesel::dsl::now))
+        .select(s::expire_time)
+        .first(&mut { conn })
+        .await
+        .optional()
+}
+
 /// The handlers.
 #[derive(Debug, Clone)]
 pub struct SessionApi {

@@ -144,18 +144,13 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Every service schema, in migration order.
-fn schemas() -> Vec<migrate::ServiceSchema> {
-    crm_suite::schemas()
-}
-
 async fn migrate_all(args: &MigrateArgs) -> anyhow::Result<()> {
     let direction = if args.down_all {
         Direction::DownAll
     } else {
         Direction::Up
     };
-    for schema in schemas() {
+    for schema in crm_suite::schemas() {
         let versions = migrate::run(
             &args.database_url,
             schema,
@@ -242,7 +237,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let app_password = std::env::var("CRM_APP_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());
-    for schema in schemas() {
+    for schema in crm_suite::schemas() {
         migrate::run(&db.admin_url, schema, Direction::Up, app_password.clone())
             .await
             .with_context(|| format!("migrating {}", schema.name))?;
@@ -256,14 +251,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         pool::build(&settings)
     };
     let service_key = service_key(Some(&args.data_dir))?;
+    let (kek, token_secret) = identity_secrets(&args.data_dir)?;
     let secrets = crm_suite::SuiteSecrets {
-        kek: secrets::load_or_create("CRM_KEY_ENCRYPTION_KEY", &args.data_dir, "identity-kek")?,
-        token_secret: secrets::load_or_create(
-            "CRM_TOKEN_SECRET",
-            &args.data_dir,
-            "identity-token-secret",
-        )?
-        .to_vec(),
+        kek,
+        token_secret: token_secret.to_vec(),
         service_key: service_key.clone(),
         page_token_secret: page_secret(&args.serve, Some(&args.data_dir))?,
     };
@@ -321,8 +312,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 async fn service_client(args: &ServiceClientArgs) -> anyhow::Result<()> {
     let org = crm_platform::api::names::parse_organization(&args.organization, "organization")
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let token_secret =
-        secrets::load_or_create("CRM_TOKEN_SECRET", &args.data_dir, "identity-token-secret")?;
+    let (_, token_secret) = identity_secrets(&args.data_dir)?;
     let mut settings = PoolSettings::new(args.database_url.clone(), crm_identity::SCHEMA.name);
     settings.max_size = 1;
     settings.acquire_timeout = Duration::from_secs(5);
@@ -373,9 +363,7 @@ fn identity_module(
     serve: &ServeArgs,
     service_key: &str,
 ) -> anyhow::Result<Arc<dyn ServiceModule>> {
-    let kek = secrets::load_or_create("CRM_KEY_ENCRYPTION_KEY", data_dir, "identity-kek")?;
-    let token_secret =
-        secrets::load_or_create("CRM_TOKEN_SECRET", data_dir, "identity-token-secret")?;
+    let (kek, token_secret) = identity_secrets(data_dir)?;
     Ok(crm_suite::identity(
         kek,
         &token_secret,
@@ -383,6 +371,14 @@ fn identity_module(
         hasher()?,
         identity_settings(serve),
         Some(Duration::from_secs(60)),
+    ))
+}
+
+/// Identity's KEK and token secret: from the environment, else created once in `data_dir`.
+fn identity_secrets(data_dir: &std::path::Path) -> anyhow::Result<([u8; 32], [u8; 32])> {
+    Ok((
+        secrets::load_or_create("CRM_KEY_ENCRYPTION_KEY", data_dir, "identity-kek")?,
+        secrets::load_or_create("CRM_TOKEN_SECRET", data_dir, "identity-token-secret")?,
     ))
 }
 

@@ -6,7 +6,8 @@
 //! revocation this process has not seen could otherwise leave a revoked token valid).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -33,8 +34,10 @@ pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(300);
 /// How a set followed from a feed knows it is current.
 #[derive(Debug)]
 struct Feed {
-    /// When the last batch or heartbeat arrived; `None` before the first.
-    last: Mutex<Option<Instant>>,
+    /// Milliseconds after `base` when the last batch or heartbeat arrived, plus one; 0 before
+    /// the first. Atomic: every authenticated call reads it, no lock on that path.
+    last: AtomicU64,
+    base: Instant,
     /// Longest acceptable silence.
     max_lag: Duration,
     /// Turns true with the first batch.
@@ -74,7 +77,8 @@ impl RevocationSet {
         Self {
             sets: RwLock::default(),
             feed: Some(Feed {
-                last: Mutex::new(None),
+                last: AtomicU64::new(0),
+                base: Instant::now(),
                 max_lag,
                 loaded: watch::channel(false).0,
             }),
@@ -84,26 +88,29 @@ impl RevocationSet {
     /// Records that the feed delivered a batch (possibly an empty heartbeat) just now.
     pub fn mark_fresh(&self) {
         if let Some(feed) = &self.feed {
-            if let Ok(mut last) = feed.last.lock() {
-                *last = Some(Instant::now());
-            }
+            let since = u64::try_from(feed.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+            feed.last.store(since + 1, Ordering::Release);
             feed.loaded.send_replace(true);
         }
     }
 
-    /// Whether the set is current. Fails closed (stale) on a poisoned lock.
+    /// Whether the set is current.
     #[must_use]
     pub fn freshness(&self) -> Freshness {
         let Some(feed) = &self.feed else {
             return Freshness::Fresh;
         };
-        let Ok(last) = feed.last.lock() else {
-            return Freshness::Stale;
-        };
-        match *last {
-            None => Freshness::NotLoaded,
-            Some(t) if t.elapsed() > feed.max_lag => Freshness::Stale,
-            Some(_) => Freshness::Fresh,
+        match feed.last.load(Ordering::Acquire) {
+            0 => Freshness::NotLoaded,
+            last => {
+                let now = u64::try_from(feed.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let max = u64::try_from(feed.max_lag.as_millis()).unwrap_or(u64::MAX);
+                if now.saturating_sub(last - 1) > max {
+                    Freshness::Stale
+                } else {
+                    Freshness::Fresh
+                }
+            }
         }
     }
 

@@ -68,3 +68,60 @@ async fn listen(pool: &DbPool, channel: &str, wake: &Notify) -> Result<(), Strin
     }
     Ok(())
 }
+
+/// How long a caught-up feed reader waits before reading again: after a wake-up it retries
+/// briefly (a committed row is readable only once every older transaction has ended and the
+/// snapshot's xmin has passed it), otherwise it waits for the next wake-up or a slow safety read
+/// that bounds a lost notification.
+#[derive(Debug, Clone)]
+pub struct Pacing {
+    safety: Duration,
+    catch_up_interval: Duration,
+    catch_up_tries: u32,
+    left: u32,
+}
+
+impl Pacing {
+    /// Retries every `catch_up_interval`, `catch_up_tries` times after each wake-up; reads at
+    /// least every `safety` otherwise.
+    #[must_use]
+    pub fn new(safety: Duration, catch_up_interval: Duration, catch_up_tries: u32) -> Self {
+        Self {
+            safety,
+            catch_up_interval,
+            catch_up_tries,
+            left: 0,
+        }
+    }
+
+    /// The wait before the next read after one that found nothing.
+    pub fn next_wait(&mut self) -> Duration {
+        if self.left > 0 {
+            self.left -= 1;
+            self.catch_up_interval
+        } else {
+            self.safety
+        }
+    }
+
+    /// A commit was announced: catch up again.
+    pub fn woken(&mut self) {
+        self.left = self.catch_up_tries;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wake_up_buys_a_few_quick_reads_then_the_safety_interval() {
+        let (slow, quick) = (Duration::from_secs(2), Duration::from_millis(50));
+        let mut p = Pacing::new(slow, quick, 2);
+        assert_eq!(p.next_wait(), slow);
+        p.woken();
+        assert_eq!(p.next_wait(), quick);
+        assert_eq!(p.next_wait(), quick);
+        assert_eq!(p.next_wait(), slow);
+    }
+}

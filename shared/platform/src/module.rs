@@ -84,11 +84,11 @@ pub struct AssemblyConfig<'a> {
     pub retention: Option<Retention>,
 }
 
-/// The started modules: their states, pools and background work (keep it alive while the
+/// The started modules: their states and background work (keep it alive while the
 /// server serves).
 pub struct Assembly {
     states: Vec<Arc<dyn Any + Send + Sync>>,
-    pools: Vec<(&'static str, DbPool)>,
+    schemas: Vec<&'static str>,
     _purges: Vec<PurgeJob>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -96,10 +96,7 @@ pub struct Assembly {
 impl std::fmt::Debug for Assembly {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Assembly")
-            .field(
-                "schemas",
-                &self.pools.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-            )
+            .field("schemas", &self.schemas)
             .finish_non_exhaustive()
     }
 }
@@ -120,12 +117,6 @@ impl Assembly {
             .iter()
             .find_map(|s| Arc::clone(s).downcast::<S>().ok())
     }
-
-    /// The pool of schema `name`.
-    #[must_use]
-    pub fn pool(&self, name: &str) -> Option<&DbPool> {
-        self.pools.iter().find(|(n, _)| *n == name).map(|(_, p)| p)
-    }
 }
 
 /// Starts every module over its pool and registers it on one server. A pool whose role stands
@@ -140,7 +131,7 @@ pub async fn assemble(
 ) -> Result<(GrpcServer, Assembly), StartError> {
     let mut server = GrpcServer::new(config.settings.clone(), Arc::clone(&config.verifier));
     let mut states = Vec::new();
-    let mut pools = Vec::new();
+    let mut schemas = Vec::new();
     let mut purges = Vec::new();
     let mut background = Vec::new();
     for module in modules {
@@ -159,13 +150,13 @@ pub async fn assemble(
         }
         states.push(started.state);
         background.extend(started.background);
-        pools.push((schema.name, pool));
+        schemas.push(schema.name);
     }
     Ok((
         server,
         Assembly {
             states,
-            pools,
+            schemas,
             _purges: purges,
             background,
         },

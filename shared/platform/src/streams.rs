@@ -7,6 +7,14 @@ use std::time::Duration;
 
 use crate::error::ApiError;
 
+/// The caller key of an unauthenticated stream: the client's IP address (every caller whose
+/// address is unknown shares one key).
+#[must_use]
+pub fn peer<T>(req: &tonic::Request<T>) -> String {
+    req.remote_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
+}
+
 /// Open streams, in total and per caller key.
 #[derive(Debug)]
 pub struct StreamLimiter {
