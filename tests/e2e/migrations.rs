@@ -143,11 +143,18 @@ async fn diesel_schemas_match_the_migrated_database() {
     let db = crate::support::test_db().await;
     let mut conn = db.admin().await.unwrap();
     let shared = declared(include_str!("../../shared/db/src/schema.rs"));
-    for (schema, source) in [
-        ("core", include_str!("../../services/core/src/schema.rs")),
+    // Services on the resource engine keep its change log too.
+    let engine = include_str!("../../shared/resource/src/schema.rs");
+    for (schema, source, extra) in [
+        (
+            "core",
+            include_str!("../../services/core/src/schema.rs"),
+            engine,
+        ),
         (
             "identity",
             include_str!("../../services/identity/src/schema.rs"),
+            "",
         ),
     ] {
         let cols: Vec<Col> = diesel::sql_query(
@@ -175,6 +182,7 @@ async fn diesel_schemas_match_the_migrated_database() {
         }
         let mut expected = declared(source);
         expected.extend(shared.iter().cloned());
+        expected.extend(declared(extra));
         assert_eq!(
             expected, actual,
             "{schema}: schema.rs and the migrations disagree"

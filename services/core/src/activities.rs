@@ -17,10 +17,10 @@ use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use crate::contacts::require_live_customer;
-use crate::resource::id_in;
-use crate::resource::{BoxFuture, Meta, Order, OrderField, Resource, reference, require_live};
 use crate::schema::activities::{self, dsl as a};
 use crate::tickets::Tickets;
+use crm_resource::id_in;
+use crm_resource::{BoxFuture, Meta, Order, OrderField, Resource, reference, require_live};
 
 const SERVICE: &str = "crm.core.v1.ActivityService";
 /// Collections an activity may be about.
@@ -29,7 +29,7 @@ const RELATED: &[&str] = &["tickets", "workOrders", "quotes"];
 /// The permission of every RPC.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    crate::resource::policy(
+    crm_resource::policy(
         SERVICE,
         &[
             ("CreateActivity", permission::CUSTOMERS_WRITE),
@@ -152,7 +152,9 @@ fn leaf(
     value: &Value,
 ) -> Result<BoxedPredicate<activities::table>, FilterError> {
     match field {
-        "customer" => crate::filter_reference!(a::customer_id, field, op, value, "customers"),
+        "customer" => {
+            crm_resource::filter_reference!(a::customer_id, field, op, value, "customers")
+        }
         "kind" => crm_db::filter_enum!(
             a::kind,
             field,
@@ -212,7 +214,7 @@ impl Resource for Activities {
         "occur_time",
         "related",
     ];
-    const OUTPUT_ONLY: &'static [&'static str] = crate::resource::STANDARD_OUTPUT_ONLY;
+    const OUTPUT_ONLY: &'static [&'static str] = crm_resource::STANDARD_OUTPUT_ONLY;
     const TEXT_ORDER: &'static str = "subject";
     const TIME_ORDER: &'static str = "occur_time";
     const DEFAULT_DESC: bool = true;
@@ -335,7 +337,7 @@ impl Resource for Activities {
     }
 }
 
-crate::standard_store!(
+crm_resource::standard_store!(
     Activities,
     activities,
     occur_time,
@@ -346,8 +348,8 @@ crate::standard_store!(
     leaf
 );
 
-crate::standard_service! {
-    crm_proto::core_v1::activity_service_server::ActivityService, Activities,
+crm_resource::standard_service! {
+    crm_proto::core_v1::activity_service_server::ActivityService, Activities => ActivityApi,
     "crm.core.v1.ActivityService", activity;
     create_activity(CreateActivityRequest, activity_id);
     get_activity(GetActivityRequest, |_| false);

@@ -16,15 +16,15 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::resource::{Meta, Order, OrderField, Resource};
 use crate::schema::call_dispositions::{self, dsl as d};
+use crm_resource::{Meta, Order, OrderField, Resource};
 
 const SERVICE: &str = "crm.core.v1.CallDispositionService";
 
 /// The permission of every RPC.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    crate::resource::policy(
+    crm_resource::policy(
         SERVICE,
         &[
             ("CreateCallDisposition", permission::CORE_SETTINGS_WRITE),
@@ -124,7 +124,7 @@ fn leaf(
         "code" => crm_db::filter_text!(d::code, field, op, value),
         "display_name" => crm_db::filter_text!(d::display_name, field, op, value),
         "active" => {
-            let flag = crate::resource::store::bool_value(field, value)?;
+            let flag = crm_resource::store::bool_value(field, value)?;
             match op {
                 Op::Eq => Ok(Box::new(d::active.eq(flag))),
                 Op::Ne => Ok(Box::new(d::active.ne(flag))),
@@ -145,7 +145,7 @@ impl Resource for CallDispositions {
     const FIELD: &'static str = "call_disposition";
     const UPDATABLE: &'static [&'static str] = &["display_name", "description", "active"];
     const CREATE_ONLY: &'static [&'static str] = &["code"];
-    const OUTPUT_ONLY: &'static [&'static str] = crate::resource::STANDARD_OUTPUT_ONLY;
+    const OUTPUT_ONLY: &'static [&'static str] = crm_resource::STANDARD_OUTPUT_ONLY;
 
     fn name(x: &CallDisposition) -> &str {
         &x.name
@@ -247,7 +247,7 @@ pub async fn require_active(
     }
 }
 
-crate::standard_store!(
+crm_resource::standard_store!(
     CallDispositions,
     call_dispositions,
     create_time,
@@ -258,8 +258,8 @@ crate::standard_store!(
     leaf
 );
 
-crate::standard_service! {
-    crm_proto::core_v1::call_disposition_service_server::CallDispositionService, CallDispositions,
+crm_resource::standard_service! {
+    crm_proto::core_v1::call_disposition_service_server::CallDispositionService, CallDispositions => CallDispositionApi,
     "crm.core.v1.CallDispositionService", call_disposition;
     create_call_disposition(CreateCallDispositionRequest, call_disposition_id);
     get_call_disposition(GetCallDispositionRequest, |_| false);

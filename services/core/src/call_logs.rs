@@ -17,16 +17,16 @@ use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use crate::contacts::require_live_customer;
-use crate::resource::id_in;
-use crate::resource::{BoxFuture, Meta, Order, OrderField, Resource, reference};
 use crate::schema::call_logs::{self, dsl as c};
+use crm_resource::id_in;
+use crm_resource::{BoxFuture, Meta, Order, OrderField, Resource, reference};
 
 const SERVICE: &str = "crm.core.v1.CallLogService";
 
 /// The permission of every RPC.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    crate::resource::policy(
+    crm_resource::policy(
         SERVICE,
         &[
             ("CreateCallLog", permission::CUSTOMERS_WRITE),
@@ -165,7 +165,9 @@ fn leaf(
     value: &Value,
 ) -> Result<BoxedPredicate<call_logs::table>, FilterError> {
     match field {
-        "customer" => crate::filter_reference!(c::customer_id, field, op, value, "customers"),
+        "customer" => {
+            crm_resource::filter_reference!(c::customer_id, field, op, value, "customers")
+        }
         "direction" => crm_db::filter_enum!(
             c::direction,
             field,
@@ -198,7 +200,7 @@ impl Resource for CallLogs {
         "notes",
         "recording_uri",
     ];
-    const OUTPUT_ONLY: &'static [&'static str] = crate::resource::STANDARD_OUTPUT_ONLY;
+    const OUTPUT_ONLY: &'static [&'static str] = crm_resource::STANDARD_OUTPUT_ONLY;
     const TEXT_ORDER: &'static str = "phone";
     const TIME_ORDER: &'static str = "start_time";
     const DEFAULT_DESC: bool = true;
@@ -333,7 +335,7 @@ impl Resource for CallLogs {
     }
 }
 
-crate::standard_store!(
+crm_resource::standard_store!(
     CallLogs,
     call_logs,
     start_time,
@@ -344,8 +346,8 @@ crate::standard_store!(
     leaf
 );
 
-crate::standard_service! {
-    crm_proto::core_v1::call_log_service_server::CallLogService, CallLogs,
+crm_resource::standard_service! {
+    crm_proto::core_v1::call_log_service_server::CallLogService, CallLogs => CallLogApi,
     "crm.core.v1.CallLogService", call_log;
     create_call_log(CreateCallLogRequest, call_log_id);
     get_call_log(GetCallLogRequest, |_| false);

@@ -15,21 +15,22 @@ use crm_platform::mutation::{self, IdempotencyKey};
 use crm_proto::core_v1::consent_service_server::ConsentService;
 use crm_proto::core_v1::{
     CheckConsentRequest, CheckConsentResponse, Consent, ConsentEvent, ConsentMethod, ConsentStatus,
-    FieldChange, GrantConsentRequest, ListConsentEventsRequest, ListConsentEventsResponse,
-    MessagePurpose, RevokeConsentRequest,
+    GrantConsentRequest, ListConsentEventsRequest, ListConsentEventsResponse, MessagePurpose,
+    RevokeConsentRequest,
 };
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::audit::{self, Action};
-use crate::resource::{Call, status};
 use crate::schema::consent_events::dsl as ev;
 use crate::schema::contacts::dsl as ct;
 use crate::schema::customers::dsl as cu;
 use crate::schema::sms_consents::dsl as sc;
+use crate::status;
 use crate::{CoreState, schema};
+use crm_resource::Call;
+use crm_resource::audit::{self, Action};
 
 const SERVICE: &str = "crm.core.v1.ConsentService";
 /// Marketing messages wait until this local time...
@@ -40,7 +41,7 @@ const QUIET_START: (u32, u32) = (21, 0);
 /// RPC requirements.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    crate::resource::policy(
+    crm_resource::policy(
         SERVICE,
         &[
             ("GrantConsent", permission::CONSENT_WRITE),
@@ -418,15 +419,17 @@ pub async fn apply(
     audit::record(
         conn,
         org,
-        call,
-        request_id,
-        &consent_name(org, change.phone, change.purpose),
-        Action::Custom(if change.status == ConsentStatus::Granted {
-            "grant_consent"
-        } else {
-            "revoke_consent"
-        }),
-        &[FieldChange {
+        audit::Entry {
+            call,
+            request_id,
+            resource: &consent_name(org, change.phone, change.purpose),
+            action: Action::Custom(if change.status == ConsentStatus::Granted {
+                "grant_consent"
+            } else {
+                "revoke_consent"
+            }),
+        },
+        &[audit::Change {
             field: "status".into(),
             before: before.as_ref().map(|b| name(b.status)).unwrap_or_default(),
             after: name(status),
@@ -684,7 +687,7 @@ impl ConsentApi {
             org.ok_or_else(|| ApiError::Internal("parent parsed without violation".into()))?;
         names::require_same_organization(&call.principal, org)?;
         let deadline = call.deadline;
-        let write = mutation::idempotent(self.state.pool.clone(), org, key, move |conn| {
+        let write = mutation::idempotent(self.state.ctx.pool.clone(), org, key, move |conn| {
             Box::pin(async move {
                 apply(
                     conn,
@@ -793,7 +796,7 @@ impl ConsentService for ConsentApi {
             org.ok_or_else(|| status(ApiError::Internal("parsed without violation".into())))?;
         names::require_same_organization(&principal, org).map_err(status)?;
         let phone = b.phone;
-        let decision = crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
+        let decision = crm_db::tenant::transaction(&self.state.ctx.pool, org, move |conn| {
             Box::pin(async move { check(conn, org, &phone, purpose, at).await })
         })
         .await
@@ -826,7 +829,7 @@ impl ConsentService for ConsentApi {
         v.finish().map_err(status)?;
         let listing = crm_platform::api::listing::Listing::begin(
             &principal,
-            &self.state.page_tokens,
+            &self.state.ctx.page_tokens,
             "ListConsentEvents",
             &b.parent,
             b.page_size,
@@ -841,7 +844,7 @@ impl ConsentService for ConsentApi {
         let limit = listing.limit();
         let phone = b.phone;
         let mut rows: Vec<EventRow> =
-            crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
+            crm_db::tenant::transaction(&self.state.ctx.pool, org, move |conn| {
                 Box::pin(async move {
                     // Ids are UUIDv7: time-ordered, so the id alone is the keyset.
                     let mut q = ev::consent_events
@@ -861,7 +864,7 @@ impl ConsentService for ConsentApi {
             })
             .await
             .map_err(status)?;
-        let next_page_token = listing.finish(&self.state.page_tokens, &mut rows, |r| {
+        let next_page_token = listing.finish(&self.state.ctx.page_tokens, &mut rows, |r| {
             vec![r.id.to_string()]
         });
         Ok(Response::new(ListConsentEventsResponse {

@@ -15,17 +15,17 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::resource::id_in;
-use crate::resource::{BoxFuture, Meta, Order, OrderField, Resource, reference};
 use crate::schema::contacts::{self, dsl as c};
 use crate::schema::customers::dsl as cu;
+use crm_resource::id_in;
+use crm_resource::{BoxFuture, Meta, Order, OrderField, Resource, reference};
 
 const SERVICE: &str = "crm.core.v1.ContactService";
 
 /// The permission of every RPC.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    crate::resource::policy(
+    crm_resource::policy(
         SERVICE,
         &[
             ("CreateContact", permission::CUSTOMERS_WRITE),
@@ -152,13 +152,15 @@ fn leaf(
     value: &Value,
 ) -> Result<BoxedPredicate<contacts::table>, FilterError> {
     match field {
-        "customer" => crate::filter_reference!(c::customer_id, field, op, value, "customers"),
+        "customer" => {
+            crm_resource::filter_reference!(c::customer_id, field, op, value, "customers")
+        }
         "display_name" => crm_db::filter_text!(c::display_name, field, op, value),
         "title" => crm_db::filter_text!(c::title, field, op, value),
         "email" => crm_db::filter_text!(c::email.assume_not_null(), field, op, value),
         "phone" => crm_db::filter_text!(c::phone.assume_not_null(), field, op, value),
         "primary" => {
-            let flag = crate::resource::store::bool_value(field, value)?;
+            let flag = crm_resource::store::bool_value(field, value)?;
             match op {
                 Op::Eq => Ok(Box::new(c::is_primary.eq(flag))),
                 Op::Ne => Ok(Box::new(c::is_primary.ne(flag))),
@@ -218,7 +220,7 @@ impl Resource for Contacts {
         "primary",
         "notes",
     ];
-    const OUTPUT_ONLY: &'static [&'static str] = crate::resource::STANDARD_OUTPUT_ONLY;
+    const OUTPUT_ONLY: &'static [&'static str] = crm_resource::STANDARD_OUTPUT_ONLY;
 
     fn name(p: &Contact) -> &str {
         &p.name
@@ -333,7 +335,7 @@ impl Resource for Contacts {
     }
 }
 
-crate::standard_store!(
+crm_resource::standard_store!(
     Contacts,
     contacts,
     create_time,
@@ -344,8 +346,8 @@ crate::standard_store!(
     leaf
 );
 
-crate::standard_service! {
-    crm_proto::core_v1::contact_service_server::ContactService, Contacts,
+crm_resource::standard_service! {
+    crm_proto::core_v1::contact_service_server::ContactService, Contacts => ContactApi,
     "crm.core.v1.ContactService", contact;
     create_contact(CreateContactRequest, contact_id);
     get_contact(GetContactRequest, |_| false);

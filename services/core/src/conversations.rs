@@ -18,16 +18,16 @@ use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use crate::contacts::require_live_customer;
-use crate::resource::id_in;
-use crate::resource::{BoxFuture, Meta, Order, OrderField, Resource, reference};
 use crate::schema::conversations::{self, dsl as cv};
+use crm_resource::id_in;
+use crm_resource::{BoxFuture, Meta, Order, OrderField, Resource, reference};
 
 const SERVICE: &str = "crm.core.v1.ConversationService";
 
 /// The permission of every RPC.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    crate::resource::policy(
+    crm_resource::policy(
         SERVICE,
         &[
             ("CreateConversation", permission::MESSAGES_SEND),
@@ -140,7 +140,9 @@ fn leaf(
     value: &Value,
 ) -> Result<BoxedPredicate<conversations::table>, FilterError> {
     match field {
-        "customer" => crate::filter_reference!(cv::customer_id, field, op, value, "customers"),
+        "customer" => {
+            crm_resource::filter_reference!(cv::customer_id, field, op, value, "customers")
+        }
         "channel" => crm_db::filter_enum!(
             cv::channel,
             field,
@@ -287,7 +289,7 @@ impl Resource for Conversations {
     }
 }
 
-crate::standard_store!(
+crm_resource::standard_store!(
     Conversations,
     conversations,
     create_time,
@@ -298,8 +300,8 @@ crate::standard_store!(
     leaf
 );
 
-crate::standard_service! {
-    crm_proto::core_v1::conversation_service_server::ConversationService, Conversations,
+crm_resource::standard_service! {
+    crm_proto::core_v1::conversation_service_server::ConversationService, Conversations => ConversationApi,
     "crm.core.v1.ConversationService", conversation;
     create_conversation(CreateConversationRequest, conversation_id);
     get_conversation(GetConversationRequest, |_| false);

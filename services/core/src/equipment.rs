@@ -20,22 +20,22 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::audit::{self, Action};
 use crate::properties::Properties;
-use crate::resource::id_in;
-use crate::resource::{
-    BoxFuture, Call, Meta, Order, OrderField, Resource, Store, emit, not_found, reference,
-    require_live, status,
-};
 use crate::schema::equipment::{self, dsl as e};
 use crate::schema::equipment_readings::dsl as r;
+use crate::status;
+use crm_resource::id_in;
+use crm_resource::{
+    BoxFuture, Call, Meta, Order, OrderField, Resource, Store, Write, not_found, reference,
+    require_live,
+};
 
 const SERVICE: &str = "crm.core.v1.EquipmentService";
 
 /// The permission of every RPC.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    crate::resource::policy(
+    crm_resource::policy(
         SERVICE,
         &[
             ("CreateEquipment", permission::CUSTOMERS_WRITE),
@@ -175,7 +175,9 @@ fn leaf(
     value: &Value,
 ) -> Result<BoxedPredicate<equipment::table>, FilterError> {
     match field {
-        "property" => crate::filter_reference!(e::property_id, field, op, value, "properties"),
+        "property" => {
+            crm_resource::filter_reference!(e::property_id, field, op, value, "properties")
+        }
         "kind" => crm_db::filter_enum!(
             e::kind,
             field,
@@ -358,7 +360,7 @@ impl Resource for Equipment {
     }
 }
 
-crate::standard_store!(
+crm_resource::standard_store!(
     Equipment,
     equipment,
     create_time,
@@ -427,12 +429,12 @@ impl From<ReadingRow> for EquipmentReading {
 /// Records a reading: the history row, the equipment's latest reading (when it is the newest),
 /// the event and the audit entry, in one transaction.
 async fn record_reading(
-    api: &crate::resource::Api<Equipment>,
+    api: &EquipmentApi,
     call: Call,
     body: RecordEquipmentReadingRequest,
 ) -> Result<EquipmentProto, ApiError> {
     let mut v = Violations::new();
-    let parsed = crate::resource::parse_name::<Equipment>(&mut v, &body.name, "name");
+    let parsed = crm_resource::parse_name::<Equipment>(&mut v, &body.name, "name");
     validate_reading(&mut v, body.reading.as_ref());
     let mut fingerprint = body.clone();
     fingerprint.request_id.clear();
@@ -449,11 +451,9 @@ async fn record_reading(
         .unwrap_or_else(Utc::now);
     let (name, request_id) = (body.name, body.request_id);
     let deadline = call.deadline;
-    let write = mutation::idempotent(api.state.pool.clone(), org, key, move |conn| {
+    let write = mutation::idempotent(api.ctx.pool.clone(), org, key, move |conn| {
         Box::pin(async move {
-            let current = Equipment::find(conn, org, id, true)
-                .await?
-                .ok_or_else(|| not_found::<Equipment>(&name))?;
+            let current = crm_resource::lock::<Equipment>(conn, org, id, &name, "", "etag").await?;
             if current.delete_time.is_some() {
                 return Err(ApiError::FailedPrecondition {
                     reason: "RESOURCE_DELETED",
@@ -489,47 +489,35 @@ async fn record_reading(
                     .execute(&mut { conn })
                     .await?;
             }
-            let after = Equipment::to_proto(Equipment::touch(conn, org, id, call.actor()).await?);
-            emit(
-                conn,
+            let w = Write {
                 org,
-                &call,
-                &request_id,
+                call: &call,
+                request_id: &request_id,
+            };
+            crm_resource::changed_in::<Equipment>(
+                conn,
+                w,
+                id,
+                &before,
                 "reading_recorded",
-                &after,
-                &name,
-                None,
-            )
-            .await?;
-            audit::record_change::<Equipment>(
-                conn,
-                org,
-                &call,
-                &request_id,
-                &name,
-                Action::Custom("record_reading"),
-                Some(&before),
-                &after,
+                "record_reading",
                 &["latest_reading"],
             )
-            .await?;
-            Ok(after)
+            .await
         })
     });
-    let out = mutation::detached(deadline, write).await?;
-    api.state.events_written.notify_waiters();
-    Ok(out)
+    api.ctx.commit(deadline, write).await
 }
 
 async fn list_readings(
-    api: &crate::resource::Api<Equipment>,
+    api: &EquipmentApi,
     principal: &crm_auth::Principal,
     body: &ListEquipmentReadingsRequest,
 ) -> Result<ListEquipmentReadingsResponse, ApiError> {
     let (org, id) = names::parse_child(&body.parent, "equipment", "parent")?;
     let listing = crm_platform::api::listing::Listing::begin(
         principal,
-        &api.state.page_tokens,
+        &api.ctx.page_tokens,
         "ListEquipmentReadings",
         &names::organization_name(org),
         body.page_size,
@@ -558,7 +546,7 @@ async fn list_readings(
     };
     let limit = listing.limit();
     let parent = body.parent.clone();
-    let mut rows = crm_db::tenant::transaction(&api.state.pool, org, move |conn| {
+    let mut rows = crm_db::tenant::transaction(&api.ctx.pool, org, move |conn| {
         Box::pin(async move {
             if Equipment::find(conn, org, id, false).await?.is_none() {
                 return Err(not_found::<Equipment>(&parent));
@@ -578,7 +566,7 @@ async fn list_readings(
         })
     })
     .await?;
-    let next_page_token = listing.finish(&api.state.page_tokens, &mut rows, |x| {
+    let next_page_token = listing.finish(&api.ctx.page_tokens, &mut rows, |x| {
         vec![x.read_time.to_rfc3339(), x.id.to_string()]
     });
     Ok(ListEquipmentReadingsResponse {
@@ -587,8 +575,8 @@ async fn list_readings(
     })
 }
 
-crate::standard_service! {
-    crm_proto::core_v1::equipment_service_server::EquipmentService, Equipment,
+crm_resource::standard_service! {
+    crm_proto::core_v1::equipment_service_server::EquipmentService, Equipment => EquipmentApi,
     "crm.core.v1.EquipmentService", equipment;
     create_equipment(CreateEquipmentRequest, equipment_id);
     get_equipment(GetEquipmentRequest, |_| false);

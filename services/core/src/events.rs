@@ -171,11 +171,11 @@ impl EventService for EventApi {
             loop {
                 // Register for the wake-up before reading, so a commit between the read and the
                 // wait is not missed.
-                let notified = state.events_written.notified();
+                let notified = state.ctx.events_written.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
                 let types_q = types.clone();
-                let read = crm_db::tenant::transaction(&state.pool, org, move |conn| {
+                let read = crm_db::tenant::transaction(&state.ctx.pool, org, move |conn| {
                     Box::pin(async move {
                         outbox::read_after(conn, org, cursor, &types_q, batch)
                             .await

@@ -13,7 +13,7 @@ use crm_platform::api::time::{optional_timestamp, timestamp};
 use crm_platform::api::validate::{self, Violations};
 use crm_platform::mutation::{self, IdempotencyKey};
 use crm_proto::core_v1::{
-    AdjustStockRequest, CreateInventoryItemRequest, DeleteInventoryItemRequest, FieldChange,
+    AdjustStockRequest, CreateInventoryItemRequest, DeleteInventoryItemRequest,
     GetInventoryItemRequest, InventoryItem, ListInventoryItemsRequest, ListInventoryItemsResponse,
     ListStockAdjustmentsRequest, ListStockAdjustmentsResponse, ListStockLevelsRequest,
     ListStockLevelsResponse, StockAdjustment, StockLevel, UndeleteInventoryItemRequest,
@@ -23,13 +23,12 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
-use crate::audit::{self, Action};
-use crate::resource::{
-    Api, Call, Meta, Order, OrderField, Resource, Store, emit, not_found, status,
-};
 use crate::schema::inventory_items::{self, dsl as it};
 use crate::schema::stock_adjustments::dsl as sa;
 use crate::schema::stock_levels::dsl as sl;
+use crate::status;
+use crm_resource::audit::{self, Action, Change};
+use crm_resource::{Call, Meta, Order, OrderField, Resource, Store, Write, emit, not_found};
 
 const SERVICE: &str = "crm.core.v1.InventoryItemService";
 const MAX_QUANTITY: i64 = 1_000_000_000;
@@ -37,7 +36,7 @@ const MAX_QUANTITY: i64 = 1_000_000_000;
 /// The permission of every RPC.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    crate::resource::policy(
+    crm_resource::policy(
         SERVICE,
         &[
             ("CreateInventoryItem", permission::INVENTORY_WRITE),
@@ -156,7 +155,7 @@ fn leaf(
         "display_name" => crm_db::filter_text!(it::display_name, field, op, value),
         "unit" => crm_db::filter_text!(it::unit, field, op, value),
         "needs_reorder" => {
-            let flag = crate::resource::store::bool_value(field, value)?;
+            let flag = crm_resource::store::bool_value(field, value)?;
             let low = it::total_on_hand.le(it::reorder_point);
             match (op, flag) {
                 (Op::Eq, true) | (Op::Ne, false) => Ok(Box::new(low)),
@@ -284,7 +283,7 @@ impl Resource for InventoryItems {
     }
 }
 
-crate::standard_store!(
+crm_resource::standard_store!(
     InventoryItems,
     inventory_items,
     create_time,
@@ -329,12 +328,12 @@ impl AdjustmentRow {
 }
 
 async fn adjust(
-    api: &Api<InventoryItems>,
+    api: &InventoryItemApi,
     call: Call,
     b: AdjustStockRequest,
 ) -> Result<StockAdjustment, ApiError> {
     let mut v = Violations::new();
-    let parsed = crate::resource::parse_name::<InventoryItems>(&mut v, &b.name, "name");
+    let parsed = crm_resource::parse_name::<InventoryItems>(&mut v, &b.name, "name");
     if !validate::is_slug(&b.location) {
         v.push(
             "location",
@@ -359,7 +358,7 @@ async fn adjust(
         parsed.ok_or_else(|| ApiError::Internal("name parsed without violation".into()))?;
     names::require_same_organization(&call.principal, org)?;
     let deadline = call.deadline;
-    let write = mutation::idempotent(api.state.pool.clone(), org, key, move |conn| {
+    let write = mutation::idempotent(api.ctx.pool.clone(), org, key, move |conn| {
         Box::pin(async move {
             // The item row lock serialises adjustments of this item.
             let item = InventoryItems::find(conn, org, id, true)
@@ -425,31 +424,23 @@ async fn adjust(
                 .returning(AdjustmentRow::as_returning())
                 .get_result(&mut { conn })
                 .await?;
-            emit(
-                conn,
+            let w = Write {
                 org,
-                &call,
-                &b.request_id,
-                "stock_adjusted",
-                &updated,
-                &b.name,
-                None,
-            )
-            .await?;
+                call: &call,
+                request_id: &b.request_id,
+            };
+            emit(conn, w, "stock_adjusted", &updated, &b.name, None).await?;
             audit::record(
                 conn,
                 org,
-                &call,
-                &b.request_id,
-                &b.name,
-                Action::Custom("adjust_stock"),
+                w.entry(&b.name, Action::Custom("adjust_stock")),
                 &[
-                    FieldChange {
+                    Change {
                         field: format!("stock_levels[{}]", b.location),
                         before: here.to_string(),
                         after: after.to_string(),
                     },
-                    FieldChange {
+                    Change {
                         field: "total_on_hand".into(),
                         before: item.total_on_hand.to_string(),
                         after: updated.total_on_hand.to_string(),
@@ -460,14 +451,12 @@ async fn adjust(
             Ok(row.into_proto(org))
         })
     });
-    let out = mutation::detached(deadline, write).await?;
-    api.state.events_written.notify_waiters();
-    Ok(out)
+    api.ctx.commit(deadline, write).await
 }
 
 /// The organization and item of a child-collection parent, with the listing begun.
 fn begin_child_list(
-    api: &Api<InventoryItems>,
+    api: &InventoryItemApi,
     principal: &crm_auth::Principal,
     parent: &str,
     page_size: i32,
@@ -477,7 +466,7 @@ fn begin_child_list(
     let (org, id) = names::parse_child(parent, "inventoryItems", "parent")?;
     let listing = Listing::begin(
         principal,
-        &api.state.page_tokens,
+        &api.ctx.page_tokens,
         method,
         &names::organization_name(org),
         page_size,
@@ -489,8 +478,8 @@ fn begin_child_list(
     Ok((listing, id))
 }
 
-crate::standard_service! {
-    crm_proto::core_v1::inventory_item_service_server::InventoryItemService, InventoryItems,
+crm_resource::standard_service! {
+    crm_proto::core_v1::inventory_item_service_server::InventoryItemService, InventoryItems => InventoryItemApi,
     "crm.core.v1.InventoryItemService", inventory_item;
     create_inventory_item(CreateInventoryItemRequest, inventory_item_id);
     get_inventory_item(GetInventoryItemRequest, |_| false);
@@ -536,7 +525,7 @@ crate::standard_service! {
         };
         let limit = listing.limit();
         let parent = b.parent.clone();
-        let mut rows: Vec<(String, i64)> = crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
+        let mut rows: Vec<(String, i64)> = crm_db::tenant::transaction(&self.ctx.pool, org, move |conn| {
             Box::pin(async move {
                 if InventoryItems::find(conn, org, id, false).await?.is_none() {
                     return Err(not_found::<InventoryItems>(&parent));
@@ -556,7 +545,7 @@ crate::standard_service! {
         })
         .await
         .map_err(status)?;
-        let next_page_token = listing.finish(&self.state.page_tokens, &mut rows, |(l, _)| vec![l.clone()]);
+        let next_page_token = listing.finish(&self.ctx.page_tokens, &mut rows, |(l, _)| vec![l.clone()]);
         Ok(tonic::Response::new(ListStockLevelsResponse {
             stock_levels: rows
                 .into_iter()
@@ -585,7 +574,7 @@ crate::standard_service! {
         let after = listing.after_uuid().map_err(status)?;
         let limit = listing.limit();
         let parent = b.parent.clone();
-        let mut rows: Vec<AdjustmentRow> = crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
+        let mut rows: Vec<AdjustmentRow> = crm_db::tenant::transaction(&self.ctx.pool, org, move |conn| {
             Box::pin(async move {
                 if InventoryItems::find(conn, org, id, false).await?.is_none() {
                     return Err(not_found::<InventoryItems>(&parent));
@@ -605,7 +594,7 @@ crate::standard_service! {
         })
         .await
         .map_err(status)?;
-        let next_page_token = listing.finish(&self.state.page_tokens, &mut rows, |r| vec![r.id.to_string()]);
+        let next_page_token = listing.finish(&self.ctx.page_tokens, &mut rows, |r| vec![r.id.to_string()]);
         Ok(tonic::Response::new(ListStockAdjustmentsResponse {
             stock_adjustments: rows.into_iter().map(|r| r.into_proto(org)).collect(),
             next_page_token,

@@ -17,7 +17,6 @@ pub mod events;
 pub mod inventory;
 pub mod messages;
 pub mod properties;
-pub mod resource;
 pub mod schema;
 pub mod search;
 pub mod sync_logs;
@@ -30,6 +29,7 @@ use crm_db::DbPool;
 use crm_db::migrate::ServiceSchema;
 use crm_db::page::PageTokens;
 use crm_platform::GrpcServer;
+use crm_resource::Context;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use tokio::sync::Notify;
 
@@ -49,16 +49,19 @@ pub const SCHEMA: ServiceSchema = ServiceSchema {
     migrations,
 };
 
+/// Maps an error of this service to a status.
+#[must_use]
+pub fn status(e: crm_platform::ApiError) -> tonic::Status {
+    e.into_status(DOMAIN)
+}
+
 /// What the core handlers share.
 #[derive(Clone)]
 pub struct CoreState {
-    /// Pool connected as `core_app`.
-    pub pool: DbPool,
-    /// Signs List page tokens.
-    pub page_tokens: PageTokens,
-    /// Woken after every commit that wrote events (by this process, and through LISTEN/NOTIFY
-    /// by any replica), so streams deliver without polling.
-    pub events_written: Arc<Notify>,
+    /// The resource engine's context: the pool connected as `core_app`, the page-token key and
+    /// `events_written`, woken after every commit that wrote events (by this process, and
+    /// through LISTEN/NOTIFY by any replica), so streams deliver without polling.
+    pub ctx: Context,
     _listener: Arc<crm_db::notify::Listener>,
 }
 
@@ -80,9 +83,12 @@ impl CoreState {
             Arc::clone(&events_written),
         );
         Self {
-            pool,
-            page_tokens: PageTokens::new(page_token_secret),
-            events_written,
+            ctx: Context {
+                pool,
+                page_tokens: PageTokens::new(page_token_secret),
+                domain: DOMAIN,
+                events_written,
+            },
             _listener: Arc::new(listener),
         }
     }
@@ -126,9 +132,8 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
         property_service_server::PropertyServiceServer,
         sync_log_service_server::SyncLogServiceServer, ticket_service_server::TicketServiceServer,
     };
-    use resource::Api;
 
-    let pool = Some(state.pool.clone());
+    let pool = Some(state.ctx.pool.clone());
     macro_rules! add {
         ($server:ident, $api:expr, $policy:expr) => {
             server.add_service($server::new($api), &$policy, pool.clone())
@@ -151,22 +156,22 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
     );
     add!(
         ContactServiceServer,
-        Api::<contacts::Contacts>::new(state.clone()),
+        contacts::ContactApi::new(state.ctx.clone()),
         contacts::policy()
     );
     add!(
         PropertyServiceServer,
-        Api::<properties::Properties>::new(state.clone()),
+        properties::PropertyApi::new(state.ctx.clone()),
         properties::policy()
     );
     add!(
         EquipmentServiceServer,
-        Api::<equipment::Equipment>::new(state.clone()),
+        equipment::EquipmentApi::new(state.ctx.clone()),
         equipment::policy()
     );
     add!(
         ConversationServiceServer,
-        Api::<conversations::Conversations>::new(state.clone()),
+        conversations::ConversationApi::new(state.ctx.clone()),
         conversations::policy()
     );
     add!(
@@ -181,32 +186,32 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
     );
     add!(
         TicketServiceServer,
-        Api::<tickets::Tickets>::new(state.clone()),
+        tickets::TicketApi::new(state.ctx.clone()),
         tickets::policy()
     );
     add!(
         InventoryItemServiceServer,
-        Api::<inventory::InventoryItems>::new(state.clone()),
+        inventory::InventoryItemApi::new(state.ctx.clone()),
         inventory::policy()
     );
     add!(
         ActivityServiceServer,
-        Api::<activities::Activities>::new(state.clone()),
+        activities::ActivityApi::new(state.ctx.clone()),
         activities::policy()
     );
     add!(
         CallDispositionServiceServer,
-        Api::<call_dispositions::CallDispositions>::new(state.clone()),
+        call_dispositions::CallDispositionApi::new(state.ctx.clone()),
         call_dispositions::policy()
     );
     add!(
         CallLogServiceServer,
-        Api::<call_logs::CallLogs>::new(state.clone()),
+        call_logs::CallLogApi::new(state.ctx.clone()),
         call_logs::policy()
     );
     add!(
         SyncLogServiceServer,
-        Api::<sync_logs::SyncLogs>::new(state.clone()),
+        sync_logs::SyncLogApi::new(state.ctx.clone()),
         sync_logs::policy()
     );
 }

@@ -13,27 +13,27 @@ use crm_platform::api::validate::{self, Violations};
 use crm_platform::mutation::{self, IdempotencyKey};
 use crm_proto::core_v1::message_service_server::MessageService;
 use crm_proto::core_v1::{
-    Channel, Conversation, Customer, CustomerHit, DeliveryStatus, Direction, FieldChange,
-    GetMessageRequest, ListMessagesRequest, ListMessagesResponse, Message, MessageHit,
-    MessagePurpose, RecordDeliveryReportRequest, RecordInboundMessageRequest,
-    SearchCustomersRequest, SearchCustomersResponse, SearchMessagesRequest, SearchMessagesResponse,
-    SendMessageRequest,
+    Channel, Conversation, Customer, CustomerHit, DeliveryStatus, Direction, GetMessageRequest,
+    ListMessagesRequest, ListMessagesResponse, Message, MessageHit, MessagePurpose,
+    RecordDeliveryReportRequest, RecordInboundMessageRequest, SearchCustomersRequest,
+    SearchCustomersResponse, SearchMessagesRequest, SearchMessagesResponse, SendMessageRequest,
 };
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::audit::{self, Action};
 use crate::consent::{self, Keyword, Refusal};
-use crate::conversations::{Conversations, NewConversation, normalized_participant};
-use crate::resource::small;
-use crate::resource::{Call, Resource, Store, emit, not_found, status};
+use crate::conversations::{Conversations, normalized_participant};
 use crate::schema::contacts::dsl as ct;
 use crate::schema::conversations::dsl as cv;
 use crate::schema::customers::dsl as cu;
 use crate::schema::messages::{self, dsl as m};
+use crate::status;
 use crate::{CoreState, search};
+use crm_resource::audit::{self, Action, Change};
+use crm_resource::small;
+use crm_resource::{Call, Resource, Store, Write, emit, not_found};
 
 const SERVICE: &str = "crm.core.v1.MessageService";
 const MAX_ATTACHMENTS: usize = 10;
@@ -41,7 +41,7 @@ const MAX_ATTACHMENTS: usize = 10;
 /// RPC requirements.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    crate::resource::policy(
+    crm_resource::policy(
         SERVICE,
         &[
             ("SendMessage", permission::MESSAGES_SEND),
@@ -199,41 +199,25 @@ fn validate_attachments(v: &mut Violations, uris: &[String]) {
 }
 
 /// Records the change of a message in the outbox and the audit log.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the facts of one event and audit entry"
-)]
 async fn record(
     conn: &AsyncPgConnection,
-    org: Uuid,
-    call: &Call,
-    request_id: &str,
+    w: Write<'_>,
     message: &Message,
     change: &str,
     action: Action,
-    changes: &[FieldChange],
+    changes: &[Change],
 ) -> Result<(), ApiError> {
-    emit(
-        conn,
-        org,
-        call,
-        request_id,
-        change,
-        message,
-        &message.name,
-        None,
-    )
-    .await?;
-    audit::record(conn, org, call, request_id, &message.name, action, changes).await
+    emit(conn, w, change, message, &message.name, None).await?;
+    audit::record(conn, w.org, w.entry(&message.name, action), changes).await
 }
 
-fn status_change(before: i32, after: &Message) -> Vec<FieldChange> {
+fn status_change(before: i32, after: &Message) -> Vec<Change> {
     let text = |s: i32| {
         DeliveryStatus::try_from(s)
             .map(|s| format!("\"{}\"", s.as_str_name()))
             .unwrap_or_default()
     };
-    vec![FieldChange {
+    vec![Change {
         field: "delivery_status".into(),
         before: if before == 0 {
             String::new()
@@ -279,7 +263,7 @@ impl MessageApi {
             parsed.ok_or_else(|| ApiError::Internal("parent parsed without violation".into()))?;
         names::require_same_organization(&call.principal, org)?;
         let deadline = call.deadline;
-        let write = mutation::idempotent(self.state.pool.clone(), org, key, move |conn| {
+        let write = mutation::idempotent(self.state.ctx.pool.clone(), org, key, move |conn| {
             Box::pin(async move {
                 let row = Conversations::find(conn, org, conversation_id, true)
                     .await?
@@ -346,9 +330,11 @@ impl MessageApi {
                     .await?;
                     record(
                         conn,
-                        org,
-                        &call,
-                        &b.request_id,
+                        Write {
+                            org,
+                            call: &call,
+                            request_id: &b.request_id,
+                        },
                         &message,
                         "refused",
                         Action::Custom("send_refused"),
@@ -358,9 +344,11 @@ impl MessageApi {
                 } else {
                     record(
                         conn,
-                        org,
-                        &call,
-                        &b.request_id,
+                        Write {
+                            org,
+                            call: &call,
+                            request_id: &b.request_id,
+                        },
                         &message,
                         "queued",
                         Action::Custom("send"),
@@ -372,7 +360,7 @@ impl MessageApi {
             })
         });
         let message = mutation::detached(deadline, write).await?;
-        self.state.events_written.notify_waiters();
+        self.state.ctx.events_written.notify_waiters();
         // Replays of a refused send answer the same refusal.
         if message.delivery_status == DeliveryStatus::Refused as i32 {
             let refusal =
@@ -406,7 +394,7 @@ impl MessageApi {
         validate_attachments(&mut v, &b.attachment_uris);
         validate::required_text(&mut v, "provider_message_id", &b.provider_message_id, 200);
         let customer = (!b.customer.is_empty())
-            .then(|| crate::resource::reference(&mut v, org, "customer", &b.customer, "customers"))
+            .then(|| crm_resource::reference(&mut v, org, "customer", &b.customer, "customers"))
             .flatten();
         let mut fingerprint = b.clone();
         fingerprint.request_id.clear();
@@ -417,7 +405,7 @@ impl MessageApi {
         names::require_same_organization(&call.principal, org)?;
         let from = normalized_participant(b.channel, &b.from);
         let deadline = call.deadline;
-        let write = mutation::idempotent(self.state.pool.clone(), org, key, move |conn| {
+        let write = mutation::idempotent(self.state.ctx.pool.clone(), org, key, move |conn| {
             Box::pin(async move {
                 // A provider retrying its callback gets the message it already delivered.
                 let seen: Option<MessageRow> = m::messages
@@ -476,9 +464,11 @@ impl MessageApi {
                 .into();
                 record(
                     conn,
-                    org,
-                    &call,
-                    &b.request_id,
+                    Write {
+                        org,
+                        call: &call,
+                        request_id: &b.request_id,
+                    },
                     &message,
                     "received",
                     Action::Custom("receive"),
@@ -504,7 +494,7 @@ impl MessageApi {
             })
         });
         let message = mutation::detached(deadline, write).await?;
-        self.state.events_written.notify_waiters();
+        self.state.ctx.events_written.notify_waiters();
         if message.name.is_empty() {
             return Err(ApiError::FailedPrecondition {
                 reason: "UNKNOWN_SENDER",
@@ -527,7 +517,7 @@ impl MessageApi {
             .ok();
         validate::required_text(&mut v, "provider_message_id", &b.provider_message_id, 200);
         let named = (!b.message.is_empty())
-            .then(|| crate::resource::reference(&mut v, org, "message", &b.message, "messages"))
+            .then(|| crm_resource::reference(&mut v, org, "message", &b.message, "messages"))
             .flatten();
         let new_status = match DeliveryStatus::try_from(b.status) {
             Ok(s @ (DeliveryStatus::Sent | DeliveryStatus::Delivered | DeliveryStatus::Failed)) => {
@@ -547,7 +537,7 @@ impl MessageApi {
             org.ok_or_else(|| ApiError::Internal("parent parsed without violation".into()))?;
         names::require_same_organization(&call.principal, org)?;
         let deadline = call.deadline;
-        let write = mutation::idempotent(self.state.pool.clone(), org, key, move |conn| {
+        let write = mutation::idempotent(self.state.ctx.pool.clone(), org, key, move |conn| {
             Box::pin(async move {
                 let base = m::messages
                     .filter(m::organization_id.eq(org))
@@ -631,9 +621,11 @@ impl MessageApi {
                 if moves {
                     record(
                         conn,
-                        org,
-                        &call,
-                        &b.request_id,
+                        Write {
+                            org,
+                            call: &call,
+                            request_id: &b.request_id,
+                        },
                         &message,
                         "delivery_updated",
                         Action::Custom("delivery_report"),
@@ -645,7 +637,7 @@ impl MessageApi {
             })
         });
         let message = mutation::detached(deadline, write).await?;
-        self.state.events_written.notify_waiters();
+        self.state.ctx.events_written.notify_waiters();
         Ok(message)
     }
 }
@@ -719,47 +711,20 @@ async fn find_or_start(
     let Some(customer) = customer else {
         return Ok(None);
     };
-    crate::contacts::require_live_customer(conn, org, customer, "the customer").await?;
-    let new = NewConversation {
-        organization_id: org,
-        id: Uuid::now_v7(),
-        customer_id: customer,
-        channel: small(channel),
+    let start = Conversation {
+        customer: names::child_name(org, "customers", customer),
+        channel,
         participant: from.to_owned(),
-        subject: String::new(),
-        created_by: call.actor().to_owned(),
-        updated_by: call.actor().to_owned(),
+        ..Conversation::default()
     };
-    let row = diesel::insert_into(cv::conversations)
-        .values(&new)
-        .returning(crate::conversations::ConversationRow::as_returning())
-        .get_result(&mut { conn })
-        .await?;
-    let created = Conversations::to_proto(row);
-    emit(
-        conn,
+    let w = Write {
         org,
         call,
         request_id,
-        "created",
-        &created,
-        &created.name,
-        None,
-    )
-    .await?;
-    audit::record_change::<Conversations>(
-        conn,
-        org,
-        call,
-        request_id,
-        &created.name,
-        Action::Create,
-        None,
-        &created,
-        &["customer", "channel", "participant"],
-    )
-    .await?;
-    Ok(Some(created))
+    };
+    crm_resource::create_in::<Conversations>(conn, w, Uuid::now_v7(), &start)
+        .await
+        .map(Some)
 }
 
 #[tonic::async_trait]
@@ -805,7 +770,7 @@ impl MessageService for MessageApi {
         let name = req.into_inner().name;
         let (org, id) = names::parse_child(&name, "messages", "name").map_err(status)?;
         names::require_same_organization(&principal, org).map_err(status)?;
-        let row = crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
+        let row = crm_db::tenant::transaction(&self.state.ctx.pool, org, move |conn| {
             Box::pin(async move {
                 m::messages
                     .filter(m::organization_id.eq(org))
@@ -838,7 +803,7 @@ impl MessageService for MessageApi {
             names::parse_child(&b.parent, "conversations", "parent").map_err(status)?;
         let listing = Listing::begin(
             &principal,
-            &self.state.page_tokens,
+            &self.state.ctx.page_tokens,
             "ListMessages",
             &names::organization_name(org),
             b.page_size,
@@ -853,7 +818,7 @@ impl MessageService for MessageApi {
         let limit = listing.limit();
         let parent = b.parent.clone();
         let mut rows: Vec<MessageRow> =
-            crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
+            crm_db::tenant::transaction(&self.state.ctx.pool, org, move |conn| {
                 Box::pin(async move {
                     if Conversations::find(conn, org, conversation, false)
                         .await?
@@ -876,7 +841,7 @@ impl MessageService for MessageApi {
             })
             .await
             .map_err(status)?;
-        let next_page_token = listing.finish(&self.state.page_tokens, &mut rows, |r| {
+        let next_page_token = listing.finish(&self.state.ctx.page_tokens, &mut rows, |r| {
             vec![r.id.to_string()]
         });
         Ok(Response::new(ListMessagesResponse {

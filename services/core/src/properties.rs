@@ -18,16 +18,16 @@ use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use crate::contacts::require_live_customer;
-use crate::resource::id_in;
-use crate::resource::{BoxFuture, Meta, Order, OrderField, Resource, reference};
 use crate::schema::properties::{self, dsl as p};
+use crm_resource::id_in;
+use crm_resource::{BoxFuture, Meta, Order, OrderField, Resource, reference};
 
 const SERVICE: &str = "crm.core.v1.PropertyService";
 
 /// The permission of every RPC.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    crate::resource::policy(
+    crm_resource::policy(
         SERVICE,
         &[
             ("CreateProperty", permission::CUSTOMERS_WRITE),
@@ -201,7 +201,9 @@ fn leaf(
     value: &Value,
 ) -> Result<BoxedPredicate<properties::table>, FilterError> {
     match field {
-        "customer" => crate::filter_reference!(p::customer_id, field, op, value, "customers"),
+        "customer" => {
+            crm_resource::filter_reference!(p::customer_id, field, op, value, "customers")
+        }
         "display_name" => crm_db::filter_text!(p::display_name, field, op, value),
         "zone" => crm_db::filter_text!(p::zone, field, op, value),
         "locality" => crm_db::filter_text!(p::locality, field, op, value),
@@ -275,7 +277,7 @@ impl Resource for Properties {
         "access_notes",
         "gate_code",
     ];
-    const OUTPUT_ONLY: &'static [&'static str] = crate::resource::STANDARD_OUTPUT_ONLY;
+    const OUTPUT_ONLY: &'static [&'static str] = crm_resource::STANDARD_OUTPUT_ONLY;
     const REDACTED: &'static [&'static str] = &["gate_code"];
     const FULL_VIEW_PERMISSION: Option<&'static str> = Some(permission::PROPERTY_ACCESS_READ);
 
@@ -398,7 +400,7 @@ impl Resource for Properties {
     }
 }
 
-crate::standard_store!(
+crm_resource::standard_store!(
     Properties,
     properties,
     create_time,
@@ -409,8 +411,8 @@ crate::standard_store!(
     leaf
 );
 
-crate::standard_service! {
-    crm_proto::core_v1::property_service_server::PropertyService, Properties,
+crm_resource::standard_service! {
+    crm_proto::core_v1::property_service_server::PropertyService, Properties => PropertyApi,
     "crm.core.v1.PropertyService", property;
     create_property(CreatePropertyRequest, property_id);
     get_property(GetPropertyRequest, |b| b.view == PropertyView::Full as i32);

@@ -115,25 +115,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    audit_entries (organization_id, seq) {
-        organization_id -> Uuid,
-        seq -> Int8,
-        id -> Uuid,
-        actor_kind -> Int2,
-        actor -> Text,
-        delegate -> Text,
-        request_id -> Text,
-        method -> Text,
-        resource -> Text,
-        action -> Text,
-        changes -> Text,
-        create_time -> Timestamptz,
-        prev_hash -> Bytea,
-        hash -> Bytea,
-    }
-}
-
-diesel::table! {
     audit_heads (organization_id) {
         organization_id -> Uuid,
         seq -> Int8,

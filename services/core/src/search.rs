@@ -144,7 +144,7 @@ pub async fn page<H: Hit>(
     v.finish()?;
     let listing = Listing::begin(
         principal,
-        &state.page_tokens,
+        &state.ctx.page_tokens,
         H::METHOD,
         req.parent,
         req.page_size,
@@ -164,7 +164,7 @@ pub async fn page<H: Hit>(
     let org = listing.org;
     let limit = listing.limit();
     let words = req.query.replace('\0', " ");
-    let mut hits: Vec<H> = crm_db::tenant::transaction(&state.pool, org, move |conn| {
+    let mut hits: Vec<H> = crm_db::tenant::transaction(&state.ctx.pool, org, move |conn| {
         Box::pin(async move {
             diesel::sql_query(H::SQL)
                 .bind::<SqlUuid, _>(org)
@@ -178,7 +178,7 @@ pub async fn page<H: Hit>(
         })
     })
     .await?;
-    let next = listing.finish(&state.page_tokens, &mut hits, |h| {
+    let next = listing.finish(&state.ctx.page_tokens, &mut hits, |h| {
         vec![h.rank().to_string(), h.id().to_string()]
     });
     Ok((hits, next))

@@ -17,9 +17,9 @@ use diesel::prelude::*;
 use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
-use crate::resource::small;
-use crate::resource::{BoxFuture, Meta, Order, OrderField, Resource};
 use crate::schema::sync_logs::{self, dsl as s};
+use crm_resource::small;
+use crm_resource::{BoxFuture, Meta, Order, OrderField, Resource};
 
 const SERVICE: &str = "crm.core.v1.SyncLogService";
 const MAX_ERRORS: usize = 100;
@@ -27,7 +27,7 @@ const MAX_ERRORS: usize = 100;
 /// The permission of every RPC.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    crate::resource::policy(
+    crm_resource::policy(
         SERVICE,
         &[
             ("CreateSyncLog", permission::SYNC_WRITE),
@@ -199,7 +199,7 @@ impl Resource for SyncLogs {
         "finish_time",
     ];
     const CREATE_ONLY: &'static [&'static str] = &["system", "direction", "start_time"];
-    const OUTPUT_ONLY: &'static [&'static str] = crate::resource::STANDARD_OUTPUT_ONLY;
+    const OUTPUT_ONLY: &'static [&'static str] = crm_resource::STANDARD_OUTPUT_ONLY;
     const TEXT_ORDER: &'static str = "system";
     const TIME_ORDER: &'static str = "start_time";
     const DEFAULT_DESC: bool = true;
@@ -369,7 +369,7 @@ impl Resource for SyncLogs {
     }
 }
 
-crate::standard_store!(
+crm_resource::standard_store!(
     SyncLogs,
     sync_logs,
     start_time,
@@ -380,8 +380,8 @@ crate::standard_store!(
     leaf
 );
 
-crate::standard_service! {
-    crm_proto::core_v1::sync_log_service_server::SyncLogService, SyncLogs,
+crm_resource::standard_service! {
+    crm_proto::core_v1::sync_log_service_server::SyncLogService, SyncLogs => SyncLogApi,
     "crm.core.v1.SyncLogService", sync_log;
     create_sync_log(CreateSyncLogRequest, sync_log_id);
     get_sync_log(GetSyncLogRequest, |_| false);

@@ -18,16 +18,16 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::contacts::require_live_customer;
-use crate::resource::{BoxFuture, Meta, Order, OrderField, Resource, reference};
-use crate::resource::{id_in, small};
 use crate::schema::tickets::{self, dsl as t};
+use crm_resource::{BoxFuture, Meta, Order, OrderField, Resource, reference};
+use crm_resource::{id_in, small};
 
 const SERVICE: &str = "crm.core.v1.TicketService";
 
 /// The permission of every RPC.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    crate::resource::policy(
+    crm_resource::policy(
         SERVICE,
         &[
             ("CreateTicket", permission::TICKETS_WRITE),
@@ -188,7 +188,9 @@ const FILTER_FIELDS: &[&str] = &[
 
 fn leaf(field: &str, op: Op, value: &Value) -> Result<BoxedPredicate<tickets::table>, FilterError> {
     match field {
-        "customer" => crate::filter_reference!(t::customer_id, field, op, value, "customers"),
+        "customer" => {
+            crm_resource::filter_reference!(t::customer_id, field, op, value, "customers")
+        }
         "status" => crm_db::filter_enum!(
             t::status,
             field,
@@ -405,7 +407,7 @@ impl Resource for Tickets {
     }
 }
 
-crate::standard_store!(
+crm_resource::standard_store!(
     Tickets,
     tickets,
     create_time,
@@ -416,8 +418,8 @@ crate::standard_store!(
     leaf
 );
 
-crate::standard_service! {
-    crm_proto::core_v1::ticket_service_server::TicketService, Tickets,
+crm_resource::standard_service! {
+    crm_proto::core_v1::ticket_service_server::TicketService, Tickets => TicketApi,
     "crm.core.v1.TicketService", ticket;
     create_ticket(CreateTicketRequest, ticket_id);
     get_ticket(GetTicketRequest, |_| false);

@@ -31,9 +31,9 @@ use uuid::Uuid;
 
 use self::model::{COLLECTION, CustomerChanges, CustomerRow, NewCustomer, RESOURCE_TYPE};
 use self::store::{After, ListQuery, Order};
-use crate::audit::{self, Action};
-use crate::resource::Call;
 use crate::{CoreState, DOMAIN};
+use crm_resource::Call;
+use crm_resource::audit::{self, Action};
 
 const SERVICE: &str = "crm.core.v1.CustomerService";
 const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -257,7 +257,7 @@ impl CustomerApi {
         };
         names::require_same_organization(principal, org)?;
         let actor = principal.subject.clone();
-        let write = mutation::idempotent(self.state.pool.clone(), org, key, move |conn| {
+        let write = mutation::idempotent(self.state.ctx.pool.clone(), org, key, move |conn| {
             Box::pin(async move {
                 let row = store::find(conn, org, id, true)
                     .await?
@@ -299,10 +299,12 @@ impl CustomerApi {
                 audit::record_diff(
                     conn,
                     org,
-                    &call,
-                    &request_id,
-                    &name,
-                    action,
+                    audit::Entry {
+                        call: &call,
+                        request_id: &request_id,
+                        resource: &name,
+                        action,
+                    },
                     Some(&before),
                     &customer,
                     &["delete_time", "purge_time"],
@@ -341,7 +343,7 @@ impl CustomerApi {
             })
         });
         let out = mutation::detached(dl, write).await?;
-        self.state.events_written.notify_waiters();
+        self.state.ctx.events_written.notify_waiters();
         Ok(out)
     }
 }
@@ -388,7 +390,7 @@ impl CustomerService for CustomerApi {
         let id = id.unwrap_or_else(Uuid::now_v7);
         let actor = principal.subject.clone();
         let request_id = body.request_id;
-        let write = mutation::idempotent(self.state.pool.clone(), org, key, move |conn| {
+        let write = mutation::idempotent(self.state.ctx.pool.clone(), org, key, move |conn| {
             Box::pin(async move {
                 let row: CustomerRow =
                     store::insert(conn, &NewCustomer::from_proto(org, id, &customer, &actor))
@@ -419,10 +421,12 @@ impl CustomerService for CustomerApi {
                 audit::record_diff(
                     conn,
                     org,
-                    &call,
-                    &request_id,
-                    &created.name,
-                    Action::Create,
+                    audit::Entry {
+                        call: &call,
+                        request_id: &request_id,
+                        resource: &created.name,
+                        action: Action::Create,
+                    },
                     None,
                     &created,
                     UPDATABLE,
@@ -433,7 +437,7 @@ impl CustomerService for CustomerApi {
             })
         });
         let created = mutation::detached(dl, write).await.map_err(status)?;
-        self.state.events_written.notify_waiters();
+        self.state.ctx.events_written.notify_waiters();
         Ok(Response::new(created))
     }
 
@@ -445,7 +449,7 @@ impl CustomerService for CustomerApi {
         let name = req.into_inner().name;
         let (org, id) = names::parse_child(&name, COLLECTION, "name").map_err(status)?;
         names::require_same_organization(&principal, org).map_err(status)?;
-        let row = crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
+        let row = crm_db::tenant::transaction(&self.state.ctx.pool, org, move |conn| {
             Box::pin(async move {
                 store::find(conn, org, id, false)
                     .await
@@ -504,6 +508,7 @@ impl CustomerService for CustomerApi {
         );
         let after = match self
             .state
+            .ctx
             .page_tokens
             .decode(&body.page_token, &query_id)
             .map_err(|e| status(e.into()))?
@@ -524,7 +529,7 @@ impl CustomerService for CustomerApi {
             show_deleted: body.show_deleted,
             filter,
         };
-        let mut rows = crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
+        let mut rows = crm_db::tenant::transaction(&self.state.ctx.pool, org, move |conn| {
             Box::pin(async move { store::list(conn, org, &query).await })
         })
         .await
@@ -534,6 +539,7 @@ impl CustomerService for CustomerApi {
             rows.last()
                 .map(|last| {
                     self.state
+                        .ctx
                         .page_tokens
                         .encode(&query_id, &store::key_of(order, last))
                 })
@@ -585,7 +591,7 @@ impl CustomerService for CustomerApi {
         let update_mask = prost_types::FieldMask {
             paths: paths.iter().map(|p| (*p).to_owned()).collect(),
         };
-        let write = mutation::idempotent(self.state.pool.clone(), org, key, move |conn| {
+        let write = mutation::idempotent(self.state.ctx.pool.clone(), org, key, move |conn| {
             Box::pin(async move {
                 let name = customer.name.clone();
                 let row = store::find(conn, org, id, true)
@@ -624,10 +630,12 @@ impl CustomerService for CustomerApi {
                 audit::record_diff(
                     conn,
                     org,
-                    &call,
-                    &request_id,
-                    &name,
-                    Action::Update,
+                    audit::Entry {
+                        call: &call,
+                        request_id: &request_id,
+                        resource: &name,
+                        action: Action::Update,
+                    },
                     Some(&before),
                     &updated,
                     &paths,
@@ -650,7 +658,7 @@ impl CustomerService for CustomerApi {
             })
         });
         let updated = mutation::detached(dl, write).await.map_err(status)?;
-        self.state.events_written.notify_waiters();
+        self.state.ctx.events_written.notify_waiters();
         Ok(Response::new(updated))
     }
 

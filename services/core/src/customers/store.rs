@@ -99,7 +99,7 @@ pub async fn set_deleted(
         .await
 }
 
-pub use crate::resource::{After, ListQuery, Order, OrderField};
+pub use crm_resource::{After, ListQuery, Order, OrderField};
 
 /// Fields a filter may name.
 pub const FILTER_FIELDS: &[&str] = &[
@@ -200,6 +200,6 @@ pub async fn list(
     if let Some(f) = &q.filter {
         query = query.filter(filter::compile(f, &leaf)?);
     }
-    let query = crate::keyset_page!(query, customers, create_time, display_name, q);
+    let query = crm_resource::keyset_page!(query, customers, create_time, display_name, q);
     Ok(query.load(&mut { conn }).await?)
 }

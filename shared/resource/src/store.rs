@@ -3,66 +3,69 @@
 //! `purge_time`, `revision`, `updated_by`). Every query filters on `organization_id` explicitly
 //! (the indexes lead with it); row-level security is the second wall.
 
-/// Implements [`Store`](crate::resource::Store) for `$resource` over table `$table` (order
-/// columns `$time` and `$text`), with the
+/// Implements [`Store`](crate::Store) for `$resource` over table `$table` (a `diesel::table!`
+/// module in scope where the macro is called; order columns `$time` and `$text`), with the
 /// row type `$row`, the insert built by `$new::from_proto(org, id, &proto, actor)`, the changes
 /// by `$changes::from_mask(&proto, paths)`, and the filter leaves of `$leaf`.
 #[macro_export]
 macro_rules! standard_store {
     ($resource:ty, $table:ident, $time:ident, $text:ident, $row:ty, $new:ty, $changes:ty, $leaf:path) => {
-        impl $crate::resource::Store for $resource {
+        impl $crate::Store for $resource {
             fn insert<'a>(
-                conn: &'a diesel_async::AsyncPgConnection,
-                org: uuid::Uuid,
-                id: uuid::Uuid,
-                p: &'a <Self as $crate::resource::Resource>::Proto,
+                conn: &'a $crate::deps::diesel_async::AsyncPgConnection,
+                org: $crate::deps::uuid::Uuid,
+                id: $crate::deps::uuid::Uuid,
+                p: &'a <Self as $crate::Resource>::Proto,
                 actor: &'a str,
-            ) -> $crate::resource::BoxFuture<'a, Result<$row, crm_platform::ApiError>> {
+            ) -> $crate::BoxFuture<'a, Result<$row, $crate::deps::crm_platform::ApiError>> {
                 Box::pin(async move {
                     #[allow(unused_imports, reason = "the calling module may import them too")]
-                    use diesel::{
+                    use $crate::deps::diesel::{
                         BoolExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _,
                         QueryDsl as _, SelectableHelper as _,
                     };
                     let new = <$new>::from_proto(org, id, p, actor);
-                    let query = diesel::insert_into($crate::schema::$table::table)
+                    let query = $crate::deps::diesel::insert_into($table::table)
                         .values(&new)
                         .returning(<$row>::as_returning());
-                    diesel_async::RunQueryDsl::get_result(query, &mut { conn })
+                    $crate::deps::diesel_async::RunQueryDsl::get_result(query, &mut { conn })
                         .await
                         .map_err(|e| {
-                            $crate::resource::store::insert_error(
+                            $crate::store::insert_error(
                                 e,
-                                <Self as $crate::resource::Resource>::RESOURCE_TYPE,
-                                <Self as $crate::resource::Resource>::FIELD,
+                                <Self as $crate::Resource>::RESOURCE_TYPE,
+                                <Self as $crate::Resource>::FIELD,
                             )
                         })
                 })
             }
 
             fn find(
-                conn: &diesel_async::AsyncPgConnection,
-                org: uuid::Uuid,
-                id: uuid::Uuid,
+                conn: &$crate::deps::diesel_async::AsyncPgConnection,
+                org: $crate::deps::uuid::Uuid,
+                id: $crate::deps::uuid::Uuid,
                 lock: bool,
-            ) -> $crate::resource::BoxFuture<'_, Result<Option<$row>, crm_platform::ApiError>> {
+            ) -> $crate::BoxFuture<'_, Result<Option<$row>, $crate::deps::crm_platform::ApiError>>
+            {
                 Box::pin(async move {
                     #[allow(unused_imports, reason = "the calling module may import them too")]
-                    use diesel::{
+                    use $crate::deps::diesel::{
                         BoolExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _,
                         QueryDsl as _, SelectableHelper as _,
                     };
-                    use $crate::schema::$table::dsl as t;
+                    use $table::dsl as t;
                     let query = t::$table
                         .filter(t::organization_id.eq(org))
                         .filter(t::id.eq(id))
                         .select(<$row>::as_select());
                     let row = if lock {
-                        diesel_async::RunQueryDsl::first(query.for_update(), &mut { conn })
-                            .await
-                            .optional()
+                        $crate::deps::diesel_async::RunQueryDsl::first(query.for_update(), &mut {
+                            conn
+                        })
+                        .await
+                        .optional()
                     } else {
-                        diesel_async::RunQueryDsl::first(query, &mut { conn })
+                        $crate::deps::diesel_async::RunQueryDsl::first(query, &mut { conn })
                             .await
                             .optional()
                     };
@@ -71,55 +74,58 @@ macro_rules! standard_store {
             }
 
             fn update<'a>(
-                conn: &'a diesel_async::AsyncPgConnection,
-                org: uuid::Uuid,
-                id: uuid::Uuid,
-                p: &'a <Self as $crate::resource::Resource>::Proto,
+                conn: &'a $crate::deps::diesel_async::AsyncPgConnection,
+                org: $crate::deps::uuid::Uuid,
+                id: $crate::deps::uuid::Uuid,
+                p: &'a <Self as $crate::Resource>::Proto,
                 paths: &'a [&'static str],
                 actor: &'a str,
-            ) -> $crate::resource::BoxFuture<'a, Result<$row, crm_platform::ApiError>> {
+            ) -> $crate::BoxFuture<'a, Result<$row, $crate::deps::crm_platform::ApiError>> {
                 Box::pin(async move {
                     #[allow(unused_imports, reason = "the calling module may import them too")]
-                    use diesel::{
+                    use $crate::deps::diesel::{
                         BoolExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _,
                         QueryDsl as _, SelectableHelper as _,
                     };
-                    use $crate::schema::$table::dsl as t;
+                    use $table::dsl as t;
                     let changes = <$changes>::from_mask(p, paths);
-                    let query = diesel::update(t::$table)
+                    let query = $crate::deps::diesel::update(t::$table)
                         .filter(t::organization_id.eq(org))
                         .filter(t::id.eq(id))
                         .set((
                             &changes,
                             t::revision.eq(t::revision + 1),
-                            t::update_time.eq(diesel::dsl::now),
+                            t::update_time.eq($crate::deps::diesel::dsl::now),
                             t::updated_by.eq(actor),
                         ))
                         .returning(<$row>::as_returning());
-                    Ok(diesel_async::RunQueryDsl::get_result(query, &mut { conn }).await?)
+                    Ok(
+                        $crate::deps::diesel_async::RunQueryDsl::get_result(query, &mut { conn })
+                            .await?,
+                    )
                 })
             }
 
             fn set_deleted<'a>(
-                conn: &'a diesel_async::AsyncPgConnection,
-                org: uuid::Uuid,
-                id: uuid::Uuid,
-                purge_after: Option<chrono::Duration>,
+                conn: &'a $crate::deps::diesel_async::AsyncPgConnection,
+                org: $crate::deps::uuid::Uuid,
+                id: $crate::deps::uuid::Uuid,
+                purge_after: Option<$crate::deps::chrono::Duration>,
                 actor: &'a str,
-            ) -> $crate::resource::BoxFuture<'a, Result<$row, crm_platform::ApiError>> {
+            ) -> $crate::BoxFuture<'a, Result<$row, $crate::deps::crm_platform::ApiError>> {
                 Box::pin(async move {
                     #[allow(unused_imports, reason = "the calling module may import them too")]
-                    use diesel::{
+                    use $crate::deps::diesel::{
                         BoolExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _,
                         QueryDsl as _, SelectableHelper as _,
                     };
-                    use $crate::schema::$table::dsl as t;
-                    let now = chrono::Utc::now();
+                    use $table::dsl as t;
+                    let now = $crate::deps::chrono::Utc::now();
                     let (delete_time, purge_time) = match purge_after {
                         Some(d) => (Some(now), Some(now + d)),
                         None => (None, None),
                     };
-                    let query = diesel::update(t::$table)
+                    let query = $crate::deps::diesel::update(t::$table)
                         .filter(t::organization_id.eq(org))
                         .filter(t::id.eq(id))
                         .set((
@@ -130,48 +136,55 @@ macro_rules! standard_store {
                             t::updated_by.eq(actor),
                         ))
                         .returning(<$row>::as_returning());
-                    Ok(diesel_async::RunQueryDsl::get_result(query, &mut { conn }).await?)
+                    Ok(
+                        $crate::deps::diesel_async::RunQueryDsl::get_result(query, &mut { conn })
+                            .await?,
+                    )
                 })
             }
 
             fn touch<'a>(
-                conn: &'a diesel_async::AsyncPgConnection,
-                org: uuid::Uuid,
-                id: uuid::Uuid,
+                conn: &'a $crate::deps::diesel_async::AsyncPgConnection,
+                org: $crate::deps::uuid::Uuid,
+                id: $crate::deps::uuid::Uuid,
                 actor: &'a str,
-            ) -> $crate::resource::BoxFuture<'a, Result<$row, crm_platform::ApiError>> {
+            ) -> $crate::BoxFuture<'a, Result<$row, $crate::deps::crm_platform::ApiError>> {
                 Box::pin(async move {
                     #[allow(unused_imports, reason = "the calling module may import them too")]
-                    use diesel::{
+                    use $crate::deps::diesel::{
                         BoolExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _,
                         QueryDsl as _, SelectableHelper as _,
                     };
-                    use $crate::schema::$table::dsl as t;
-                    let query = diesel::update(t::$table)
+                    use $table::dsl as t;
+                    let query = $crate::deps::diesel::update(t::$table)
                         .filter(t::organization_id.eq(org))
                         .filter(t::id.eq(id))
                         .set((
                             t::revision.eq(t::revision + 1),
-                            t::update_time.eq(diesel::dsl::now),
+                            t::update_time.eq($crate::deps::diesel::dsl::now),
                             t::updated_by.eq(actor),
                         ))
                         .returning(<$row>::as_returning());
-                    Ok(diesel_async::RunQueryDsl::get_result(query, &mut { conn }).await?)
+                    Ok(
+                        $crate::deps::diesel_async::RunQueryDsl::get_result(query, &mut { conn })
+                            .await?,
+                    )
                 })
             }
 
             fn list<'a>(
-                conn: &'a diesel_async::AsyncPgConnection,
-                org: uuid::Uuid,
-                q: &'a $crate::resource::ListQuery,
-            ) -> $crate::resource::BoxFuture<'a, Result<Vec<$row>, crm_platform::ApiError>> {
+                conn: &'a $crate::deps::diesel_async::AsyncPgConnection,
+                org: $crate::deps::uuid::Uuid,
+                q: &'a $crate::ListQuery,
+            ) -> $crate::BoxFuture<'a, Result<Vec<$row>, $crate::deps::crm_platform::ApiError>>
+            {
                 Box::pin(async move {
                     #[allow(unused_imports, reason = "the calling module may import them too")]
-                    use diesel::{
+                    use $crate::deps::diesel::{
                         BoolExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _,
                         QueryDsl as _, SelectableHelper as _,
                     };
-                    use $crate::schema::$table::dsl as t;
+                    use $table::dsl as t;
                     let mut query = t::$table
                         .filter(t::organization_id.eq(org))
                         .select(<$row>::as_select())
@@ -181,10 +194,10 @@ macro_rules! standard_store {
                         query = query.filter(t::delete_time.is_null());
                     }
                     if let Some(f) = &q.filter {
-                        query = query.filter(crm_db::filter::compile(f, &$leaf)?);
+                        query = query.filter($crate::deps::crm_db::filter::compile(f, &$leaf)?);
                     }
                     let query = $crate::keyset_page!(query, $table, $time, $text, q);
-                    Ok(diesel_async::RunQueryDsl::load(query, &mut { conn }).await?)
+                    Ok($crate::deps::diesel_async::RunQueryDsl::load(query, &mut { conn }).await?)
                 })
             }
         }
@@ -251,9 +264,9 @@ pub fn bool_value(
 #[macro_export]
 macro_rules! filter_reference {
     ($column:expr, $field:expr, $op:expr, $value:expr, $collection:expr) => {{
-        use crm_db::filter::{BoxedPredicate, FilterError, Op, unsupported_op};
-        use diesel::ExpressionMethods as _;
-        let id = $crate::resource::store::reference_value($field, $value, $collection)?;
+        use $crate::deps::crm_db::filter::{BoxedPredicate, FilterError, Op, unsupported_op};
+        use $crate::deps::diesel::ExpressionMethods as _;
+        let id = $crate::store::reference_value($field, $value, $collection)?;
         let out: Result<BoxedPredicate<_>, FilterError> = match $op {
             Op::Eq => Ok(Box::new($column.eq(id))),
             Op::Ne => Ok(Box::new($column.ne(id))),

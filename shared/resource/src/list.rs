@@ -10,7 +10,7 @@ use crm_platform::api::validate::Violations;
 use uuid::Uuid;
 
 use super::Store;
-use crate::CoreState;
+use crate::Context;
 
 /// The orders a List supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +138,7 @@ pub struct ListRequest<'a> {
 /// INVALID_ARGUMENT for a bad parent, page size, filter, order or token; PERMISSION_DENIED for
 /// another organization.
 pub async fn list<R: Store>(
-    state: &CoreState,
+    ctx: &Context,
     principal: &Principal,
     req: ListRequest<'_>,
     full: bool,
@@ -164,7 +164,7 @@ pub async fn list<R: Store>(
     let deleted = if req.show_deleted { "deleted" } else { "live" };
     let listing = Listing::begin(
         principal,
-        &state.page_tokens,
+        &ctx.page_tokens,
         R::COLLECTION,
         req.parent,
         req.page_size,
@@ -191,13 +191,11 @@ pub async fn list<R: Store>(
         filter,
     };
     let org = listing.org;
-    let mut rows = crm_db::tenant::transaction(&state.pool, org, move |conn| {
+    let mut rows = crm_db::tenant::transaction(&ctx.pool, org, move |conn| {
         Box::pin(async move { R::list(conn, org, &query).await })
     })
     .await?;
-    let next = listing.finish(&state.page_tokens, &mut rows, |r| {
-        R::sort_key(r, order.field)
-    });
+    let next = listing.finish(&ctx.page_tokens, &mut rows, |r| R::sort_key(r, order.field));
     let items = rows
         .into_iter()
         .map(|r| {
@@ -215,8 +213,8 @@ pub async fn list<R: Store>(
 #[macro_export]
 macro_rules! keyset_page {
     ($query:expr, $table:ident, $time:ident, $text:ident, $q:expr) => {{
-        use $crate::resource::{After, OrderField};
-        use $crate::schema::$table::dsl as t;
+        use $crate::{After, OrderField};
+        use $table::dsl as t;
         let mut query = $query;
         let desc = $q.order.desc;
         query = match (&$q.after, desc) {

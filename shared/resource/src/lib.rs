@@ -1,22 +1,35 @@
-//! The standard methods (AIP-131 to 135 and 164) of core resources, written once.
+//! The standard methods (AIP-131 to 135 and 164) of every service's resources, written once.
 //!
 //! A resource describes itself with [`Resource`] (its proto, row, fields, validation and the
 //! checks its writes need) and gets its queries from [`standard_store!`](crate::standard_store)
 //! and its handlers from [`standard_service!`](crate::standard_service). Every handler: principal
 //! → validate everything (all violations at once) → the name's organization against the token →
 //! one tenant transaction (idempotent for writes, detached from the client) with the row change,
-//! the outbox event and the audit entry → response.
+//! the outbox event and the audit entry → response. The steps inside that transaction
+//! ([`create_in`], [`update_in`], [`set_deleted_in`], [`changed_in`]) also run inside a custom
+//! method's own transaction. What differs between services comes in through a [`Context`].
 
+pub mod audit;
 pub mod list;
+pub mod schema;
 pub mod store;
+
+/// The crates the macros expand to, so a service needs no direct dependency for them.
+#[doc(hidden)]
+pub mod deps {
+    pub use {chrono, crm_auth, crm_db, crm_platform, diesel, diesel_async, tonic, uuid};
+}
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use crm_auth::Principal;
 use crm_auth::layer::principal_of;
+use crm_db::DbPool;
 use crm_db::filter::{Filter, FilterError};
 use crm_db::outbox::{self, NewEvent};
+use crm_db::page::PageTokens;
 use crm_platform::ApiError;
 use crm_platform::api::validate::{self, Violations};
 use crm_platform::api::{mask, names};
@@ -26,12 +39,56 @@ use crm_platform::mutation::{self, IdempotencyKey};
 use crm_proto::common_v1::ResourceChanged;
 use diesel_async::AsyncPgConnection;
 use prost::Message;
+use tokio::sync::Notify;
 use tonic::Request;
 use uuid::Uuid;
 
 pub use self::list::{After, ListQuery, Order, OrderField};
-use crate::audit::{self, Action};
-use crate::{CoreState, DOMAIN};
+use crate::audit::{Action, Entry};
+
+/// What the engine needs from the service it runs in.
+#[derive(Clone)]
+pub struct Context {
+    /// Pool connected as the service's app role, its schema first on `search_path`.
+    pub pool: DbPool,
+    /// Signs List page tokens.
+    pub page_tokens: PageTokens,
+    /// `ErrorInfo.domain` of the service's errors, e.g. `core.crm`.
+    pub domain: &'static str,
+    /// Woken after every commit that wrote events, so event streams deliver without polling.
+    pub events_written: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// Maps an error of this service to a status.
+    #[must_use]
+    pub fn status(&self, e: ApiError) -> tonic::Status {
+        e.into_status(self.domain)
+    }
+
+    /// Runs `write` (a mutation) detached from the caller within its deadline, then wakes the
+    /// event streams.
+    ///
+    /// # Errors
+    /// The write's error, DEADLINE_EXCEEDED.
+    pub async fn commit<T: Send + 'static>(
+        &self,
+        deadline: Option<Deadline>,
+        write: impl Future<Output = Result<T, ApiError>> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let out = mutation::detached(deadline, write).await?;
+        self.events_written.notify_waiters();
+        Ok(out)
+    }
+}
 
 /// The output-only fields every standard resource has.
 pub const STANDARD_OUTPUT_ONLY: &[&str] = &[
@@ -171,11 +228,6 @@ pub trait Store: Resource {
     ) -> BoxFuture<'a, Result<Vec<Self::Row>, ApiError>>;
 }
 
-/// Maps an error of this service to a status.
-pub fn status(e: ApiError) -> tonic::Status {
-    e.into_status(DOMAIN)
-}
-
 /// NOT_FOUND for `name` of resource `R`.
 pub fn not_found<R: Resource>(name: &str) -> ApiError {
     ApiError::NotFound {
@@ -276,12 +328,9 @@ pub fn small(n: i32) -> i16 {
 ///
 /// # Errors
 /// The database error.
-#[expect(clippy::too_many_arguments, reason = "the facts of one event")]
 pub async fn emit<M: Message + prost::Name>(
     conn: &AsyncPgConnection,
-    org: Uuid,
-    call: &Call,
-    request_id: &str,
+    w: Write<'_>,
     change: &str,
     resource: &M,
     name: &str,
@@ -297,12 +346,12 @@ pub async fn emit<M: Message + prost::Name>(
     };
     outbox::append(
         conn,
-        org,
+        w.org,
         NewEvent {
             event_type: &format!("{}.{change}", M::full_name()),
             resource: name,
-            actor: call.actor(),
-            request_id,
+            actor: w.call.actor(),
+            request_id: w.request_id,
             payload: event.encode_to_vec(),
         },
     )
@@ -329,13 +378,67 @@ fn create_fields<R: Resource>() -> Vec<&'static str> {
     R::UPDATABLE.iter().chain(R::CREATE_ONLY).copied().collect()
 }
 
+/// The ids of a write inside its transaction: the organization, the call and its idempotency
+/// key (recorded with the event and the audit entry).
+#[derive(Debug, Clone, Copy)]
+pub struct Write<'a> {
+    /// The organization (the transaction's tenant).
+    pub org: Uuid,
+    /// Who, which RPC.
+    pub call: &'a Call,
+    /// The request's `request_id`.
+    pub request_id: &'a str,
+}
+
+impl Write<'_> {
+    /// The audit entry of this write for `resource`.
+    #[must_use]
+    pub fn entry<'e>(&'e self, resource: &'e str, action: Action) -> Entry<'e> {
+        Entry {
+            call: self.call,
+            request_id: self.request_id,
+            resource,
+            action,
+        }
+    }
+}
+
+/// The create step inside a caller's transaction: `before_write`, the insert, the `created`
+/// event and the audit entry. `resource` must be validated.
+///
+/// # Errors
+/// Whatever `before_write` refuses, ALREADY_EXISTS for a taken id, the database error.
+pub async fn create_in<R: Store>(
+    conn: &AsyncPgConnection,
+    w: Write<'_>,
+    id: Uuid,
+    resource: &R::Proto,
+) -> Result<R::Proto, ApiError> {
+    let fields = create_fields::<R>();
+    R::before_write(conn, w.org, None, resource, &fields).await?;
+    let row = R::insert(conn, w.org, id, resource, w.call.actor()).await?;
+    let created = R::to_proto(row);
+    let name = R::name(&created).to_owned();
+    emit(conn, w, "created", &for_event::<R>(&created), &name, None).await?;
+    audit::record_change::<R>(
+        conn,
+        w.org,
+        w.entry(&name, Action::Create),
+        None,
+        &created,
+        &fields,
+    )
+    .await?;
+    Ok(created)
+}
+
 /// Creates a resource.
 ///
 /// # Errors
 /// INVALID_ARGUMENT naming every bad field, PERMISSION_DENIED for another organization,
 /// ALREADY_EXISTS for a taken id, whatever `before_write` refuses.
 pub async fn create<R: Store, F: Message>(
-    state: &CoreState,
+    ctx: &Context,
     call: Call,
     req: Create<'_, R, F>,
 ) -> Result<R::Proto, ApiError> {
@@ -362,42 +465,17 @@ pub async fn create<R: Store, F: Message>(
     let id = id.unwrap_or_else(Uuid::now_v7);
     let request_id = req.request_id.to_owned();
     let deadline = call.deadline;
-    let write = mutation::idempotent(state.pool.clone(), org, key, move |conn| {
+    let write = mutation::idempotent(ctx.pool.clone(), org, key, move |conn| {
         Box::pin(async move {
-            let fields = create_fields::<R>();
-            R::before_write(conn, org, None, &resource, &fields).await?;
-            let row = R::insert(conn, org, id, &resource, call.actor()).await?;
-            let created = R::to_proto(row);
-            let name = R::name(&created).to_owned();
-            emit(
-                conn,
+            let w = Write {
                 org,
-                &call,
-                &request_id,
-                "created",
-                &for_event::<R>(&created),
-                &name,
-                None,
-            )
-            .await?;
-            audit::record_change::<R>(
-                conn,
-                org,
-                &call,
-                &request_id,
-                &name,
-                Action::Create,
-                None,
-                &created,
-                &fields,
-            )
-            .await?;
-            Ok(created)
+                call: &call,
+                request_id: &request_id,
+            };
+            create_in::<R>(conn, w, id, &resource).await
         })
     });
-    let created = mutation::detached(deadline, write).await?;
-    state.events_written.notify_waiters();
-    Ok(created)
+    ctx.commit(deadline, write).await
 }
 
 /// Refuses the FULL view to a caller without the resource's full-view permission.
@@ -415,7 +493,8 @@ pub fn require_full_view<R: Resource>(principal: &Principal, full: bool) -> Resu
 }
 
 /// The resource as events carry it: redacted like BASIC views and audit entries.
-fn for_event<R: Resource>(resource: &R::Proto) -> R::Proto {
+#[must_use]
+pub fn for_event<R: Resource>(resource: &R::Proto) -> R::Proto {
     let mut shown = resource.clone();
     R::redact(&mut shown);
     shown
@@ -426,7 +505,7 @@ fn for_event<R: Resource>(resource: &R::Proto) -> R::Proto {
 /// # Errors
 /// INVALID_ARGUMENT for a bad name, PERMISSION_DENIED for another organization, NOT_FOUND.
 pub async fn get<R: Store>(
-    state: &CoreState,
+    ctx: &Context,
     principal: &Principal,
     name: &str,
     full: bool,
@@ -434,7 +513,7 @@ pub async fn get<R: Store>(
     let (org, id) = names::parse_child(name, R::COLLECTION, "name")?;
     names::require_same_organization(principal, org)?;
     require_full_view::<R>(principal, full)?;
-    let row = crm_db::tenant::transaction(&state.pool, org, move |conn| {
+    let row = crm_db::tenant::transaction(&ctx.pool, org, move |conn| {
         Box::pin(async move { R::find(conn, org, id, false).await })
     })
     .await?
@@ -458,13 +537,112 @@ pub struct Update<'a, R: Resource, F> {
     pub fingerprint: &'a F,
 }
 
+/// Reads `id` locked for this transaction and checks `etag` (when not empty) against it.
+///
+/// # Errors
+/// NOT_FOUND, ABORTED for a stale etag (a violation of `etag_field`).
+pub async fn lock<R: Store>(
+    conn: &AsyncPgConnection,
+    org: Uuid,
+    id: Uuid,
+    name: &str,
+    etag: &str,
+    etag_field: &str,
+) -> Result<R::Row, ApiError> {
+    let current = R::find(conn, org, id, true)
+        .await?
+        .ok_or_else(|| not_found::<R>(name))?;
+    crm_db::etag::check(etag, R::meta(&current).revision).map_err(|e| etag_error(etag_field, e))?;
+    Ok(current)
+}
+
+/// Reads `id` locked for this transaction and refuses a deleted one (for custom changes).
+///
+/// # Errors
+/// NOT_FOUND, ABORTED for a stale etag, FAILED_PRECONDITION `RESOURCE_DELETED`.
+pub async fn lock_live<R: Store>(
+    conn: &AsyncPgConnection,
+    org: Uuid,
+    id: Uuid,
+    name: &str,
+    etag: &str,
+) -> Result<R::Row, ApiError> {
+    let current = lock::<R>(conn, org, id, name, etag, "etag").await?;
+    if R::meta(&current).deleted {
+        return Err(ApiError::FailedPrecondition {
+            reason: "RESOURCE_DELETED",
+            message: format!(
+                "a deleted {} cannot be changed; undelete it first",
+                R::FIELD
+            ),
+        });
+    }
+    Ok(current)
+}
+
+/// The update step inside a caller's transaction: lock, etag, `before_write`, the masked
+/// change, the `updated` event and the audit entry. `resource` must be validated for `paths`.
+///
+/// # Errors
+/// NOT_FOUND, ABORTED for a stale etag, FAILED_PRECONDITION for a deleted resource or a refused
+/// change.
+pub async fn update_in<R: Store>(
+    conn: &AsyncPgConnection,
+    w: Write<'_>,
+    id: Uuid,
+    resource: &R::Proto,
+    paths: &[&'static str],
+) -> Result<R::Proto, ApiError> {
+    let org = w.org;
+    let name = R::name(resource).to_owned();
+    let etag_field = format!("{}.etag", R::FIELD);
+    let current = lock::<R>(conn, org, id, &name, R::etag(resource), &etag_field).await?;
+    if R::meta(&current).deleted {
+        return Err(ApiError::FailedPrecondition {
+            reason: "RESOURCE_DELETED",
+            message: format!(
+                "a deleted {} cannot be updated; undelete it first",
+                R::FIELD
+            ),
+        });
+    }
+    if paths.is_empty() {
+        return Ok(R::to_proto(current));
+    }
+    R::before_write(conn, org, Some(&current), resource, paths).await?;
+    let before = R::to_proto(current);
+    let updated = R::to_proto(R::update(conn, org, id, resource, paths, w.call.actor()).await?);
+    let mask = prost_types::FieldMask {
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    emit(
+        conn,
+        w,
+        "updated",
+        &for_event::<R>(&updated),
+        &name,
+        Some(mask),
+    )
+    .await?;
+    audit::record_change::<R>(
+        conn,
+        org,
+        w.entry(&name, Action::Update),
+        Some(&before),
+        &updated,
+        paths,
+    )
+    .await?;
+    Ok(updated)
+}
+
 /// Applies an update mask.
 ///
 /// # Errors
 /// INVALID_ARGUMENT naming every bad field or mask path, PERMISSION_DENIED, NOT_FOUND, ABORTED
 /// for a stale etag, FAILED_PRECONDITION for a deleted resource or a refused change.
 pub async fn update<R: Store, F: Message>(
-    state: &CoreState,
+    ctx: &Context,
     call: Call,
     req: Update<'_, R, F>,
 ) -> Result<R::Proto, ApiError> {
@@ -489,63 +667,17 @@ pub async fn update<R: Store, F: Message>(
     names::require_same_organization(&call.principal, org)?;
     let request_id = req.request_id.to_owned();
     let deadline = call.deadline;
-    let write = mutation::idempotent(state.pool.clone(), org, key, move |conn| {
+    let write = mutation::idempotent(ctx.pool.clone(), org, key, move |conn| {
         Box::pin(async move {
-            let name = R::name(&resource).to_owned();
-            let current = R::find(conn, org, id, true)
-                .await?
-                .ok_or_else(|| not_found::<R>(&name))?;
-            let meta = R::meta(&current);
-            crm_db::etag::check(R::etag(&resource), meta.revision)
-                .map_err(|e| etag_error(&format!("{}.etag", R::FIELD), e))?;
-            if meta.deleted {
-                return Err(ApiError::FailedPrecondition {
-                    reason: "RESOURCE_DELETED",
-                    message: format!(
-                        "a deleted {} cannot be updated; undelete it first",
-                        R::FIELD
-                    ),
-                });
-            }
-            if paths.is_empty() {
-                return Ok(R::to_proto(current));
-            }
-            R::before_write(conn, org, Some(&current), &resource, &paths).await?;
-            let before = R::to_proto(current);
-            let updated =
-                R::to_proto(R::update(conn, org, id, &resource, &paths, call.actor()).await?);
-            let mask = prost_types::FieldMask {
-                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            let w = Write {
+                org,
+                call: &call,
+                request_id: &request_id,
             };
-            emit(
-                conn,
-                org,
-                &call,
-                &request_id,
-                "updated",
-                &for_event::<R>(&updated),
-                &name,
-                Some(mask),
-            )
-            .await?;
-            audit::record_change::<R>(
-                conn,
-                org,
-                &call,
-                &request_id,
-                &name,
-                Action::Update,
-                Some(&before),
-                &updated,
-                &paths,
-            )
-            .await?;
-            Ok(updated)
+            update_in::<R>(conn, w, id, &resource, &paths).await
         })
     });
-    let updated = mutation::detached(deadline, write).await?;
-    state.events_written.notify_waiters();
-    Ok(updated)
+    ctx.commit(deadline, write).await
 }
 
 /// Delete or Undelete: the name, an optional etag, `request_id`.
@@ -562,12 +694,62 @@ pub struct Deletion<'a, F> {
     pub delete: bool,
 }
 
+/// The delete / undelete step inside a caller's transaction.
+///
+/// # Errors
+/// NOT_FOUND, ABORTED for a stale etag, FAILED_PRECONDITION when already in the requested state.
+pub async fn set_deleted_in<R: Store>(
+    conn: &AsyncPgConnection,
+    w: Write<'_>,
+    id: Uuid,
+    name: &str,
+    etag: &str,
+    delete: bool,
+) -> Result<R::Proto, ApiError> {
+    let org = w.org;
+    let current = lock::<R>(conn, org, id, name, etag, "etag").await?;
+    match (delete, R::meta(&current).deleted) {
+        (true, true) => {
+            return Err(ApiError::FailedPrecondition {
+                reason: "ALREADY_DELETED",
+                message: format!("the {} is already deleted", R::FIELD),
+            });
+        }
+        (false, false) => {
+            return Err(ApiError::FailedPrecondition {
+                reason: "NOT_DELETED",
+                message: format!("the {} is not deleted", R::FIELD),
+            });
+        }
+        (true, false) | (false, true) => {}
+    }
+    let before = R::to_proto(current);
+    let retention = delete.then(|| chrono::Duration::days(R::RETENTION_DAYS));
+    let after = R::to_proto(R::set_deleted(conn, org, id, retention, w.call.actor()).await?);
+    let (change, action) = if delete {
+        ("deleted", Action::Delete)
+    } else {
+        ("undeleted", Action::Undelete)
+    };
+    emit(conn, w, change, &for_event::<R>(&after), name, None).await?;
+    audit::record_change::<R>(
+        conn,
+        org,
+        w.entry(name, action),
+        Some(&before),
+        &after,
+        &["delete_time", "purge_time"],
+    )
+    .await?;
+    Ok(after)
+}
+
 /// Soft-deletes or restores.
 ///
 /// # Errors
 /// As [`update`]; FAILED_PRECONDITION when already in the requested state.
 pub async fn set_deleted<R: Store, F: Message>(
-    state: &CoreState,
+    ctx: &Context,
     call: Call,
     req: Deletion<'_, F>,
 ) -> Result<R::Proto, ApiError> {
@@ -585,86 +767,47 @@ pub async fn set_deleted<R: Store, F: Message>(
         req.delete,
     );
     let deadline = call.deadline;
-    let write = mutation::idempotent(state.pool.clone(), org, key, move |conn| {
+    let write = mutation::idempotent(ctx.pool.clone(), org, key, move |conn| {
         Box::pin(async move {
-            let current = R::find(conn, org, id, true)
-                .await?
-                .ok_or_else(|| not_found::<R>(&name))?;
-            let meta = R::meta(&current);
-            crm_db::etag::check(&etag, meta.revision).map_err(|e| etag_error("etag", e))?;
-            match (delete, meta.deleted) {
-                (true, true) => {
-                    return Err(ApiError::FailedPrecondition {
-                        reason: "ALREADY_DELETED",
-                        message: format!("the {} is already deleted", R::FIELD),
-                    });
-                }
-                (false, false) => {
-                    return Err(ApiError::FailedPrecondition {
-                        reason: "NOT_DELETED",
-                        message: format!("the {} is not deleted", R::FIELD),
-                    });
-                }
-                (true, false) | (false, true) => {}
-            }
-            let before = R::to_proto(current);
-            let retention = delete.then(|| chrono::Duration::days(R::RETENTION_DAYS));
-            let after = R::to_proto(R::set_deleted(conn, org, id, retention, call.actor()).await?);
-            let (change, action) = if delete {
-                ("deleted", Action::Delete)
-            } else {
-                ("undeleted", Action::Undelete)
-            };
-            let shown = for_event::<R>(&after);
-            emit(conn, org, &call, &request_id, change, &shown, &name, None).await?;
-            audit::record_change::<R>(
-                conn,
+            let w = Write {
                 org,
-                &call,
-                &request_id,
-                &name,
-                action,
-                Some(&before),
-                &after,
-                &["delete_time", "purge_time"],
-            )
-            .await?;
-            Ok(after)
+                call: &call,
+                request_id: &request_id,
+            };
+            set_deleted_in::<R>(conn, w, id, &name, &etag, delete).await
         })
     });
-    let out = mutation::detached(deadline, write).await?;
-    state.events_written.notify_waiters();
-    Ok(out)
+    ctx.commit(deadline, write).await
 }
 
-/// The handlers of resource `R` (the service traits are implemented on this type).
-pub struct Api<R> {
-    /// Shared state.
-    pub state: CoreState,
-    _resource: std::marker::PhantomData<fn() -> R>,
-}
-
-impl<R> Api<R> {
-    /// Handlers over `state`.
-    #[must_use]
-    pub fn new(state: CoreState) -> Self {
-        Self {
-            state,
-            _resource: std::marker::PhantomData,
-        }
-    }
-}
-
-impl<R> Clone for Api<R> {
-    fn clone(&self) -> Self {
-        Self::new(self.state.clone())
-    }
-}
-
-impl<R> std::fmt::Debug for Api<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Api").finish_non_exhaustive()
-    }
+/// The step that ends a custom change inside its transaction, after the caller's own writes to
+/// the resource's row or dependent rows: bumps the revision, emits `change` (e.g.
+/// `reading_recorded`) and audits `verb` over `fields` against `before`.
+///
+/// # Errors
+/// The database error.
+pub async fn changed_in<R: Store>(
+    conn: &AsyncPgConnection,
+    w: Write<'_>,
+    id: Uuid,
+    before: &R::Proto,
+    change: &str,
+    verb: &'static str,
+    fields: &[&str],
+) -> Result<R::Proto, ApiError> {
+    let after = R::to_proto(R::touch(conn, w.org, id, w.call.actor()).await?);
+    let name = R::name(&after).to_owned();
+    emit(conn, w, change, &for_event::<R>(&after), &name, None).await?;
+    audit::record_change::<R>(
+        conn,
+        w.org,
+        w.entry(&name, Action::Custom(verb)),
+        Some(before),
+        &after,
+        fields,
+    )
+    .await?;
+    Ok(after)
 }
 
 /// A policy giving each RPC of `service` its permission.
@@ -677,12 +820,13 @@ pub fn policy(service: &str, rules: &[(&str, &'static str)]) -> crm_auth::Method
         })
 }
 
-/// Implements a resource's tonic service trait with the standard methods, plus `extra` items
-/// (custom methods).
+/// Declares the handler type `$api` (holding the service's [`Context`]) and implements the
+/// resource's tonic service trait on it with the standard methods, plus `extra` items (custom
+/// methods).
 #[macro_export]
 macro_rules! standard_service {
     (
-        $service_trait:path, $resource:ty, $service:literal, $field:ident;
+        $service_trait:path, $resource:ty => $api:ident, $service:literal, $field:ident;
         $create:ident($create_req:ty, $id:ident);
         $get:ident($get_req:ty, $get_full:expr);
         $list:ident($list_req:ty, $list_full:expr) -> $list_resp:ident.$items:ident;
@@ -691,20 +835,35 @@ macro_rules! standard_service {
         $undelete:ident($undelete_req:ty);
         $($extra:item)*
     ) => {
-        #[tonic::async_trait]
-        impl $service_trait for $crate::resource::Api<$resource> {
+        /// The handlers (see [`standard_service!`](crm_resource::standard_service)).
+        #[derive(Debug, Clone)]
+        pub struct $api {
+            /// The service's context.
+            pub ctx: $crate::Context,
+        }
+
+        impl $api {
+            /// Handlers over `ctx`.
+            #[must_use]
+            pub fn new(ctx: $crate::Context) -> Self {
+                Self { ctx }
+            }
+        }
+
+        #[$crate::deps::tonic::async_trait]
+        impl $service_trait for $api {
             async fn $create(
                 &self,
-                req: tonic::Request<$create_req>,
-            ) -> Result<tonic::Response<<$resource as $crate::resource::Resource>::Proto>, tonic::Status> {
-                let call = $crate::resource::Call::of(&req, $service, stringify!($create))?;
+                req: $crate::deps::tonic::Request<$create_req>,
+            ) -> Result<$crate::deps::tonic::Response<<$resource as $crate::Resource>::Proto>, $crate::deps::tonic::Status> {
+                let call = $crate::Call::of(&req, $service, stringify!($create))?;
                 let body = req.into_inner();
                 let mut fingerprint = body.clone();
                 fingerprint.request_id.clear();
-                $crate::resource::create::<$resource, _>(
-                    &self.state,
+                $crate::create::<$resource, _>(
+                    &self.ctx,
                     call,
-                    $crate::resource::Create {
+                    $crate::Create {
                         parent: &body.parent,
                         resource: body.$field.clone(),
                         id: &body.$id,
@@ -713,34 +872,34 @@ macro_rules! standard_service {
                     },
                 )
                 .await
-                .map(tonic::Response::new)
-                .map_err($crate::resource::status)
+                .map($crate::deps::tonic::Response::new)
+                .map_err(|e| self.ctx.status(e))
             }
 
             async fn $get(
                 &self,
-                req: tonic::Request<$get_req>,
-            ) -> Result<tonic::Response<<$resource as $crate::resource::Resource>::Proto>, tonic::Status> {
-                let principal = crm_auth::layer::principal_of(&req)?;
+                req: $crate::deps::tonic::Request<$get_req>,
+            ) -> Result<$crate::deps::tonic::Response<<$resource as $crate::Resource>::Proto>, $crate::deps::tonic::Status> {
+                let principal = $crate::deps::crm_auth::layer::principal_of(&req)?;
                 let body = req.into_inner();
                 let full: fn(&$get_req) -> bool = $get_full;
-                $crate::resource::get::<$resource>(&self.state, &principal, &body.name, full(&body))
+                $crate::get::<$resource>(&self.ctx, &principal, &body.name, full(&body))
                     .await
-                    .map(tonic::Response::new)
-                    .map_err($crate::resource::status)
+                    .map($crate::deps::tonic::Response::new)
+                    .map_err(|e| self.ctx.status(e))
             }
 
             async fn $list(
                 &self,
-                req: tonic::Request<$list_req>,
-            ) -> Result<tonic::Response<$list_resp>, tonic::Status> {
-                let principal = crm_auth::layer::principal_of(&req)?;
+                req: $crate::deps::tonic::Request<$list_req>,
+            ) -> Result<$crate::deps::tonic::Response<$list_resp>, $crate::deps::tonic::Status> {
+                let principal = $crate::deps::crm_auth::layer::principal_of(&req)?;
                 let body = req.into_inner();
                 let full: fn(&$list_req) -> bool = $list_full;
-                let (items, next_page_token) = $crate::resource::list::list::<$resource>(
-                    &self.state,
+                let (items, next_page_token) = $crate::list::list::<$resource>(
+                    &self.ctx,
                     &principal,
-                    $crate::resource::list::ListRequest {
+                    $crate::list::ListRequest {
                         parent: &body.parent,
                         page_size: body.page_size,
                         page_token: &body.page_token,
@@ -751,8 +910,8 @@ macro_rules! standard_service {
                     full(&body),
                 )
                 .await
-                .map_err($crate::resource::status)?;
-                Ok(tonic::Response::new($list_resp {
+                .map_err(|e| self.ctx.status(e))?;
+                Ok($crate::deps::tonic::Response::new($list_resp {
                     $items: items,
                     next_page_token,
                 }))
@@ -760,16 +919,16 @@ macro_rules! standard_service {
 
             async fn $update(
                 &self,
-                req: tonic::Request<$update_req>,
-            ) -> Result<tonic::Response<<$resource as $crate::resource::Resource>::Proto>, tonic::Status> {
-                let call = $crate::resource::Call::of(&req, $service, stringify!($update))?;
+                req: $crate::deps::tonic::Request<$update_req>,
+            ) -> Result<$crate::deps::tonic::Response<<$resource as $crate::Resource>::Proto>, $crate::deps::tonic::Status> {
+                let call = $crate::Call::of(&req, $service, stringify!($update))?;
                 let body = req.into_inner();
                 let mut fingerprint = body.clone();
                 fingerprint.request_id.clear();
-                $crate::resource::update::<$resource, _>(
-                    &self.state,
+                $crate::update::<$resource, _>(
+                    &self.ctx,
                     call,
-                    $crate::resource::Update {
+                    $crate::Update {
                         resource: body.$field.clone(),
                         update_mask: body.update_mask.as_ref(),
                         request_id: &body.request_id,
@@ -777,22 +936,22 @@ macro_rules! standard_service {
                     },
                 )
                 .await
-                .map(tonic::Response::new)
-                .map_err($crate::resource::status)
+                .map($crate::deps::tonic::Response::new)
+                .map_err(|e| self.ctx.status(e))
             }
 
             async fn $delete(
                 &self,
-                req: tonic::Request<$delete_req>,
-            ) -> Result<tonic::Response<<$resource as $crate::resource::Resource>::Proto>, tonic::Status> {
-                let call = $crate::resource::Call::of(&req, $service, stringify!($delete))?;
+                req: $crate::deps::tonic::Request<$delete_req>,
+            ) -> Result<$crate::deps::tonic::Response<<$resource as $crate::Resource>::Proto>, $crate::deps::tonic::Status> {
+                let call = $crate::Call::of(&req, $service, stringify!($delete))?;
                 let body = req.into_inner();
                 let mut fingerprint = body.clone();
                 fingerprint.request_id.clear();
-                $crate::resource::set_deleted::<$resource, _>(
-                    &self.state,
+                $crate::set_deleted::<$resource, _>(
+                    &self.ctx,
                     call,
-                    $crate::resource::Deletion {
+                    $crate::Deletion {
                         name: &body.name,
                         etag: &body.etag,
                         request_id: &body.request_id,
@@ -801,22 +960,22 @@ macro_rules! standard_service {
                     },
                 )
                 .await
-                .map(tonic::Response::new)
-                .map_err($crate::resource::status)
+                .map($crate::deps::tonic::Response::new)
+                .map_err(|e| self.ctx.status(e))
             }
 
             async fn $undelete(
                 &self,
-                req: tonic::Request<$undelete_req>,
-            ) -> Result<tonic::Response<<$resource as $crate::resource::Resource>::Proto>, tonic::Status> {
-                let call = $crate::resource::Call::of(&req, $service, stringify!($undelete))?;
+                req: $crate::deps::tonic::Request<$undelete_req>,
+            ) -> Result<$crate::deps::tonic::Response<<$resource as $crate::Resource>::Proto>, $crate::deps::tonic::Status> {
+                let call = $crate::Call::of(&req, $service, stringify!($undelete))?;
                 let body = req.into_inner();
                 let mut fingerprint = body.clone();
                 fingerprint.request_id.clear();
-                $crate::resource::set_deleted::<$resource, _>(
-                    &self.state,
+                $crate::set_deleted::<$resource, _>(
+                    &self.ctx,
                     call,
-                    $crate::resource::Deletion {
+                    $crate::Deletion {
                         name: &body.name,
                         etag: &body.etag,
                         request_id: &body.request_id,
@@ -825,8 +984,8 @@ macro_rules! standard_service {
                     },
                 )
                 .await
-                .map(tonic::Response::new)
-                .map_err($crate::resource::status)
+                .map($crate::deps::tonic::Response::new)
+                .map_err(|e| self.ctx.status(e))
             }
 
             $($extra)*
