@@ -3,11 +3,10 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use crm_auth::layer::principal_of;
-use crm_auth::{MethodPolicy, permission};
-use crm_db::filter::{self, BoxedPredicate, Filter, FilterError, Op, Value};
+use crm_auth::{MethodPolicy, Requirement, permission};
 use crm_platform::ApiError;
 use crm_platform::api::names::{self, child_name};
-use crm_platform::api::time::{optional_timestamp, timestamp};
+use crm_platform::api::time::timestamp;
 use crm_platform::api::validate::{self, Violations};
 use crm_platform::mutation::{self, IdempotencyKey};
 use crm_proto::core_v1::{
@@ -15,6 +14,9 @@ use crm_proto::core_v1::{
     EquipmentReading, GetEquipmentRequest, ListEquipmentReadingsRequest,
     ListEquipmentReadingsResponse, ListEquipmentRequest, ListEquipmentResponse,
     RecordEquipmentReadingRequest, UndeleteEquipmentRequest, UpdateEquipmentRequest,
+};
+use crm_resource::{
+    BoxFuture, Call, Field, Input, Resource, Row, Store, Write, not_found, require_live,
 };
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -24,38 +26,31 @@ use crate::properties::Properties;
 use crate::schema::equipment::{self, dsl as e};
 use crate::schema::equipment_readings::dsl as r;
 use crate::status;
-use crm_resource::id_in;
-use crm_resource::{
-    BoxFuture, Call, Meta, Order, OrderField, Resource, Store, Write, not_found, reference,
-    require_live,
-};
 
 const SERVICE: &str = "crm.core.v1.EquipmentService";
 
 /// The permission of every RPC.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    crm_resource::policy(
-        SERVICE,
-        &[
-            ("CreateEquipment", permission::CUSTOMERS_WRITE),
-            ("GetEquipment", permission::CUSTOMERS_READ),
-            ("ListEquipment", permission::CUSTOMERS_READ),
-            ("UpdateEquipment", permission::CUSTOMERS_WRITE),
-            ("DeleteEquipment", permission::CUSTOMERS_DELETE),
-            ("UndeleteEquipment", permission::CUSTOMERS_DELETE),
-            ("RecordEquipmentReading", permission::CUSTOMERS_WRITE),
-            ("ListEquipmentReadings", permission::CUSTOMERS_READ),
-        ],
-    )
+    let (read, write) = (permission::CUSTOMERS_READ, permission::CUSTOMERS_WRITE);
+    EquipmentApi::policy(read, write, permission::CUSTOMERS_DELETE)
+        .with(
+            SERVICE,
+            "RecordEquipmentReading",
+            Requirement::Permission(write),
+        )
+        .with(
+            SERVICE,
+            "ListEquipmentReadings",
+            Requirement::Permission(read),
+        )
 }
 
-/// A row of `core.equipment`.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = equipment)]
-pub struct EquipmentRow {
-    pub organization_id: Uuid,
-    pub id: Uuid,
+/// The columns of `core.equipment` besides the standard ones (the latest reading is kept by
+/// RecordEquipmentReading).
+#[derive(Debug, Clone, Default, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = equipment, treat_none_as_null = true)]
+pub struct EquipmentFields {
     pub property_id: Uuid,
     pub kind: i16,
     pub display_name: String,
@@ -69,91 +64,23 @@ pub struct EquipmentRow {
     pub latest_read_time: Option<DateTime<Utc>>,
     pub latest_recorder: Option<String>,
     pub latest_reading_notes: Option<String>,
-    pub create_time: DateTime<Utc>,
-    pub update_time: DateTime<Utc>,
-    pub delete_time: Option<DateTime<Utc>>,
-    pub purge_time: Option<DateTime<Utc>>,
-    pub revision: i64,
-    pub created_by: String,
-    pub updated_by: String,
 }
 
-/// Equipment to insert.
-#[derive(Debug, Insertable)]
-#[diesel(table_name = equipment)]
-pub struct NewEquipment {
-    organization_id: Uuid,
-    id: Uuid,
-    property_id: Uuid,
-    kind: i16,
-    display_name: String,
-    capacity_gallons: i32,
-    compartments: i32,
-    install_date: Option<NaiveDate>,
-    last_service_date: Option<NaiveDate>,
-    notes: String,
-    created_by: String,
-    updated_by: String,
-}
-
-/// Changes to equipment.
-#[derive(Debug, Default, AsChangeset)]
-#[diesel(table_name = equipment)]
-pub struct EquipmentChanges {
-    property_id: Option<Uuid>,
-    kind: Option<i16>,
-    display_name: Option<String>,
-    capacity_gallons: Option<i32>,
-    compartments: Option<i32>,
-    install_date: Option<Option<NaiveDate>>,
-    last_service_date: Option<Option<NaiveDate>>,
-    notes: Option<String>,
-}
-
-fn date(s: &str) -> Option<NaiveDate> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
-}
-
-fn kind(k: i32) -> i16 {
-    i16::try_from(k).unwrap_or(0)
-}
-
-impl NewEquipment {
-    fn from_proto(org: Uuid, id: Uuid, x: &EquipmentProto, actor: &str) -> Self {
-        Self {
-            organization_id: org,
-            id,
-            property_id: id_in(&x.property, "properties"),
-            kind: kind(x.kind),
-            display_name: x.display_name.trim().to_owned(),
-            capacity_gallons: x.capacity_gallons,
-            compartments: x.compartments,
-            install_date: date(&x.install_date),
-            last_service_date: date(&x.last_service_date),
-            notes: x.notes.clone(),
-            created_by: actor.to_owned(),
-            updated_by: actor.to_owned(),
-        }
+/// An optional past date (`YYYY-MM-DD`).
+fn past_date(i: &mut Input<'_>, value: &str) -> Option<NaiveDate> {
+    if value.is_empty() {
+        return None;
     }
-}
-
-impl EquipmentChanges {
-    fn from_mask(x: &EquipmentProto, paths: &[&str]) -> Self {
-        let mut ch = Self::default();
-        for path in paths {
-            match *path {
-                "property" => ch.property_id = Some(id_in(&x.property, "properties")),
-                "kind" => ch.kind = Some(kind(x.kind)),
-                "display_name" => ch.display_name = Some(x.display_name.trim().to_owned()),
-                "capacity_gallons" => ch.capacity_gallons = Some(x.capacity_gallons),
-                "compartments" => ch.compartments = Some(x.compartments),
-                "install_date" => ch.install_date = Some(date(&x.install_date)),
-                "last_service_date" => ch.last_service_date = Some(date(&x.last_service_date)),
-                "notes" => ch.notes = Some(x.notes.clone()),
-                _ => {}
-            }
+    match NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        Err(_) => {
+            i.push("INVALID_DATE", "a date as YYYY-MM-DD");
+            None
         }
-        ch
+        Ok(d) if d > Utc::now().date_naive() => {
+            i.push("DATE_IN_FUTURE", "the date is in the future");
+            None
+        }
+        Ok(d) => Some(d),
     }
 }
 
@@ -161,199 +88,90 @@ impl EquipmentChanges {
 #[derive(Debug)]
 pub struct Equipment;
 
-const FILTER_FIELDS: &[&str] = &[
-    "property",
-    "kind",
-    "display_name",
-    "create_time",
-    "update_time",
-];
-
-fn leaf(
-    field: &str,
-    op: Op,
-    value: &Value,
-) -> Result<BoxedPredicate<equipment::table>, FilterError> {
-    match field {
-        "property" => {
-            crm_resource::filter_reference!(e::property_id, field, op, value, "properties")
-        }
-        "kind" => crm_db::filter_enum!(
-            e::kind,
-            field,
-            op,
-            crm_db::filter::enum_number(value, "EQUIPMENT_KIND_", EquipmentKind::from_str_name)?
-        ),
-        "display_name" => crm_db::filter_text!(e::display_name, field, op, value),
-        "create_time" => crm_db::filter_time!(e::create_time, field, op, value),
-        "update_time" => crm_db::filter_time!(e::update_time, field, op, value),
-        other => Err(filter::unknown_field(other, FILTER_FIELDS)),
-    }
-}
-
-fn validate_date(v: &mut Violations, field: &str, value: &str) {
-    if value.is_empty() {
-        return;
-    }
-    match date(value) {
-        None => v.push(field, "INVALID_DATE", "a date as YYYY-MM-DD"),
-        Some(d) if d > Utc::now().date_naive() => {
-            v.push(field, "DATE_IN_FUTURE", "the date is in the future");
-        }
-        Some(_) => {}
-    }
-}
-
 impl Resource for Equipment {
     type Proto = EquipmentProto;
-    type Row = EquipmentRow;
+    type Fields = EquipmentFields;
+    type Table = equipment::table;
     const RESOURCE_TYPE: &'static str = "core.crm/Equipment";
     const COLLECTION: &'static str = "equipment";
     const FIELD: &'static str = "equipment";
-    const UPDATABLE: &'static [&'static str] = &[
-        "property",
-        "kind",
-        "display_name",
-        "capacity_gallons",
-        "compartments",
-        "install_date",
-        "last_service_date",
-        "notes",
-    ];
-    const OUTPUT_ONLY: &'static [&'static str] = &[
-        "name",
-        "latest_reading",
-        "create_time",
-        "update_time",
-        "delete_time",
-        "purge_time",
-        "etag",
-        "creator",
-        "last_modifier",
+    const FIELDS: &'static [Field<Self>] = &[
+        Field::<Self>::updatable("property", |i, x, f| {
+            if let Some(id) = i.reference(&x.property, "properties") {
+                f.property_id = id;
+            }
+        })
+        .filter(|n, op, v| crm_resource::filter_reference!(e::property_id, n, op, v, "properties")),
+        Field::<Self>::updatable("kind", |i, x, f| {
+            if x.kind == EquipmentKind::Unspecified as i32 {
+                i.push("REQUIRED", "the kind of equipment is required");
+            } else if let Some(k) = i.enumeration::<EquipmentKind>(x.kind) {
+                f.kind = k;
+            }
+        })
+        .filter(|n, op, v| {
+            let number =
+                crm_db::filter::enum_number(v, "EQUIPMENT_KIND_", EquipmentKind::from_str_name)?;
+            crm_db::filter_enum!(e::kind, n, op, number)
+        }),
+        Field::<Self>::updatable("display_name", |i, x, f| {
+            f.display_name = i.trimmed(&x.display_name, 200);
+        })
+        .filter(|n, op, v| crm_db::filter_text!(e::display_name, n, op, v)),
+        Field::<Self>::updatable("capacity_gallons", |i, x, f| {
+            let message = "0 to 1,000,000 gallons";
+            f.capacity_gallons = i.in_range(x.capacity_gallons, 0..=1_000_000, message);
+        }),
+        Field::<Self>::updatable("compartments", |i, x, f| {
+            f.compartments = i.in_range(x.compartments, 0..=20, "0 to 20 compartments");
+        }),
+        Field::<Self>::updatable("install_date", |i, x, f| {
+            f.install_date = past_date(i, &x.install_date);
+        }),
+        Field::<Self>::updatable("last_service_date", |i, x, f| {
+            f.last_service_date = past_date(i, &x.last_service_date);
+        }),
+        Field::<Self>::updatable("notes", |i, x, f| f.notes = i.text(&x.notes, 10_000)),
+        Field::<Self>::output("latest_reading"),
     ];
 
-    fn name(x: &EquipmentProto) -> &str {
-        &x.name
-    }
-    fn etag(x: &EquipmentProto) -> &str {
-        &x.etag
-    }
-    fn meta(row: &EquipmentRow) -> Meta {
-        Meta {
-            revision: row.revision,
-            deleted: row.delete_time.is_some(),
-        }
-    }
-    fn sort_key(row: &EquipmentRow, field: OrderField) -> Vec<String> {
-        let value = match field {
-            OrderField::CreateTime => row.create_time.to_rfc3339(),
-            OrderField::UpdateTime => row.update_time.to_rfc3339(),
-            OrderField::DisplayName => row.display_name.clone(),
-        };
-        Order::key(value, row.id)
-    }
-    fn to_proto(row: EquipmentRow) -> EquipmentProto {
-        let EquipmentRow {
-            organization_id,
-            id,
-            property_id,
-            kind,
-            display_name,
-            capacity_gallons,
-            compartments,
-            install_date,
-            last_service_date,
-            notes,
-            latest_solids_depth_inches,
-            latest_grease_depth_inches,
-            latest_read_time,
-            latest_recorder,
-            latest_reading_notes,
-            create_time,
-            update_time,
-            delete_time,
-            purge_time,
-            revision,
-            created_by,
-            updated_by,
-        } = row;
+    fn to_proto(org: Uuid, f: EquipmentFields) -> EquipmentProto {
         EquipmentProto {
-            name: child_name(organization_id, "equipment", id),
-            property: child_name(organization_id, "properties", property_id),
-            kind: i32::from(kind),
-            display_name,
-            capacity_gallons,
-            compartments,
-            install_date: install_date.map(|d| d.to_string()).unwrap_or_default(),
-            last_service_date: last_service_date.map(|d| d.to_string()).unwrap_or_default(),
-            notes,
-            latest_reading: latest_read_time.map(|t| EquipmentReading {
-                solids_depth_inches: latest_solids_depth_inches.unwrap_or_default(),
-                grease_depth_inches: latest_grease_depth_inches.unwrap_or_default(),
+            property: child_name(org, "properties", f.property_id),
+            kind: i32::from(f.kind),
+            display_name: f.display_name,
+            capacity_gallons: f.capacity_gallons,
+            compartments: f.compartments,
+            install_date: f.install_date.map(|d| d.to_string()).unwrap_or_default(),
+            last_service_date: f
+                .last_service_date
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            notes: f.notes,
+            latest_reading: f.latest_read_time.map(|t| EquipmentReading {
+                solids_depth_inches: f.latest_solids_depth_inches.unwrap_or_default(),
+                grease_depth_inches: f.latest_grease_depth_inches.unwrap_or_default(),
                 read_time: Some(timestamp(t)),
-                recorder: latest_recorder.unwrap_or_default(),
-                notes: latest_reading_notes.unwrap_or_default(),
+                recorder: f.latest_recorder.unwrap_or_default(),
+                notes: f.latest_reading_notes.unwrap_or_default(),
             }),
-            create_time: Some(timestamp(create_time)),
-            update_time: Some(timestamp(update_time)),
-            delete_time: optional_timestamp(delete_time),
-            purge_time: optional_timestamp(purge_time),
-            etag: crm_db::etag::from_revision(revision),
-            creator: created_by,
-            last_modifier: updated_by,
+            ..EquipmentProto::default()
         }
     }
-    fn validate(v: &mut Violations, org: Option<Uuid>, x: &EquipmentProto, paths: &[&str]) {
-        for path in paths {
-            let field = format!("equipment.{path}");
-            match *path {
-                "property" => {
-                    reference(v, org, &field, &x.property, "properties");
-                }
-                "kind" => match EquipmentKind::try_from(x.kind) {
-                    Ok(EquipmentKind::Unspecified) => {
-                        v.push(field, "REQUIRED", "the kind of equipment is required");
-                    }
-                    Err(_) => v.push(
-                        field,
-                        "UNKNOWN_ENUM_VALUE",
-                        format!("{} is not an EquipmentKind", x.kind),
-                    ),
-                    Ok(_) => {}
-                },
-                "display_name" => validate::optional_text(v, &field, &x.display_name, 200),
-                "capacity_gallons" if !(0..=1_000_000).contains(&x.capacity_gallons) => {
-                    v.push(field, "OUT_OF_RANGE", "0 to 1,000,000 gallons");
-                }
-                "compartments" if !(0..=20).contains(&x.compartments) => {
-                    v.push(field, "OUT_OF_RANGE", "0 to 20 compartments");
-                }
-                "install_date" => validate_date(v, &field, &x.install_date),
-                "last_service_date" => validate_date(v, &field, &x.last_service_date),
-                "notes" => validate::optional_text(v, &field, &x.notes, 10_000),
-                _ => {}
-            }
-        }
-    }
-    fn check_filter(f: &Filter) -> Result<(), FilterError> {
-        filter::compile(f, &leaf).map(|_| ())
+    fn order_text(f: &EquipmentFields) -> &str {
+        &f.display_name
     }
     fn before_write<'a>(
         conn: &'a AsyncPgConnection,
         org: Uuid,
-        _current: Option<&'a EquipmentRow>,
-        x: &'a EquipmentProto,
+        _current: Option<&'a Row<EquipmentFields>>,
+        next: &'a mut EquipmentFields,
         paths: &'a [&'static str],
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             if paths.contains(&"property") {
-                require_live::<Properties>(
-                    conn,
-                    org,
-                    id_in(&x.property, "properties"),
-                    &x.property,
-                )
-                .await?;
+                let name = child_name(org, "properties", next.property_id);
+                require_live::<Properties>(conn, org, next.property_id, &name).await?;
             }
             Ok(())
         })
@@ -362,13 +180,9 @@ impl Resource for Equipment {
 
 crm_resource::standard_store!(
     Equipment,
-    equipment,
-    create_time,
-    display_name,
-    EquipmentRow,
-    NewEquipment,
-    EquipmentChanges,
-    leaf
+    table = equipment,
+    time = create_time,
+    text = display_name
 );
 
 fn validate_reading(v: &mut Violations, reading: Option<&EquipmentReading>) {
@@ -454,13 +268,13 @@ async fn record_reading(
     let write = mutation::idempotent(api.ctx.pool.clone(), org, key, move |conn| {
         Box::pin(async move {
             let current = crm_resource::lock::<Equipment>(conn, org, id, &name, "", "etag").await?;
-            if current.delete_time.is_some() {
+            if current.std.deleted() {
                 return Err(ApiError::FailedPrecondition {
                     reason: "RESOURCE_DELETED",
                     message: "readings cannot be recorded on deleted equipment".into(),
                 });
             }
-            let before = Equipment::to_proto(current.clone());
+            let before = crm_resource::to_proto::<Equipment>(current.clone());
             diesel::insert_into(r::equipment_readings)
                 .values((
                     r::organization_id.eq(org),
@@ -475,7 +289,11 @@ async fn record_reading(
                 .execute(&mut { conn })
                 .await?;
             // A reading taken earlier than the latest one (entered late) joins the history only.
-            if current.latest_read_time.is_none_or(|t| t <= read_time) {
+            if current
+                .fields
+                .latest_read_time
+                .is_none_or(|t| t <= read_time)
+            {
                 diesel::update(e::equipment)
                     .filter(e::organization_id.eq(org))
                     .filter(e::id.eq(id))

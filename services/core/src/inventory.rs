@@ -4,12 +4,12 @@
 
 use chrono::{DateTime, Utc};
 use crm_auth::layer::principal_of;
-use crm_auth::{MethodPolicy, permission};
-use crm_db::filter::{self, BoxedPredicate, Filter, FilterError, Op, Value};
+use crm_auth::{MethodPolicy, Requirement, permission};
+use crm_db::filter::{self, Op};
 use crm_platform::ApiError;
 use crm_platform::api::listing::Listing;
 use crm_platform::api::names::{self, child_name};
-use crm_platform::api::time::{optional_timestamp, timestamp};
+use crm_platform::api::time::timestamp;
 use crm_platform::api::validate::{self, Violations};
 use crm_platform::mutation::{self, IdempotencyKey};
 use crm_proto::core_v1::{
@@ -19,6 +19,8 @@ use crm_proto::core_v1::{
     ListStockLevelsResponse, StockAdjustment, StockLevel, UndeleteInventoryItemRequest,
     UpdateInventoryItemRequest,
 };
+use crm_resource::audit::{self, Action, Change};
+use crm_resource::{Call, Field, Resource, Store, Write, emit, not_found};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
@@ -27,150 +29,36 @@ use crate::schema::inventory_items::{self, dsl as it};
 use crate::schema::stock_adjustments::dsl as sa;
 use crate::schema::stock_levels::dsl as sl;
 use crate::status;
-use crm_resource::audit::{self, Action, Change};
-use crm_resource::{Call, Meta, Order, OrderField, Resource, Store, Write, emit, not_found};
 
 const SERVICE: &str = "crm.core.v1.InventoryItemService";
+/// The largest quantity or reorder point.
 const MAX_QUANTITY: i64 = 1_000_000_000;
 
 /// The permission of every RPC.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    crm_resource::policy(
-        SERVICE,
-        &[
-            ("CreateInventoryItem", permission::INVENTORY_WRITE),
-            ("GetInventoryItem", permission::INVENTORY_READ),
-            ("ListInventoryItems", permission::INVENTORY_READ),
-            ("UpdateInventoryItem", permission::INVENTORY_WRITE),
-            ("DeleteInventoryItem", permission::INVENTORY_WRITE),
-            ("UndeleteInventoryItem", permission::INVENTORY_WRITE),
-            ("AdjustStock", permission::INVENTORY_WRITE),
-            ("ListStockLevels", permission::INVENTORY_READ),
-            ("ListStockAdjustments", permission::INVENTORY_READ),
-        ],
-    )
+    let (read, write) = (permission::INVENTORY_READ, permission::INVENTORY_WRITE);
+    InventoryItemApi::policy(read, write, write)
+        .with(SERVICE, "AdjustStock", Requirement::Permission(write))
+        .with(SERVICE, "ListStockLevels", Requirement::Permission(read))
+        .with(
+            SERVICE,
+            "ListStockAdjustments",
+            Requirement::Permission(read),
+        )
 }
 
-/// A row of `core.inventory_items`.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = inventory_items)]
-pub struct ItemRow {
-    pub organization_id: Uuid,
-    pub id: Uuid,
+/// The columns of `core.inventory_items` besides the standard ones (the total is kept by
+/// AdjustStock).
+#[derive(Debug, Clone, Default, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = inventory_items, treat_none_as_null = true)]
+pub struct ItemFields {
     pub sku: String,
     pub display_name: String,
     pub unit: String,
     pub reorder_point: i64,
     pub notes: String,
     pub total_on_hand: i64,
-    pub create_time: DateTime<Utc>,
-    pub update_time: DateTime<Utc>,
-    pub delete_time: Option<DateTime<Utc>>,
-    pub purge_time: Option<DateTime<Utc>>,
-    pub revision: i64,
-    pub created_by: String,
-    pub updated_by: String,
-}
-
-/// An item to insert.
-#[derive(Debug, Insertable)]
-#[diesel(table_name = inventory_items)]
-pub struct NewItem {
-    organization_id: Uuid,
-    id: Uuid,
-    sku: String,
-    display_name: String,
-    unit: String,
-    reorder_point: i64,
-    notes: String,
-    created_by: String,
-    updated_by: String,
-}
-
-/// Changes to an item (never its stock).
-#[derive(Debug, Default, AsChangeset)]
-#[diesel(table_name = inventory_items)]
-pub struct ItemChanges {
-    sku: Option<String>,
-    display_name: Option<String>,
-    unit: Option<String>,
-    reorder_point: Option<i64>,
-    notes: Option<String>,
-}
-
-impl NewItem {
-    fn from_proto(org: Uuid, id: Uuid, x: &InventoryItem, actor: &str) -> Self {
-        Self {
-            organization_id: org,
-            id,
-            sku: x.sku.trim().to_owned(),
-            display_name: x.display_name.trim().to_owned(),
-            unit: x.unit.clone(),
-            reorder_point: x.reorder_point,
-            notes: x.notes.clone(),
-            created_by: actor.to_owned(),
-            updated_by: actor.to_owned(),
-        }
-    }
-}
-
-impl ItemChanges {
-    fn from_mask(x: &InventoryItem, paths: &[&str]) -> Self {
-        let mut ch = Self::default();
-        for path in paths {
-            match *path {
-                "sku" => ch.sku = Some(x.sku.trim().to_owned()),
-                "display_name" => ch.display_name = Some(x.display_name.trim().to_owned()),
-                "unit" => ch.unit = Some(x.unit.clone()),
-                "reorder_point" => ch.reorder_point = Some(x.reorder_point),
-                "notes" => ch.notes = Some(x.notes.clone()),
-                _ => {}
-            }
-        }
-        ch
-    }
-}
-
-/// The inventory item resource.
-#[derive(Debug)]
-pub struct InventoryItems;
-
-const FILTER_FIELDS: &[&str] = &[
-    "sku",
-    "display_name",
-    "unit",
-    "needs_reorder",
-    "create_time",
-    "update_time",
-];
-
-fn leaf(
-    field: &str,
-    op: Op,
-    value: &Value,
-) -> Result<BoxedPredicate<inventory_items::table>, FilterError> {
-    match field {
-        "sku" => crm_db::filter_text!(it::sku, field, op, value),
-        "display_name" => crm_db::filter_text!(it::display_name, field, op, value),
-        "unit" => crm_db::filter_text!(it::unit, field, op, value),
-        "needs_reorder" => {
-            let flag = crm_resource::store::bool_value(field, value)?;
-            let low = it::total_on_hand.le(it::reorder_point);
-            match (op, flag) {
-                (Op::Eq, true) | (Op::Ne, false) => Ok(Box::new(low)),
-                (Op::Eq, false) | (Op::Ne, true) => {
-                    Ok(Box::new(it::total_on_hand.gt(it::reorder_point)))
-                }
-                (Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Has, _) => {
-                    Err(filter::unsupported_op(field, op))
-                }
-            }
-        }
-        "create_time" => crm_db::filter_time!(it::create_time, field, op, value),
-        "update_time" => crm_db::filter_time!(it::update_time, field, op, value),
-        other => Err(filter::unknown_field(other, FILTER_FIELDS)),
-    }
 }
 
 fn is_sku(s: &str) -> bool {
@@ -180,118 +68,78 @@ fn is_sku(s: &str) -> bool {
         })
 }
 
+/// The inventory item resource.
+#[derive(Debug)]
+pub struct InventoryItems;
+
 impl Resource for InventoryItems {
     type Proto = InventoryItem;
-    type Row = ItemRow;
+    type Fields = ItemFields;
+    type Table = inventory_items::table;
     const RESOURCE_TYPE: &'static str = "core.crm/InventoryItem";
     const COLLECTION: &'static str = "inventoryItems";
     const FIELD: &'static str = "inventory_item";
-    const UPDATABLE: &'static [&'static str] =
-        &["sku", "display_name", "unit", "reorder_point", "notes"];
-    const OUTPUT_ONLY: &'static [&'static str] = &[
-        "name",
-        "total_on_hand",
-        "needs_reorder",
-        "create_time",
-        "update_time",
-        "delete_time",
-        "purge_time",
-        "etag",
-        "creator",
-        "last_modifier",
+    const FIELDS: &'static [Field<Self>] = &[
+        Field::<Self>::updatable("sku", |i, x, f| {
+            if !is_sku(x.sku.trim()) {
+                i.push("INVALID_SKU", "1 to 64 of A-Z, 0-9, '-', '_' and '.'");
+            }
+            x.sku.trim().clone_into(&mut f.sku);
+        })
+        .filter(|n, op, v| crm_db::filter_text!(it::sku, n, op, v)),
+        Field::<Self>::updatable("display_name", |i, x, f| {
+            f.display_name = i.required_text(&x.display_name, 200);
+        })
+        .filter(|n, op, v| crm_db::filter_text!(it::display_name, n, op, v)),
+        Field::<Self>::updatable("unit", |i, x, f| {
+            if !validate::is_slug(&x.unit) {
+                i.push("INVALID_UNIT", "a unit such as each, gallon or lb");
+            }
+            f.unit.clone_from(&x.unit);
+        })
+        .filter(|n, op, v| crm_db::filter_text!(it::unit, n, op, v)),
+        Field::<Self>::updatable("reorder_point", |i, x, f| {
+            f.reorder_point = i.in_range(x.reorder_point, 0..=MAX_QUANTITY, "0 to 1,000,000,000");
+        }),
+        Field::<Self>::updatable("notes", |i, x, f| f.notes = i.text(&x.notes, 10_000)),
+        Field::<Self>::output("total_on_hand"),
+        Field::<Self>::output("needs_reorder").filter(|n, op, v| {
+            let flag = crm_resource::store::bool_value(n, v)?;
+            let low = it::total_on_hand.le(it::reorder_point);
+            match (op, flag) {
+                (Op::Eq, true) | (Op::Ne, false) => Ok(Box::new(low)),
+                (Op::Eq, false) | (Op::Ne, true) => {
+                    Ok(Box::new(it::total_on_hand.gt(it::reorder_point)))
+                }
+                (Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Has, _) => {
+                    Err(filter::unsupported_op(n, op))
+                }
+            }
+        }),
     ];
 
-    fn name(x: &InventoryItem) -> &str {
-        &x.name
-    }
-    fn etag(x: &InventoryItem) -> &str {
-        &x.etag
-    }
-    fn meta(row: &ItemRow) -> Meta {
-        Meta {
-            revision: row.revision,
-            deleted: row.delete_time.is_some(),
-        }
-    }
-    fn sort_key(row: &ItemRow, field: OrderField) -> Vec<String> {
-        let value = match field {
-            OrderField::CreateTime => row.create_time.to_rfc3339(),
-            OrderField::UpdateTime => row.update_time.to_rfc3339(),
-            OrderField::DisplayName => row.display_name.clone(),
-        };
-        Order::key(value, row.id)
-    }
-    fn to_proto(row: ItemRow) -> InventoryItem {
-        let ItemRow {
-            organization_id,
-            id,
-            sku,
-            display_name,
-            unit,
-            reorder_point,
-            notes,
-            total_on_hand,
-            create_time,
-            update_time,
-            delete_time,
-            purge_time,
-            revision,
-            created_by,
-            updated_by,
-        } = row;
+    fn to_proto(_org: Uuid, f: ItemFields) -> InventoryItem {
         InventoryItem {
-            name: child_name(organization_id, "inventoryItems", id),
-            sku,
-            display_name,
-            unit,
-            reorder_point,
-            notes,
-            total_on_hand,
-            needs_reorder: total_on_hand <= reorder_point,
-            create_time: Some(timestamp(create_time)),
-            update_time: Some(timestamp(update_time)),
-            delete_time: optional_timestamp(delete_time),
-            purge_time: optional_timestamp(purge_time),
-            etag: crm_db::etag::from_revision(revision),
-            creator: created_by,
-            last_modifier: updated_by,
+            needs_reorder: f.total_on_hand <= f.reorder_point,
+            sku: f.sku,
+            display_name: f.display_name,
+            unit: f.unit,
+            reorder_point: f.reorder_point,
+            notes: f.notes,
+            total_on_hand: f.total_on_hand,
+            ..InventoryItem::default()
         }
     }
-    fn validate(v: &mut Violations, _org: Option<Uuid>, x: &InventoryItem, paths: &[&str]) {
-        for path in paths {
-            let field = format!("inventory_item.{path}");
-            match *path {
-                "sku" if !is_sku(x.sku.trim()) => v.push(
-                    field,
-                    "INVALID_SKU",
-                    "1 to 64 of A-Z, 0-9, '-', '_' and '.'",
-                ),
-                "display_name" => validate::required_text(v, &field, &x.display_name, 200),
-                "unit" if !validate::is_slug(&x.unit) => {
-                    v.push(field, "INVALID_UNIT", "a unit such as each, gallon or lb");
-                }
-                "reorder_point" if !(0..=MAX_QUANTITY).contains(&x.reorder_point) => {
-                    v.push(field, "OUT_OF_RANGE", "0 to 1,000,000,000");
-                }
-                "notes" => validate::optional_text(v, &field, &x.notes, 10_000),
-                _ => {}
-            }
-        }
-    }
-    fn check_filter(f: &Filter) -> Result<(), FilterError> {
-        filter::compile(f, &leaf).map(|_| ())
+    fn order_text(f: &ItemFields) -> &str {
+        &f.display_name
     }
 }
 
 crm_resource::standard_store!(
     InventoryItems,
-    inventory_items,
-    create_time,
-    display_name,
-    ItemRow,
-    NewItem,
-    ItemChanges,
-    leaf
+    table = inventory_items,
+    time = create_time,
+    text = display_name
 );
 
 #[derive(Debug, Queryable, Selectable)]
@@ -364,7 +212,7 @@ async fn adjust(
             let item = InventoryItems::find(conn, org, id, true)
                 .await?
                 .ok_or_else(|| not_found::<InventoryItems>(&b.name))?;
-            if item.delete_time.is_some() {
+            if item.std.deleted() {
                 return Err(ApiError::FailedPrecondition {
                     reason: "RESOURCE_DELETED",
                     message: "stock of a deleted item cannot change".into(),
@@ -407,8 +255,9 @@ async fn adjust(
                 .set(it::total_on_hand.eq(it::total_on_hand + b.delta))
                 .execute(&mut { conn })
                 .await?;
-            let updated =
-                InventoryItems::to_proto(InventoryItems::touch(conn, org, id, call.actor()).await?);
+            let updated = crm_resource::to_proto::<InventoryItems>(
+                InventoryItems::touch(conn, org, id, call.actor()).await?,
+            );
             let row: AdjustmentRow = diesel::insert_into(sa::stock_adjustments)
                 .values((
                     sa::organization_id.eq(org),
@@ -442,7 +291,7 @@ async fn adjust(
                     },
                     Change {
                         field: "total_on_hand".into(),
-                        before: item.total_on_hand.to_string(),
+                        before: item.fields.total_on_hand.to_string(),
                         after: updated.total_on_hand.to_string(),
                     },
                 ],

@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::consent::{self, Keyword, Refusal};
-use crate::conversations::{Conversations, normalized_participant};
+use crate::conversations::{ConversationFields, Conversations, normalized_participant};
 use crate::schema::contacts::dsl as ct;
 use crate::schema::conversations::dsl as cv;
 use crate::schema::customers::dsl as cu;
@@ -32,8 +32,8 @@ use crate::schema::messages::{self, dsl as m};
 use crate::status;
 use crate::{CoreState, search};
 use crm_resource::audit::{self, Action, Change};
-use crm_resource::small;
-use crm_resource::{Call, Resource, Store, Write, emit, not_found};
+use crm_resource::column;
+use crm_resource::{Call, Store, Write, emit, not_found};
 
 const SERVICE: &str = "crm.core.v1.MessageService";
 const MAX_ATTACHMENTS: usize = 10;
@@ -141,12 +141,12 @@ async fn insert(
             m::id.eq(id),
             m::conversation_id.eq(n.conversation_id),
             m::customer_id.eq(n.customer_id),
-            m::channel.eq(small(n.conversation.channel)),
-            m::direction.eq(small(n.direction as i32)),
-            m::purpose.eq(small(n.purpose as i32)),
+            m::channel.eq(column(n.conversation.channel)?),
+            m::direction.eq(column(n.direction as i32)?),
+            m::purpose.eq(column(n.purpose as i32)?),
             m::body.eq(n.body),
             m::attachment_uris.eq(n.attachment_uris),
-            m::delivery_status.eq(small(n.status as i32)),
+            m::delivery_status.eq(column(n.status as i32)?),
             m::status_reason.eq(n.status_reason),
             m::provider_message_id.eq(n.provider_message_id),
             m::sender.eq(n.sender),
@@ -268,8 +268,8 @@ impl MessageApi {
                 let row = Conversations::find(conn, org, conversation_id, true)
                     .await?
                     .ok_or_else(|| not_found::<Conversations>(&b.parent))?;
-                let conversation = Conversations::to_proto(row.clone());
-                if row.delete_time.is_some() {
+                let conversation = crm_resource::to_proto::<Conversations>(row.clone());
+                if row.std.deleted() {
                     return Err(ApiError::FailedPrecondition {
                         reason: "RESOURCE_DELETED",
                         message: "the conversation is deleted".into(),
@@ -280,7 +280,7 @@ impl MessageApi {
                 validate_body(&mut v, channel, &b.body);
                 v.finish()?;
                 let refusal = if channel == Some(Channel::Sms) {
-                    consent::check(conn, org, &row.participant, purpose, Utc::now())
+                    consent::check(conn, org, &row.fields.participant, purpose, Utc::now())
                         .await?
                         .refusal
                 } else {
@@ -296,7 +296,7 @@ impl MessageApi {
                     NewMessage {
                         conversation: &conversation,
                         conversation_id,
-                        customer_id: row.customer_id,
+                        customer_id: row.fields.customer_id,
                         direction: Direction::Outbound,
                         purpose,
                         body: &b.body,
@@ -315,8 +315,8 @@ impl MessageApi {
                         conn,
                         org,
                         consent::NewEvent {
-                            phone: &row.participant,
-                            purpose: small(purpose as i32),
+                            phone: &row.fields.participant,
+                            purpose: column(purpose as i32)?,
                             kind: "refused",
                             detail: r.reason(),
                             message_id: Uuid::parse_str(
@@ -603,7 +603,7 @@ impl MessageApi {
                     .set((
                         m::provider_message_id.eq(&b.provider_message_id),
                         m::delivery_status.eq(if moves {
-                            small(new_status as i32)
+                            column(new_status as i32)?
                         } else {
                             row.delivery_status
                         }),
@@ -672,15 +672,20 @@ async fn find_or_start(
 ) -> Result<Option<Conversation>, ApiError> {
     let existing = cv::conversations
         .filter(cv::organization_id.eq(org))
-        .filter(cv::channel.eq(small(channel)))
+        .filter(cv::channel.eq(column(channel)?))
         .filter(cv::participant.eq(from))
         .filter(cv::delete_time.is_null())
-        .select(crate::conversations::ConversationRow::as_select())
-        .first(&mut { conn })
+        .select((
+            crm_resource::standard_columns!(cv),
+            ConversationFields::as_select(),
+        ))
+        .first::<(crm_resource::Standard, ConversationFields)>(&mut { conn })
         .await
         .optional()?;
     if let Some(row) = existing {
-        return Ok(Some(Conversations::to_proto(row)));
+        return Ok(Some(crm_resource::to_proto::<Conversations>(
+            crm_resource::Row::from_pair(row),
+        )));
     }
     let customer = match customer {
         Some(c) => Some(c),
@@ -711,18 +716,18 @@ async fn find_or_start(
     let Some(customer) = customer else {
         return Ok(None);
     };
-    let start = Conversation {
-        customer: names::child_name(org, "customers", customer),
-        channel,
+    let start = ConversationFields {
+        customer_id: customer,
+        channel: column(channel)?,
         participant: from.to_owned(),
-        ..Conversation::default()
+        ..ConversationFields::default()
     };
     let w = Write {
         org,
         call,
         request_id,
     };
-    crm_resource::create_in::<Conversations>(conn, w, Uuid::now_v7(), &start)
+    crm_resource::create_in::<Conversations>(conn, w, Uuid::now_v7(), start)
         .await
         .map(Some)
 }

@@ -1,51 +1,36 @@
 //! `crm.core.v1.PropertyService`: customers' service locations. Gate codes are returned only
 //! with the FULL view and never written into audit entries.
 
-use chrono::{DateTime, Utc};
 use crm_auth::{MethodPolicy, permission};
-use crm_db::filter::{self, BoxedPredicate, Filter, FilterError, Op, Value};
 use crm_platform::ApiError;
 use crm_platform::api::names::child_name;
-use crm_platform::api::time::{optional_timestamp, timestamp};
-use crm_platform::api::validate::{self, Violations};
 use crm_proto::common_v1::{GeoPoint, PostalAddress};
 use crm_proto::core_v1::{
     CreatePropertyRequest, DeletePropertyRequest, GetPropertyRequest, ListPropertiesRequest,
     ListPropertiesResponse, Property, PropertyView, UndeletePropertyRequest, UpdatePropertyRequest,
 };
+use crm_resource::{BoxFuture, Field, Input, Resource, Row};
 use diesel::prelude::*;
 use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
-use crate::contacts::require_live_customer;
+use crate::customers::require_live;
 use crate::schema::properties::{self, dsl as p};
-use crm_resource::id_in;
-use crm_resource::{BoxFuture, Meta, Order, OrderField, Resource, reference};
-
-const SERVICE: &str = "crm.core.v1.PropertyService";
 
 /// The permission of every RPC.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    crm_resource::policy(
-        SERVICE,
-        &[
-            ("CreateProperty", permission::CUSTOMERS_WRITE),
-            ("GetProperty", permission::CUSTOMERS_READ),
-            ("ListProperties", permission::CUSTOMERS_READ),
-            ("UpdateProperty", permission::CUSTOMERS_WRITE),
-            ("DeleteProperty", permission::CUSTOMERS_DELETE),
-            ("UndeleteProperty", permission::CUSTOMERS_DELETE),
-        ],
+    PropertyApi::policy(
+        permission::CUSTOMERS_READ,
+        permission::CUSTOMERS_WRITE,
+        permission::CUSTOMERS_DELETE,
     )
 }
 
-/// A row of `core.properties`.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = properties)]
-pub struct PropertyRow {
-    pub organization_id: Uuid,
-    pub id: Uuid,
+/// The columns of `core.properties` besides the standard ones.
+#[derive(Debug, Clone, Default, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = properties, treat_none_as_null = true)]
+pub struct PropertyFields {
     pub customer_id: Uuid,
     pub display_name: String,
     pub region_code: String,
@@ -59,356 +44,147 @@ pub struct PropertyRow {
     pub zone: String,
     pub access_notes: String,
     pub gate_code: String,
-    pub create_time: DateTime<Utc>,
-    pub update_time: DateTime<Utc>,
-    pub delete_time: Option<DateTime<Utc>>,
-    pub purge_time: Option<DateTime<Utc>>,
-    pub revision: i64,
-    pub created_by: String,
-    pub updated_by: String,
 }
 
-/// A property to insert.
-#[derive(Debug, Insertable)]
-#[diesel(table_name = properties)]
-pub struct NewProperty {
-    organization_id: Uuid,
-    id: Uuid,
-    customer_id: Uuid,
-    display_name: String,
-    region_code: String,
-    postal_code: String,
-    administrative_area: String,
-    locality: String,
-    address_lines: Vec<String>,
-    recipient: String,
-    latitude: Option<f64>,
-    longitude: Option<f64>,
-    zone: String,
-    access_notes: String,
-    gate_code: String,
-    created_by: String,
-    updated_by: String,
-}
-
-/// Changes to a property.
-#[derive(Debug, Default, AsChangeset)]
-#[diesel(table_name = properties)]
-pub struct PropertyChanges {
-    customer_id: Option<Uuid>,
-    display_name: Option<String>,
-    region_code: Option<String>,
-    postal_code: Option<String>,
-    administrative_area: Option<String>,
-    locality: Option<String>,
-    address_lines: Option<Vec<String>>,
-    recipient: Option<String>,
-    latitude: Option<Option<f64>>,
-    longitude: Option<Option<f64>>,
-    zone: Option<String>,
-    access_notes: Option<String>,
-    gate_code: Option<String>,
-}
-
-fn trimmed(a: &PostalAddress) -> PostalAddress {
-    PostalAddress {
-        region_code: a.region_code.trim().to_ascii_uppercase(),
-        postal_code: a.postal_code.trim().to_owned(),
-        administrative_area: a.administrative_area.trim().to_owned(),
-        locality: a.locality.trim().to_owned(),
-        address_lines: a
-            .address_lines
-            .iter()
-            .map(|l| l.trim().to_owned())
-            .filter(|l| !l.is_empty())
-            .collect(),
-        recipient: a.recipient.trim().to_owned(),
+/// Validates a postal address and writes it, trimmed, into the columns.
+fn set_address(i: &mut Input<'_>, a: Option<&PostalAddress>, f: &mut PropertyFields) {
+    let Some(a) = a else {
+        i.push("REQUIRED", "an address is required");
+        return;
+    };
+    let region = a.region_code.trim();
+    if region.len() != 2 || !region.bytes().all(|b| b.is_ascii_alphabetic()) {
+        i.push_at(
+            "region_code",
+            "INVALID_REGION_CODE",
+            "an ISO 3166-1 alpha-2 code such as US",
+        );
     }
+    if a.address_lines.iter().all(|l| l.trim().is_empty()) {
+        let message = "at least one address line is required";
+        i.push_at("address_lines", "REQUIRED", message);
+    }
+    if a.address_lines.len() > 5 || a.address_lines.iter().any(|l| l.len() > 200) {
+        let message = "at most 5 lines of 200 characters";
+        i.push_at("address_lines", "TOO_LONG", message);
+    }
+    f.region_code = region.to_ascii_uppercase();
+    f.postal_code = i.text_at("postal_code", a.postal_code.trim(), 200);
+    f.administrative_area = i.text_at("administrative_area", a.administrative_area.trim(), 200);
+    f.locality = i.text_at("locality", a.locality.trim(), 200);
+    f.recipient = i.text_at("recipient", a.recipient.trim(), 200);
+    f.address_lines = (a.address_lines.iter().map(|l| l.trim().to_owned()))
+        .filter(|l| !l.is_empty())
+        .collect();
 }
 
-impl NewProperty {
-    fn from_proto(org: Uuid, id: Uuid, x: &Property, actor: &str) -> Self {
-        let a = trimmed(&x.address.clone().unwrap_or_default());
-        Self {
-            organization_id: org,
-            id,
-            customer_id: id_in(&x.customer, "customers"),
-            display_name: x.display_name.trim().to_owned(),
-            region_code: a.region_code,
-            postal_code: a.postal_code,
-            administrative_area: a.administrative_area,
-            locality: a.locality,
-            address_lines: a.address_lines,
-            recipient: a.recipient,
-            latitude: x.location.map(|g| g.latitude),
-            longitude: x.location.map(|g| g.longitude),
-            zone: x.zone.clone(),
-            access_notes: x.access_notes.clone(),
-            gate_code: x.gate_code.clone(),
-            created_by: actor.to_owned(),
-            updated_by: actor.to_owned(),
+/// Validates a geo point and writes it into the columns (none is none).
+fn set_location(i: &mut Input<'_>, g: Option<&GeoPoint>, f: &mut PropertyFields) {
+    if let Some(g) = g {
+        if !(-90.0..=90.0).contains(&g.latitude) || !g.latitude.is_finite() {
+            i.push_at("latitude", "OUT_OF_RANGE", "-90 to 90");
+        }
+        if !(-180.0..=180.0).contains(&g.longitude) || !g.longitude.is_finite() {
+            i.push_at("longitude", "OUT_OF_RANGE", "-180 to 180");
         }
     }
-}
-
-impl PropertyChanges {
-    fn from_mask(x: &Property, paths: &[&str]) -> Self {
-        let mut ch = Self::default();
-        for path in paths {
-            match *path {
-                "customer" => ch.customer_id = Some(id_in(&x.customer, "customers")),
-                "display_name" => ch.display_name = Some(x.display_name.trim().to_owned()),
-                "address" => {
-                    let a = trimmed(&x.address.clone().unwrap_or_default());
-                    ch.region_code = Some(a.region_code);
-                    ch.postal_code = Some(a.postal_code);
-                    ch.administrative_area = Some(a.administrative_area);
-                    ch.locality = Some(a.locality);
-                    ch.address_lines = Some(a.address_lines);
-                    ch.recipient = Some(a.recipient);
-                }
-                "location" => {
-                    ch.latitude = Some(x.location.map(|g| g.latitude));
-                    ch.longitude = Some(x.location.map(|g| g.longitude));
-                }
-                "zone" => ch.zone = Some(x.zone.clone()),
-                "access_notes" => ch.access_notes = Some(x.access_notes.clone()),
-                "gate_code" => ch.gate_code = Some(x.gate_code.clone()),
-                _ => {}
-            }
-        }
-        ch
-    }
+    f.latitude = g.map(|g| g.latitude);
+    f.longitude = g.map(|g| g.longitude);
 }
 
 /// The property resource.
 #[derive(Debug)]
 pub struct Properties;
 
-const FILTER_FIELDS: &[&str] = &[
-    "customer",
-    "display_name",
-    "zone",
-    "locality",
-    "postal_code",
-    "create_time",
-    "update_time",
-];
-
-fn leaf(
-    field: &str,
-    op: Op,
-    value: &Value,
-) -> Result<BoxedPredicate<properties::table>, FilterError> {
-    match field {
-        "customer" => {
-            crm_resource::filter_reference!(p::customer_id, field, op, value, "customers")
-        }
-        "display_name" => crm_db::filter_text!(p::display_name, field, op, value),
-        "zone" => crm_db::filter_text!(p::zone, field, op, value),
-        "locality" => crm_db::filter_text!(p::locality, field, op, value),
-        "postal_code" => crm_db::filter_text!(p::postal_code, field, op, value),
-        "create_time" => crm_db::filter_time!(p::create_time, field, op, value),
-        "update_time" => crm_db::filter_time!(p::update_time, field, op, value),
-        other => Err(filter::unknown_field(other, FILTER_FIELDS)),
-    }
-}
-
-fn validate_address(v: &mut Violations, field: &str, a: Option<&PostalAddress>) {
-    let Some(a) = a else {
-        v.push(field, "REQUIRED", "an address is required");
-        return;
-    };
-    let region = a.region_code.trim();
-    if region.len() != 2 || !region.bytes().all(|b| b.is_ascii_alphabetic()) {
-        v.push(
-            format!("{field}.region_code"),
-            "INVALID_REGION_CODE",
-            "an ISO 3166-1 alpha-2 code such as US",
-        );
-    }
-    if a.address_lines.iter().all(|l| l.trim().is_empty()) {
-        v.push(
-            format!("{field}.address_lines"),
-            "REQUIRED",
-            "at least one address line is required",
-        );
-    }
-    if a.address_lines.len() > 5 || a.address_lines.iter().any(|l| l.len() > 200) {
-        v.push(
-            format!("{field}.address_lines"),
-            "TOO_LONG",
-            "at most 5 lines of 200 characters",
-        );
-    }
-    for (name, value) in [
-        ("postal_code", &a.postal_code),
-        ("administrative_area", &a.administrative_area),
-        ("locality", &a.locality),
-        ("recipient", &a.recipient),
-    ] {
-        validate::optional_text(v, &format!("{field}.{name}"), value, 200);
-    }
-}
-
-fn validate_location(v: &mut Violations, field: &str, g: Option<&GeoPoint>) {
-    if let Some(g) = g {
-        if !(-90.0..=90.0).contains(&g.latitude) || !g.latitude.is_finite() {
-            v.push(format!("{field}.latitude"), "OUT_OF_RANGE", "-90 to 90");
-        }
-        if !(-180.0..=180.0).contains(&g.longitude) || !g.longitude.is_finite() {
-            v.push(format!("{field}.longitude"), "OUT_OF_RANGE", "-180 to 180");
-        }
-    }
-}
-
 impl Resource for Properties {
     type Proto = Property;
-    type Row = PropertyRow;
+    type Fields = PropertyFields;
+    type Table = properties::table;
     const RESOURCE_TYPE: &'static str = "core.crm/Property";
     const COLLECTION: &'static str = "properties";
     const FIELD: &'static str = "property";
-    const UPDATABLE: &'static [&'static str] = &[
-        "customer",
-        "display_name",
-        "address",
-        "location",
-        "zone",
-        "access_notes",
-        "gate_code",
-    ];
-    const OUTPUT_ONLY: &'static [&'static str] = crm_resource::STANDARD_OUTPUT_ONLY;
-    const REDACTED: &'static [&'static str] = &["gate_code"];
     const FULL_VIEW_PERMISSION: Option<&'static str> = Some(permission::PROPERTY_ACCESS_READ);
-
-    fn name(x: &Property) -> &str {
-        &x.name
-    }
-    fn etag(x: &Property) -> &str {
-        &x.etag
-    }
-    fn meta(row: &PropertyRow) -> Meta {
-        Meta {
-            revision: row.revision,
-            deleted: row.delete_time.is_some(),
-        }
-    }
-    fn sort_key(row: &PropertyRow, field: OrderField) -> Vec<String> {
-        let value = match field {
-            OrderField::CreateTime => row.create_time.to_rfc3339(),
-            OrderField::UpdateTime => row.update_time.to_rfc3339(),
-            OrderField::DisplayName => row.display_name.clone(),
-        };
-        Order::key(value, row.id)
-    }
-    fn to_proto(row: PropertyRow) -> Property {
-        let PropertyRow {
-            organization_id,
-            id,
-            customer_id,
-            display_name,
-            region_code,
-            postal_code,
-            administrative_area,
-            locality,
-            address_lines,
-            recipient,
-            latitude,
-            longitude,
-            zone,
-            access_notes,
-            gate_code,
-            create_time,
-            update_time,
-            delete_time,
-            purge_time,
-            revision,
-            created_by,
-            updated_by,
-        } = row;
-        Property {
-            name: child_name(organization_id, "properties", id),
-            customer: child_name(organization_id, "customers", customer_id),
-            display_name,
-            address: Some(PostalAddress {
-                region_code,
-                postal_code,
-                administrative_area,
-                locality,
-                address_lines,
-                recipient,
-            }),
-            location: latitude
-                .zip(longitude)
-                .map(|(latitude, longitude)| GeoPoint {
-                    latitude,
-                    longitude,
-                }),
-            zone,
-            access_notes,
-            gate_code,
-            create_time: Some(timestamp(create_time)),
-            update_time: Some(timestamp(update_time)),
-            delete_time: optional_timestamp(delete_time),
-            purge_time: optional_timestamp(purge_time),
-            etag: crm_db::etag::from_revision(revision),
-            creator: created_by,
-            last_modifier: updated_by,
-        }
-    }
-    fn validate(v: &mut Violations, org: Option<Uuid>, x: &Property, paths: &[&str]) {
-        for path in paths {
-            let field = format!("property.{path}");
-            match *path {
-                "customer" => {
-                    reference(v, org, &field, &x.customer, "customers");
-                }
-                "display_name" => validate::required_text(v, &field, &x.display_name, 200),
-                "address" => validate_address(v, &field, x.address.as_ref()),
-                "location" => validate_location(v, &field, x.location.as_ref()),
-                "zone" if !x.zone.is_empty() && !validate::is_slug(&x.zone) => v.push(
-                    field,
-                    "INVALID_ZONE",
-                    "lower-case letters, digits and '-', at most 40 characters",
-                ),
-                "access_notes" => validate::optional_text(v, &field, &x.access_notes, 2_000),
-                "gate_code" => validate::optional_text(v, &field, &x.gate_code, 50),
-                _ => {}
+    const FIELDS: &'static [Field<Self>] = &[
+        Field::<Self>::updatable("customer", |i, x, f| {
+            if let Some(id) = i.reference(&x.customer, "customers") {
+                f.customer_id = id;
             }
+        })
+        .filter(|n, op, v| crm_resource::filter_reference!(p::customer_id, n, op, v, "customers")),
+        Field::<Self>::updatable("display_name", |i, x, f| {
+            f.display_name = i.required_text(&x.display_name, 200);
+        })
+        .filter(|n, op, v| crm_db::filter_text!(p::display_name, n, op, v)),
+        Field::<Self>::updatable("address", |i, x, f| set_address(i, x.address.as_ref(), f)),
+        Field::<Self>::updatable("location", |i, x, f| {
+            set_location(i, x.location.as_ref(), f);
+        }),
+        Field::<Self>::updatable("zone", |i, x, f| {
+            let message = "lower-case letters, digits and '-', at most 40 characters";
+            f.zone = i.slug(&x.zone, "INVALID_ZONE", message);
+        })
+        .filter(|n, op, v| crm_db::filter_text!(p::zone, n, op, v)),
+        Field::<Self>::filter_only("locality", |n, op, v| {
+            crm_db::filter_text!(p::locality, n, op, v)
+        }),
+        Field::<Self>::filter_only("postal_code", |n, op, v| {
+            crm_db::filter_text!(p::postal_code, n, op, v)
+        }),
+        Field::<Self>::updatable("access_notes", |i, x, f| {
+            f.access_notes = i.text(&x.access_notes, 2_000);
+        }),
+        Field::<Self>::updatable("gate_code", |i, x, f| {
+            f.gate_code = i.text(&x.gate_code, 50);
+        })
+        .redacted(),
+    ];
+
+    fn to_proto(org: Uuid, f: PropertyFields) -> Property {
+        Property {
+            customer: child_name(org, "customers", f.customer_id),
+            display_name: f.display_name,
+            address: Some(PostalAddress {
+                region_code: f.region_code,
+                postal_code: f.postal_code,
+                administrative_area: f.administrative_area,
+                locality: f.locality,
+                address_lines: f.address_lines,
+                recipient: f.recipient,
+            }),
+            location: (f.latitude.zip(f.longitude)).map(|(latitude, longitude)| GeoPoint {
+                latitude,
+                longitude,
+            }),
+            zone: f.zone,
+            access_notes: f.access_notes,
+            gate_code: f.gate_code,
+            ..Property::default()
         }
     }
-    fn check_filter(f: &Filter) -> Result<(), FilterError> {
-        filter::compile(f, &leaf).map(|_| ())
+    fn order_text(f: &PropertyFields) -> &str {
+        &f.display_name
     }
     fn before_write<'a>(
         conn: &'a AsyncPgConnection,
         org: Uuid,
-        _current: Option<&'a PropertyRow>,
-        x: &'a Property,
+        _current: Option<&'a Row<PropertyFields>>,
+        next: &'a mut PropertyFields,
         paths: &'a [&'static str],
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             if paths.contains(&"customer") {
-                require_live_customer(conn, org, id_in(&x.customer, "customers"), &x.customer)
-                    .await?;
+                require_live(conn, org, next.customer_id).await?;
             }
             Ok(())
         })
-    }
-    fn redact(x: &mut Property) {
-        x.gate_code.clear();
     }
 }
 
 crm_resource::standard_store!(
     Properties,
-    properties,
-    create_time,
-    display_name,
-    PropertyRow,
-    NewProperty,
-    PropertyChanges,
-    leaf
+    table = properties,
+    time = create_time,
+    text = display_name
 );
 
 crm_resource::standard_service! {

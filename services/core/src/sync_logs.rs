@@ -3,49 +3,34 @@
 
 use chrono::{DateTime, Duration, Utc};
 use crm_auth::{MethodPolicy, permission};
-use crm_db::filter::{self, BoxedPredicate, Filter, FilterError, Op, Value};
 use crm_platform::ApiError;
-use crm_platform::api::names::child_name;
-use crm_platform::api::time::{from_timestamp, optional_timestamp, timestamp};
-use crm_platform::api::validate::{self, Violations};
+use crm_platform::api::time::{optional_timestamp, timestamp};
+use crm_platform::api::validate;
 use crm_proto::core_v1::{
     CreateSyncLogRequest, DeleteSyncLogRequest, GetSyncLogRequest, ListSyncLogsRequest,
     ListSyncLogsResponse, SyncDirection, SyncLog, SyncStatus, UndeleteSyncLogRequest,
     UpdateSyncLogRequest,
 };
+use crm_resource::{BoxFuture, Field, Input, Resource, Row};
 use diesel::prelude::*;
 use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use crate::schema::sync_logs::{self, dsl as s};
-use crm_resource::small;
-use crm_resource::{BoxFuture, Meta, Order, OrderField, Resource};
 
-const SERVICE: &str = "crm.core.v1.SyncLogService";
 const MAX_ERRORS: usize = 100;
 
 /// The permission of every RPC.
 #[must_use]
 pub fn policy() -> MethodPolicy {
-    crm_resource::policy(
-        SERVICE,
-        &[
-            ("CreateSyncLog", permission::SYNC_WRITE),
-            ("GetSyncLog", permission::SYNC_READ),
-            ("ListSyncLogs", permission::SYNC_READ),
-            ("UpdateSyncLog", permission::SYNC_WRITE),
-            ("DeleteSyncLog", permission::SYNC_WRITE),
-            ("UndeleteSyncLog", permission::SYNC_WRITE),
-        ],
-    )
+    let (read, write) = (permission::SYNC_READ, permission::SYNC_WRITE);
+    SyncLogApi::policy(read, write, write)
 }
 
-/// A row of `core.sync_logs`.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = sync_logs)]
-pub struct SyncLogRow {
-    pub organization_id: Uuid,
-    pub id: Uuid,
+/// The columns of `core.sync_logs` besides the standard ones.
+#[derive(Debug, Clone, Default, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = sync_logs, treat_none_as_null = true)]
+pub struct SyncLogFields {
     pub system: String,
     pub direction: i16,
     pub status: i16,
@@ -56,308 +41,136 @@ pub struct SyncLogRow {
     pub errors: Vec<String>,
     pub start_time: DateTime<Utc>,
     pub finish_time: Option<DateTime<Utc>>,
-    pub create_time: DateTime<Utc>,
-    pub update_time: DateTime<Utc>,
-    pub delete_time: Option<DateTime<Utc>>,
-    pub purge_time: Option<DateTime<Utc>>,
-    pub revision: i64,
-    pub created_by: String,
-    pub updated_by: String,
 }
 
-/// A sync log to insert.
-#[derive(Debug, Insertable)]
-#[diesel(table_name = sync_logs)]
-pub struct NewSyncLog {
-    organization_id: Uuid,
-    id: Uuid,
-    system: String,
-    direction: i16,
-    status: i16,
-    cursor: String,
-    records_read: i64,
-    records_written: i64,
-    records_failed: i64,
-    errors: Vec<String>,
-    start_time: DateTime<Utc>,
-    finish_time: Option<DateTime<Utc>>,
-    created_by: String,
-    updated_by: String,
-}
-
-/// Changes to a sync log (progress of the run).
-#[derive(Debug, Default, AsChangeset)]
-#[diesel(table_name = sync_logs)]
-pub struct SyncLogChanges {
-    status: Option<i16>,
-    cursor: Option<String>,
-    records_read: Option<i64>,
-    records_written: Option<i64>,
-    records_failed: Option<i64>,
-    errors: Option<Vec<String>>,
-    finish_time: Option<Option<DateTime<Utc>>>,
-}
-
-fn time(t: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    t.and_then(from_timestamp)
-}
-
-impl NewSyncLog {
-    fn from_proto(org: Uuid, id: Uuid, x: &SyncLog, actor: &str) -> Self {
-        Self {
-            organization_id: org,
-            id,
-            system: x.system.clone(),
-            direction: small(x.direction),
-            status: small(x.status),
-            cursor: x.cursor.clone(),
-            records_read: x.records_read,
-            records_written: x.records_written,
-            records_failed: x.records_failed,
-            errors: x.errors.clone(),
-            start_time: time(x.start_time.as_ref()).unwrap_or_else(Utc::now),
-            finish_time: time(x.finish_time.as_ref()),
-            created_by: actor.to_owned(),
-            updated_by: actor.to_owned(),
-        }
+/// A time that is valid and not in the future.
+fn past(i: &mut Input<'_>, t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    if t.is_some_and(|t| t > Utc::now() + Duration::minutes(5)) {
+        i.push("TIME_IN_FUTURE", "the time is in the future");
     }
+    t
 }
 
-impl SyncLogChanges {
-    fn from_mask(x: &SyncLog, paths: &[&str]) -> Self {
-        let mut ch = Self::default();
-        for path in paths {
-            match *path {
-                "status" => ch.status = Some(small(x.status)),
-                "cursor" => ch.cursor = Some(x.cursor.clone()),
-                "records_read" => ch.records_read = Some(x.records_read),
-                "records_written" => ch.records_written = Some(x.records_written),
-                "records_failed" => ch.records_failed = Some(x.records_failed),
-                "errors" => ch.errors = Some(x.errors.clone()),
-                "finish_time" => ch.finish_time = Some(time(x.finish_time.as_ref())),
-                _ => {}
-            }
-        }
-        ch
+/// A record count, not negative.
+fn count(i: &mut Input<'_>, n: i64) -> i64 {
+    if n < 0 {
+        i.push("NEGATIVE_COUNT", "counts are not negative");
     }
+    n
 }
 
 /// The sync log resource.
 #[derive(Debug)]
 pub struct SyncLogs;
 
-const FILTER_FIELDS: &[&str] = &["system", "direction", "status", "start_time", "create_time"];
-
-fn leaf(
-    field: &str,
-    op: Op,
-    value: &Value,
-) -> Result<BoxedPredicate<sync_logs::table>, FilterError> {
-    match field {
-        "system" => crm_db::filter_text!(s::system, field, op, value),
-        "direction" => crm_db::filter_enum!(
-            s::direction,
-            field,
-            op,
-            crm_db::filter::enum_number(value, "SYNC_DIRECTION_", SyncDirection::from_str_name)?
-        ),
-        "status" => crm_db::filter_enum!(
-            s::status,
-            field,
-            op,
-            crm_db::filter::enum_number(value, "SYNC_STATUS_", SyncStatus::from_str_name)?
-        ),
-        "start_time" => crm_db::filter_time!(s::start_time, field, op, value),
-        "create_time" => crm_db::filter_time!(s::create_time, field, op, value),
-        other => Err(filter::unknown_field(other, FILTER_FIELDS)),
-    }
-}
-
-fn validate_time(v: &mut Violations, field: &str, t: Option<&prost_types::Timestamp>) {
-    match t.map(from_timestamp) {
-        Some(None) => v.push(field, "INVALID_TIME", "not a valid time"),
-        Some(Some(t)) if t > Utc::now() + Duration::minutes(5) => {
-            v.push(field, "TIME_IN_FUTURE", "the time is in the future");
-        }
-        None | Some(Some(_)) => {}
-    }
-}
-
 impl Resource for SyncLogs {
     type Proto = SyncLog;
-    type Row = SyncLogRow;
+    type Fields = SyncLogFields;
+    type Table = sync_logs::table;
     const RESOURCE_TYPE: &'static str = "core.crm/SyncLog";
     const COLLECTION: &'static str = "syncLogs";
     const FIELD: &'static str = "sync_log";
-    const UPDATABLE: &'static [&'static str] = &[
-        "status",
-        "cursor",
-        "records_read",
-        "records_written",
-        "records_failed",
-        "errors",
-        "finish_time",
-    ];
-    const CREATE_ONLY: &'static [&'static str] = &["system", "direction", "start_time"];
-    const OUTPUT_ONLY: &'static [&'static str] = crm_resource::STANDARD_OUTPUT_ONLY;
     const TEXT_ORDER: &'static str = "system";
     const TIME_ORDER: &'static str = "start_time";
     const DEFAULT_DESC: bool = true;
-
-    fn name(x: &SyncLog) -> &str {
-        &x.name
-    }
-    fn etag(x: &SyncLog) -> &str {
-        &x.etag
-    }
-    fn meta(row: &SyncLogRow) -> Meta {
-        Meta {
-            revision: row.revision,
-            deleted: row.delete_time.is_some(),
-        }
-    }
-    fn sort_key(row: &SyncLogRow, field: OrderField) -> Vec<String> {
-        let value = match field {
-            OrderField::CreateTime => row.start_time.to_rfc3339(),
-            OrderField::UpdateTime => row.update_time.to_rfc3339(),
-            OrderField::DisplayName => row.system.clone(),
-        };
-        Order::key(value, row.id)
-    }
-    fn to_proto(row: SyncLogRow) -> SyncLog {
-        let SyncLogRow {
-            organization_id,
-            id,
-            system,
-            direction,
-            status,
-            cursor,
-            records_read,
-            records_written,
-            records_failed,
-            errors,
-            start_time,
-            finish_time,
-            create_time,
-            update_time,
-            delete_time,
-            purge_time,
-            revision,
-            created_by,
-            updated_by,
-        } = row;
-        SyncLog {
-            name: child_name(organization_id, "syncLogs", id),
-            system,
-            direction: i32::from(direction),
-            status: i32::from(status),
-            cursor,
-            records_read,
-            records_written,
-            records_failed,
-            errors,
-            start_time: Some(timestamp(start_time)),
-            finish_time: optional_timestamp(finish_time),
-            create_time: Some(timestamp(create_time)),
-            update_time: Some(timestamp(update_time)),
-            delete_time: optional_timestamp(delete_time),
-            purge_time: optional_timestamp(purge_time),
-            etag: crm_db::etag::from_revision(revision),
-            creator: created_by,
-            last_modifier: updated_by,
-        }
-    }
-    fn validate(v: &mut Violations, _org: Option<Uuid>, x: &SyncLog, paths: &[&str]) {
-        for path in paths {
-            let field = format!("sync_log.{path}");
-            match *path {
-                "system" if !validate::is_slug(&x.system) => v.push(
-                    field,
-                    "INVALID_SYSTEM",
-                    "lower-case letters, digits and '-', e.g. quickbooks",
-                ),
-                "direction" => match SyncDirection::try_from(x.direction) {
-                    Ok(SyncDirection::Unspecified) | Err(_) => {
-                        v.push(
-                            field,
-                            "INVALID_DIRECTION",
-                            "IMPORT, EXPORT or BIDIRECTIONAL",
-                        );
-                    }
-                    Ok(_) => {}
-                },
-                "status" => match SyncStatus::try_from(x.status) {
-                    Ok(SyncStatus::Unspecified) | Err(_) => {
-                        v.push(
-                            field,
-                            "INVALID_STATUS",
-                            "RUNNING, SUCCEEDED, PARTIAL or FAILED",
-                        );
-                    }
-                    Ok(_) => {}
-                },
-                "cursor" => validate::optional_text(v, &field, &x.cursor, 1_000),
-                "records_read" | "records_written" | "records_failed" => {
-                    let n = match *path {
-                        "records_read" => x.records_read,
-                        "records_written" => x.records_written,
-                        _ => x.records_failed,
-                    };
-                    if n < 0 {
-                        v.push(field, "NEGATIVE_COUNT", "counts are not negative");
-                    }
-                }
-                "errors"
-                    if x.errors.len() > MAX_ERRORS || x.errors.iter().any(|e| e.len() > 1_000) =>
-                {
-                    v.push(
-                        field,
-                        "TOO_MANY_ERRORS",
-                        "at most 100 messages of 1,000 characters",
-                    );
-                }
-                "start_time" if x.start_time.is_none() => {
-                    v.push(field, "REQUIRED", "when the run started");
-                }
-                "start_time" => validate_time(v, &field, x.start_time.as_ref()),
-                "finish_time" => validate_time(v, &field, x.finish_time.as_ref()),
-                _ => {}
+    const FIELDS: &'static [Field<Self>] = &[
+        Field::<Self>::create_only("system", |i, x, f| {
+            if !validate::is_slug(&x.system) {
+                let message = "lower-case letters, digits and '-', e.g. quickbooks";
+                i.push("INVALID_SYSTEM", message);
             }
+            f.system.clone_from(&x.system);
+        })
+        .filter(|n, op, v| crm_db::filter_text!(s::system, n, op, v)),
+        Field::<Self>::create_only("direction", |i, x, f| {
+            let message = "IMPORT, EXPORT or BIDIRECTIONAL";
+            if let Some(d) = i.specified::<SyncDirection>(x.direction, "INVALID_DIRECTION", message)
+            {
+                f.direction = d;
+            }
+        })
+        .filter(|n, op, v| {
+            let number =
+                crm_db::filter::enum_number(v, "SYNC_DIRECTION_", SyncDirection::from_str_name)?;
+            crm_db::filter_enum!(s::direction, n, op, number)
+        }),
+        Field::<Self>::create_only("start_time", |i, x, f| {
+            let at = i.required_time(x.start_time.as_ref(), "when the run started");
+            f.start_time = past(i, at).unwrap_or_default();
+        })
+        .filter(|n, op, v| crm_db::filter_time!(s::start_time, n, op, v)),
+        Field::<Self>::updatable("status", |i, x, f| {
+            let message = "RUNNING, SUCCEEDED, PARTIAL or FAILED";
+            if let Some(n) = i.specified::<SyncStatus>(x.status, "INVALID_STATUS", message) {
+                f.status = n;
+            }
+        })
+        .filter(|n, op, v| {
+            let number = crm_db::filter::enum_number(v, "SYNC_STATUS_", SyncStatus::from_str_name)?;
+            crm_db::filter_enum!(s::status, n, op, number)
+        }),
+        Field::<Self>::updatable("cursor", |i, x, f| f.cursor = i.text(&x.cursor, 1_000)),
+        Field::<Self>::updatable("records_read", |i, x, f| {
+            f.records_read = count(i, x.records_read);
+        }),
+        Field::<Self>::updatable("records_written", |i, x, f| {
+            f.records_written = count(i, x.records_written);
+        }),
+        Field::<Self>::updatable("records_failed", |i, x, f| {
+            f.records_failed = count(i, x.records_failed);
+        }),
+        Field::<Self>::updatable("errors", |i, x, f| {
+            if x.errors.len() > MAX_ERRORS || x.errors.iter().any(|e| e.len() > 1_000) {
+                let message = "at most 100 messages of 1,000 characters";
+                i.push("TOO_MANY_ERRORS", message);
+            }
+            f.errors.clone_from(&x.errors);
+        }),
+        Field::<Self>::updatable("finish_time", |i, x, f| {
+            let at = i.optional_time(x.finish_time.as_ref());
+            f.finish_time = past(i, at);
+        }),
+    ];
+
+    fn to_proto(_org: Uuid, f: SyncLogFields) -> SyncLog {
+        SyncLog {
+            system: f.system,
+            direction: i32::from(f.direction),
+            status: i32::from(f.status),
+            cursor: f.cursor,
+            records_read: f.records_read,
+            records_written: f.records_written,
+            records_failed: f.records_failed,
+            errors: f.errors,
+            start_time: Some(timestamp(f.start_time)),
+            finish_time: optional_timestamp(f.finish_time),
+            ..SyncLog::default()
         }
     }
-    fn check_filter(f: &Filter) -> Result<(), FilterError> {
-        filter::compile(f, &leaf).map(|_| ())
+    fn order_text(f: &SyncLogFields) -> &str {
+        &f.system
+    }
+    fn order_time(row: &Row<SyncLogFields>) -> DateTime<Utc> {
+        row.fields.start_time
     }
     fn before_write<'a>(
         _conn: &'a AsyncPgConnection,
         _org: Uuid,
-        current: Option<&'a SyncLogRow>,
-        x: &'a SyncLog,
-        paths: &'a [&'static str],
+        _current: Option<&'a Row<SyncLogFields>>,
+        next: &'a mut SyncLogFields,
+        _paths: &'a [&'static str],
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             // The run as it will be after this write.
-            let status = if paths.contains(&"status") {
-                x.status
-            } else {
-                current.map_or(0, |c| i32::from(c.status))
-            };
-            let finish = if paths.contains(&"finish_time") {
-                time(x.finish_time.as_ref())
-            } else {
-                current.and_then(|c| c.finish_time)
-            };
-            let start = current.map_or_else(|| time(x.start_time.as_ref()), |c| Some(c.start_time));
-            if status != SyncStatus::Running as i32 && finish.is_none() {
+            let running = i32::from(next.status) == SyncStatus::Running as i32;
+            if !running && next.finish_time.is_none() {
                 return Err(ApiError::invalid(
                     "sync_log.finish_time",
                     "REQUIRED",
                     "a finished run needs its finish time",
                 ));
             }
-            if let (Some(f), Some(s)) = (finish, start)
-                && f < s
-            {
+            if next.finish_time.is_some_and(|f| f < next.start_time) {
                 return Err(ApiError::invalid(
                     "sync_log.finish_time",
                     "BEFORE_START",
@@ -371,13 +184,9 @@ impl Resource for SyncLogs {
 
 crm_resource::standard_store!(
     SyncLogs,
-    sync_logs,
-    start_time,
-    system,
-    SyncLogRow,
-    NewSyncLog,
-    SyncLogChanges,
-    leaf
+    table = sync_logs,
+    time = start_time,
+    text = system
 );
 
 crm_resource::standard_service! {

@@ -16,6 +16,41 @@ pub trait MessageLimits {
 #[cfg(feature = "server")]
 include!(concat!(env!("OUT_DIR"), "/message_limits.rs"));
 
+/// The output-only fields every standard resource has (AIP-148), as the resource engine sets
+/// them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StandardFields {
+    /// `organizations/{org}/{collection}/{id}`.
+    pub name: String,
+    /// Creation.
+    pub create_time: Option<prost_types::Timestamp>,
+    /// Last change.
+    pub update_time: Option<prost_types::Timestamp>,
+    /// Soft deletion, when deleted.
+    pub delete_time: Option<prost_types::Timestamp>,
+    /// When a deleted resource is removed for good.
+    pub purge_time: Option<prost_types::Timestamp>,
+    /// The revision's etag.
+    pub etag: String,
+    /// Who created it.
+    pub creator: String,
+    /// Who changed it last.
+    pub last_modifier: String,
+}
+
+/// A message with the standard fields: implemented (by the build script) for every message of
+/// the suite that has all of them.
+pub trait StandardResource {
+    /// The resource's name.
+    fn name(&self) -> &str;
+    /// The etag (sent back on writes).
+    fn etag(&self) -> &str;
+    /// Sets every standard field.
+    fn set_standard(&mut self, fields: StandardFields);
+}
+
+include!(concat!(env!("OUT_DIR"), "/standard_resources.rs"));
+
 /// Generated code is not ours to lint.
 macro_rules! generated {
     ($file:literal) => {
@@ -113,5 +148,21 @@ pub mod json {
         dynamic
             .serialize_with_options(serde_json::value::Serializer, &options)
             .ok()
+    }
+
+    /// `message` with the top-level `fields` reset to their defaults (redaction), through its
+    /// descriptor. `None` if the message type is not in the suite's descriptor set.
+    #[must_use]
+    pub fn clear_fields<M: prost::Message + prost::Name + Default>(
+        message: &M,
+        fields: &[&str],
+    ) -> Option<M> {
+        let descriptor = pool()?.get_message_by_name(&M::full_name())?;
+        let mut dynamic =
+            DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice()).ok()?;
+        for field in fields {
+            dynamic.clear_field_by_name(field);
+        }
+        M::decode(prost::Message::encode_to_vec(&dynamic).as_slice()).ok()
     }
 }

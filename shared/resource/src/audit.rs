@@ -141,7 +141,7 @@ pub async fn record_change<R: Resource>(
     after: &R::Proto,
     fields: &[&str],
 ) -> Result<(), ApiError> {
-    let changes = diff(before, after, fields, R::REDACTED);
+    let changes = diff(before, after, fields, &crate::redacted::<R>());
     record(conn, org, entry, &changes).await
 }
 

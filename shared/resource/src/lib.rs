@@ -10,6 +10,7 @@
 //! method's own transaction. What differs between services comes in through a [`Context`].
 
 pub mod audit;
+pub mod input;
 pub mod list;
 pub mod schema;
 pub mod store;
@@ -24,25 +25,31 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use crm_auth::Principal;
 use crm_auth::layer::principal_of;
 use crm_db::DbPool;
-use crm_db::filter::{Filter, FilterError};
+use crm_db::filter::{BoxedPredicate, Filter, FilterError, Op, Value as FilterValue};
 use crm_db::outbox::{self, NewEvent};
 use crm_db::page::PageTokens;
 use crm_platform::ApiError;
+use crm_platform::api::names::child_name;
+use crm_platform::api::time::{optional_timestamp, timestamp};
 use crm_platform::api::validate::{self, Violations};
 use crm_platform::api::{mask, names};
 use crm_platform::error::etag_error;
 use crm_platform::layers::Deadline;
 use crm_platform::mutation::{self, IdempotencyKey};
 use crm_proto::common_v1::ResourceChanged;
+use crm_proto::{StandardFields, StandardResource};
+use diesel::Queryable;
 use diesel_async::AsyncPgConnection;
 use prost::Message;
 use tokio::sync::Notify;
 use tonic::Request;
 use uuid::Uuid;
 
+pub use self::input::Input;
 pub use self::list::{After, ListQuery, Order, OrderField};
 use crate::audit::{Action, Entry};
 
@@ -105,21 +112,164 @@ pub const STANDARD_OUTPUT_ONLY: &[&str] = &[
 /// A boxed future borrowing the transaction's connection.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// What every row of a standard resource tells the engine.
-#[derive(Debug, Clone, Copy)]
-pub struct Meta {
-    /// Revision (the etag's source).
+/// The standard columns every resource table has, read in this order by the store.
+#[derive(Debug, Clone, Queryable)]
+pub struct Standard {
+    /// The tenant.
+    pub organization_id: Uuid,
+    /// The resource's id.
+    pub id: Uuid,
+    /// Creation.
+    pub create_time: DateTime<Utc>,
+    /// Last change.
+    pub update_time: DateTime<Utc>,
+    /// Soft deletion.
+    pub delete_time: Option<DateTime<Utc>>,
+    /// When a soft-deleted row is removed for good.
+    pub purge_time: Option<DateTime<Utc>>,
+    /// Bumped by every change (the etag's source).
     pub revision: i64,
-    /// Whether the row is soft-deleted.
-    pub deleted: bool,
+    /// Subject that created the row.
+    pub created_by: String,
+    /// Subject that changed it last.
+    pub updated_by: String,
 }
 
-/// A core resource with the standard methods.
+impl Standard {
+    /// Whether the row is soft-deleted.
+    #[must_use]
+    pub fn deleted(&self) -> bool {
+        self.delete_time.is_some()
+    }
+}
+
+/// A row of a standard resource: the standard columns and the resource's own.
+#[derive(Debug, Clone)]
+pub struct Row<F> {
+    /// The standard columns.
+    pub std: Standard,
+    /// The resource's own columns.
+    pub fields: F,
+}
+
+impl<F> Row<F> {
+    /// A row from the standard columns and the resource's, as the store selects them.
+    #[must_use]
+    pub fn from_pair((std, fields): (Standard, F)) -> Self {
+        Self { std, fields }
+    }
+}
+
+/// How a field of the API message may be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Set on create, changed by updates that name it.
+    Updatable,
+    /// Set on create, never changed (a mask naming it is refused).
+    CreateOnly,
+    /// Computed by the service (a mask naming it is ignored).
+    OutputOnly,
+    /// Not a field of the message, only a name List filters on (a part of one, `locality`).
+    FilterOnly,
+}
+
+/// A filter leaf over table `T`: the field's name as the caller wrote it, the operator and the
+/// value.
+pub type Leaf<T> = fn(&str, Op, &FilterValue) -> Result<BoxedPredicate<T>, FilterError>;
+
+/// How one field of the API message is written: validated and converted into the resource's
+/// columns (`set`), whether it is redacted, and how List filters on it.
+pub struct Field<R: Resource> {
+    /// The field's name in the API message (the update-mask path).
+    pub path: &'static str,
+    /// Who writes it.
+    pub access: Access,
+    /// Never shown in audit entries, events or BASIC views.
+    pub redacted: bool,
+    /// Validates the field of the message (recording violations under `<resource>.<path>`) and
+    /// writes it into the columns.
+    pub set: fn(&mut Input<'_>, &R::Proto, &mut R::Fields),
+    /// The filter on this field, if List may filter on it.
+    pub filter: Option<Leaf<R::Table>>,
+}
+
+impl<R: Resource> Field<R> {
+    /// An updatable field.
+    #[must_use]
+    pub const fn updatable(
+        path: &'static str,
+        set: fn(&mut Input<'_>, &R::Proto, &mut R::Fields),
+    ) -> Self {
+        Self {
+            path,
+            access: Access::Updatable,
+            redacted: false,
+            set,
+            filter: None,
+        }
+    }
+
+    /// A field set on create only.
+    #[must_use]
+    pub const fn create_only(
+        path: &'static str,
+        set: fn(&mut Input<'_>, &R::Proto, &mut R::Fields),
+    ) -> Self {
+        Self {
+            access: Access::CreateOnly,
+            ..Self::updatable(path, set)
+        }
+    }
+
+    /// An output-only field (declared for its filter).
+    #[must_use]
+    pub const fn output(path: &'static str) -> Self {
+        Self {
+            access: Access::OutputOnly,
+            ..Self::updatable(path, |_, _, _| {})
+        }
+    }
+
+    /// A name List filters on that is not a field of the message.
+    #[must_use]
+    pub const fn filter_only(path: &'static str, leaf: Leaf<R::Table>) -> Self {
+        Self {
+            access: Access::FilterOnly,
+            filter: Some(leaf),
+            ..Self::updatable(path, |_, _, _| {})
+        }
+    }
+
+    /// The same field, filterable with `leaf`.
+    #[must_use]
+    pub const fn filter(self, leaf: Leaf<R::Table>) -> Self {
+        Self {
+            filter: Some(leaf),
+            ..self
+        }
+    }
+
+    /// The same field, redacted.
+    #[must_use]
+    pub const fn redacted(self) -> Self {
+        Self {
+            redacted: true,
+            ..self
+        }
+    }
+}
+
+/// A resource with the standard methods, declared once: its message, its columns, its fields
+/// (how each is validated, written, redacted and filtered) and the rules its writes keep. The
+/// engine derives the update-mask handling, the filter allow-list, the order keys, the names,
+/// etags and standard fields.
 pub trait Resource: Send + Sync + Sized + 'static {
     /// The API message.
-    type Proto: Message + prost::Name + Default + Clone + Send + Sync + 'static;
-    /// The database row.
-    type Row: Send + Sync + 'static;
+    type Proto: Message + prost::Name + StandardResource + Default + Clone + Send + Sync + 'static;
+    /// The resource's own columns (every column but the standard ones).
+    type Fields: Clone + Default + Send + Sync + 'static;
+    /// The diesel table.
+    type Table: Send + Sync + 'static;
 
     /// `ErrorInfo` resource type, e.g. `core.crm/Contact`.
     const RESOURCE_TYPE: &'static str;
@@ -127,14 +277,8 @@ pub trait Resource: Send + Sync + Sized + 'static {
     const COLLECTION: &'static str;
     /// The request field holding the resource, e.g. `contact` (violations are named under it).
     const FIELD: &'static str;
-    /// Fields an update may name.
-    const UPDATABLE: &'static [&'static str];
-    /// Fields set on create and never changed (IMMUTABLE).
-    const CREATE_ONLY: &'static [&'static str] = &[];
-    /// Output-only fields (ignored in masks).
-    const OUTPUT_ONLY: &'static [&'static str];
-    /// Fields whose values never appear in audit entries, events or BASIC views.
-    const REDACTED: &'static [&'static str] = &[];
+    /// The fields of the message besides the standard ones.
+    const FIELDS: &'static [Field<Self>];
     /// The permission the FULL view (the redacted fields) needs beyond reading.
     const FULL_VIEW_PERMISSION: Option<&'static str> = None;
     /// How long a soft-deleted resource can be undeleted.
@@ -146,65 +290,173 @@ pub trait Resource: Send + Sync + Sized + 'static {
     /// Whether the default order is newest first.
     const DEFAULT_DESC: bool = false;
 
-    /// The resource's name.
-    fn name(p: &Self::Proto) -> &str;
-    /// The etag the caller sent.
-    fn etag(p: &Self::Proto) -> &str;
-    /// Revision and deletion state of a row.
-    fn meta(row: &Self::Row) -> Meta;
-    /// The page-token key of a row under `field` (its value, then the id).
-    fn sort_key(row: &Self::Row, field: OrderField) -> Vec<String>;
-    /// The API message of a row.
-    fn to_proto(row: Self::Row) -> Self::Proto;
-    /// Validates the writable fields named in `paths` (every one on create); `org` is the
-    /// organization of the request, when it parsed, for checking references.
-    fn validate(v: &mut Violations, org: Option<Uuid>, p: &Self::Proto, paths: &[&str]);
-    /// Checks a List filter against the allow-list.
-    ///
-    /// # Errors
-    /// The filter's first problem.
-    fn check_filter(f: &Filter) -> Result<(), FilterError>;
-    /// Checks made in the write's transaction before the row is written: referenced resources
-    /// exist, a state change is allowed, another row must give way. `current` is `None` on create.
+    /// The message's own fields from the columns (the engine sets the standard ones).
+    fn to_proto(org: Uuid, fields: Self::Fields) -> Self::Proto;
+    /// The value of the text order field.
+    fn order_text(fields: &Self::Fields) -> &str;
+    /// The value of the time order field, when it is not `create_time`.
+    fn order_time(row: &Row<Self::Fields>) -> DateTime<Utc> {
+        row.std.create_time
+    }
+    /// The rules of a write, in its transaction, before the row is written: referenced
+    /// resources exist, a state change is allowed, derived columns are set in `next`, another
+    /// row must give way. `current` is `None` on create; `paths` are the fields written.
     fn before_write<'a>(
         _conn: &'a AsyncPgConnection,
         _org: Uuid,
-        _current: Option<&'a Self::Row>,
-        _p: &'a Self::Proto,
+        _current: Option<&'a Row<Self::Fields>>,
+        _next: &'a mut Self::Fields,
         _paths: &'a [&'static str],
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async { Ok(()) })
     }
-    /// Removes what a BASIC read must not show.
-    fn redact(_p: &mut Self::Proto) {}
+}
+
+fn paths_of<R: Resource>(access: &[Access]) -> Vec<&'static str> {
+    R::FIELDS
+        .iter()
+        .filter(|f| access.contains(&f.access))
+        .map(|f| f.path)
+        .collect()
+}
+
+/// The fields an update may name.
+#[must_use]
+pub fn updatable<R: Resource>() -> Vec<&'static str> {
+    paths_of::<R>(&[Access::Updatable])
+}
+
+/// Every field a create sets.
+#[must_use]
+pub fn create_fields<R: Resource>() -> Vec<&'static str> {
+    paths_of::<R>(&[Access::Updatable, Access::CreateOnly])
+}
+
+/// The fields an update mask may name without effect.
+#[must_use]
+pub fn output_only<R: Resource>() -> Vec<&'static str> {
+    let mut out = STANDARD_OUTPUT_ONLY.to_vec();
+    out.extend(paths_of::<R>(&[Access::OutputOnly]));
+    out
+}
+
+/// The redacted fields.
+#[must_use]
+pub fn redacted<R: Resource>() -> Vec<&'static str> {
+    R::FIELDS
+        .iter()
+        .filter(|f| f.redacted)
+        .map(|f| f.path)
+        .collect()
+}
+
+/// The fields List may filter on, besides `create_time` and `update_time`.
+#[must_use]
+pub fn filter_fields<R: Resource>() -> Vec<&'static str> {
+    R::FIELDS
+        .iter()
+        .filter(|f| f.filter.is_some())
+        .map(|f| f.path)
+        .collect()
+}
+
+/// The filter leaf of `field` of `R`, or the allow-list error.
+///
+/// # Errors
+/// An unknown field.
+pub fn field_leaf<R: Resource>(field: &str) -> Result<Leaf<R::Table>, FilterError> {
+    R::FIELDS
+        .iter()
+        .find(|f| f.path == field)
+        .and_then(|f| f.filter)
+        .ok_or_else(|| {
+            let mut allowed = filter_fields::<R>();
+            allowed.extend(["create_time", "update_time"]);
+            crm_db::filter::unknown_field(field, &allowed)
+        })
+}
+
+/// Validates the fields of `p` named in `paths` and writes them into `into`; `org` is the
+/// organization of the request, when it parsed, for checking references.
+pub fn input<R: Resource>(
+    v: &mut Violations,
+    org: Option<Uuid>,
+    p: &R::Proto,
+    paths: &[&str],
+    into: &mut R::Fields,
+) {
+    for field in R::FIELDS.iter().filter(|f| paths.contains(&f.path)) {
+        let mut i = Input::new(v, org, format!("{}.{}", R::FIELD, field.path));
+        (field.set)(&mut i, p, into);
+    }
+}
+
+/// The API message of a row: the resource's fields and the standard ones.
+#[must_use]
+pub fn to_proto<R: Resource>(row: Row<R::Fields>) -> R::Proto {
+    let Row { std, fields } = row;
+    let mut p = R::to_proto(std.organization_id, fields);
+    p.set_standard(StandardFields {
+        name: child_name(std.organization_id, R::COLLECTION, std.id),
+        create_time: Some(timestamp(std.create_time)),
+        update_time: Some(timestamp(std.update_time)),
+        delete_time: optional_timestamp(std.delete_time),
+        purge_time: optional_timestamp(std.purge_time),
+        etag: crm_db::etag::from_revision(std.revision),
+        creator: std.created_by,
+        last_modifier: std.updated_by,
+    });
+    p
+}
+
+/// Removes the redacted fields (what a BASIC read must not show): each is reset to its
+/// default through the message's descriptor.
+pub fn redact<R: Resource>(p: &mut R::Proto) {
+    let fields = redacted::<R>();
+    if fields.is_empty() {
+        return;
+    }
+    if let Some(cleared) = crm_proto::json::clear_fields(p, &fields) {
+        *p = cleared;
+    }
+}
+
+/// The page-token key of a row under `field` (its value, then the id).
+#[must_use]
+pub fn sort_key<R: Resource>(row: &Row<R::Fields>, field: OrderField) -> Vec<String> {
+    let value = match field {
+        OrderField::CreateTime => R::order_time(row).to_rfc3339(),
+        OrderField::UpdateTime => row.std.update_time.to_rfc3339(),
+        OrderField::DisplayName => R::order_text(&row.fields).to_owned(),
+    };
+    Order::key(value, row.std.id)
 }
 
 /// The queries of a standard resource, generated by [`standard_store!`](crate::standard_store).
 pub trait Store: Resource {
-    /// Inserts the validated `p` as `id`.
+    /// Inserts `fields` as `id`.
     fn insert<'a>(
         conn: &'a AsyncPgConnection,
         org: Uuid,
         id: Uuid,
-        p: &'a Self::Proto,
+        fields: &'a Self::Fields,
         actor: &'a str,
-    ) -> BoxFuture<'a, Result<Self::Row, ApiError>>;
+    ) -> BoxFuture<'a, Result<Row<Self::Fields>, ApiError>>;
     /// Reads one row, locking it for the transaction when `lock`.
     fn find(
         conn: &AsyncPgConnection,
         org: Uuid,
         id: Uuid,
         lock: bool,
-    ) -> BoxFuture<'_, Result<Option<Self::Row>, ApiError>>;
-    /// Applies the masked fields of `p`, bumps the revision, stamps the modifier.
+    ) -> BoxFuture<'_, Result<Option<Row<Self::Fields>>, ApiError>>;
+    /// Writes `fields`, bumps the revision, stamps the modifier.
     fn update<'a>(
         conn: &'a AsyncPgConnection,
         org: Uuid,
         id: Uuid,
-        p: &'a Self::Proto,
-        paths: &'a [&'static str],
+        fields: &'a Self::Fields,
         actor: &'a str,
-    ) -> BoxFuture<'a, Result<Self::Row, ApiError>>;
+    ) -> BoxFuture<'a, Result<Row<Self::Fields>, ApiError>>;
     /// Soft-deletes (`purge_after` set) or restores.
     fn set_deleted<'a>(
         conn: &'a AsyncPgConnection,
@@ -212,20 +464,25 @@ pub trait Store: Resource {
         id: Uuid,
         purge_after: Option<chrono::Duration>,
         actor: &'a str,
-    ) -> BoxFuture<'a, Result<Self::Row, ApiError>>;
+    ) -> BoxFuture<'a, Result<Row<Self::Fields>, ApiError>>;
     /// Bumps the revision after a change to the resource's dependent rows (a new reading).
     fn touch<'a>(
         conn: &'a AsyncPgConnection,
         org: Uuid,
         id: Uuid,
         actor: &'a str,
-    ) -> BoxFuture<'a, Result<Self::Row, ApiError>>;
+    ) -> BoxFuture<'a, Result<Row<Self::Fields>, ApiError>>;
+    /// Checks a List filter against the allow-list.
+    ///
+    /// # Errors
+    /// The filter's first problem.
+    fn check_filter(f: &Filter) -> Result<(), FilterError>;
     /// Runs a List query.
     fn list<'a>(
         conn: &'a AsyncPgConnection,
         org: Uuid,
         q: &'a ListQuery,
-    ) -> BoxFuture<'a, Result<Vec<Self::Row>, ApiError>>;
+    ) -> BoxFuture<'a, Result<Vec<Row<Self::Fields>>, ApiError>>;
 }
 
 /// NOT_FOUND for `name` of resource `R`.
@@ -234,6 +491,19 @@ pub fn not_found<R: Resource>(name: &str) -> ApiError {
         resource_type: R::RESOURCE_TYPE,
         name: name.to_owned(),
     }
+}
+
+/// An RPC's name from its handler's (`create_contact` → `CreateContact`).
+#[must_use]
+pub fn camel(rpc: &str) -> String {
+    rpc.split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// Who is calling, the deadline, and the RPC (for the audit log).
@@ -254,19 +524,10 @@ impl Call {
     /// UNAUTHENTICATED without a principal.
     pub fn of<T>(req: &Request<T>, service: &str, rpc: &str) -> Result<Self, tonic::Status> {
         let principal = principal_of(req)?;
-        let camel: String = rpc
-            .split('_')
-            .map(|w| {
-                let mut c = w.chars();
-                c.next()
-                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                    .unwrap_or_default()
-            })
-            .collect();
         Ok(Self {
             principal,
             deadline: req.extensions().get::<Deadline>().copied(),
-            method: format!("{service}/{camel}"),
+            method: format!("{service}/{}", camel(rpc)),
         })
     }
 
@@ -297,31 +558,16 @@ pub fn reference(
     value: &str,
     collection: &str,
 ) -> Option<Uuid> {
-    let (ref_org, id) = names::parse_child(value, collection, field)
-        .map_err(|e| v.absorb(e))
-        .ok()?;
-    if org.is_some_and(|o| o != ref_org) {
-        v.push(
-            field,
-            "CROSS_ORGANIZATION_REFERENCE",
-            "the referenced resource belongs to another organization",
-        );
-        return None;
-    }
-    Some(id)
+    Input::new(v, org, field.to_owned()).reference(value, collection)
 }
 
-/// The id in an already validated reference `name` of `collection` (nil if it does not parse,
-/// which validation has refused before any write).
-#[must_use]
-pub fn id_in(name: &str, collection: &str) -> Uuid {
-    names::parse_child(name, collection, "name").map_or(Uuid::nil(), |(_, id)| id)
-}
-
-/// An enum number (or other small validated integer) as its `smallint` column value.
-#[must_use]
-pub fn small(n: i32) -> i16 {
-    i16::try_from(n).unwrap_or(0)
+/// The `smallint` column value of an enum number (or another small integer) that validation
+/// accepted.
+///
+/// # Errors
+/// INTERNAL if it does not fit: validation should have refused it.
+pub fn column(n: i32) -> Result<i16, ApiError> {
+    i16::try_from(n).map_err(|_| ApiError::Internal(format!("{n} does not fit a smallint column")))
 }
 
 /// Appends the change event of `resource` to the outbox.
@@ -373,11 +619,6 @@ pub struct Create<'a, R: Resource, F> {
     pub fingerprint: &'a F,
 }
 
-/// Every field a create sets.
-fn create_fields<R: Resource>() -> Vec<&'static str> {
-    R::UPDATABLE.iter().chain(R::CREATE_ONLY).copied().collect()
-}
-
 /// The ids of a write inside its transaction: the organization, the call and its idempotency
 /// key (recorded with the event and the audit entry).
 #[derive(Debug, Clone, Copy)]
@@ -404,7 +645,7 @@ impl Write<'_> {
 }
 
 /// The create step inside a caller's transaction: `before_write`, the insert, the `created`
-/// event and the audit entry. `resource` must be validated.
+/// event and the audit entry, for validated columns `next`.
 ///
 /// # Errors
 /// Whatever `before_write` refuses, ALREADY_EXISTS for a taken id, the database error.
@@ -412,13 +653,13 @@ pub async fn create_in<R: Store>(
     conn: &AsyncPgConnection,
     w: Write<'_>,
     id: Uuid,
-    resource: &R::Proto,
+    mut next: R::Fields,
 ) -> Result<R::Proto, ApiError> {
     let fields = create_fields::<R>();
-    R::before_write(conn, w.org, None, resource, &fields).await?;
-    let row = R::insert(conn, w.org, id, resource, w.call.actor()).await?;
-    let created = R::to_proto(row);
-    let name = R::name(&created).to_owned();
+    R::before_write(conn, w.org, None, &mut next, &fields).await?;
+    let row = R::insert(conn, w.org, id, &next, w.call.actor()).await?;
+    let created = to_proto::<R>(row);
+    let name = created.name().to_owned();
     emit(conn, w, "created", &for_event::<R>(&created), &name, None).await?;
     audit::record_change::<R>(
         conn,
@@ -453,8 +694,10 @@ pub async fn create<R: Store, F: Message>(
             "REQUIRED",
             format!("the {} to create is required", R::FIELD),
         );
-    } else {
-        R::validate(&mut v, org, &resource, &create_fields::<R>());
+    }
+    let mut fields = R::Fields::default();
+    if req.resource.is_some() {
+        input::<R>(&mut v, org, &resource, &create_fields::<R>(), &mut fields);
     }
     let id_field = format!("{}_id", R::FIELD);
     let id = validate::optional_uuid(&mut v, &id_field, req.id);
@@ -472,7 +715,7 @@ pub async fn create<R: Store, F: Message>(
                 call: &call,
                 request_id: &request_id,
             };
-            create_in::<R>(conn, w, id, &resource).await
+            create_in::<R>(conn, w, id, fields).await
         })
     });
     ctx.commit(deadline, write).await
@@ -496,7 +739,7 @@ pub fn require_full_view<R: Resource>(principal: &Principal, full: bool) -> Resu
 #[must_use]
 pub fn for_event<R: Resource>(resource: &R::Proto) -> R::Proto {
     let mut shown = resource.clone();
-    R::redact(&mut shown);
+    redact::<R>(&mut shown);
     shown
 }
 
@@ -518,9 +761,9 @@ pub async fn get<R: Store>(
     })
     .await?
     .ok_or_else(|| not_found::<R>(name))?;
-    let mut out = R::to_proto(row);
+    let mut out = to_proto::<R>(row);
     if !full {
-        R::redact(&mut out);
+        redact::<R>(&mut out);
     }
     Ok(out)
 }
@@ -548,11 +791,11 @@ pub async fn lock<R: Store>(
     name: &str,
     etag: &str,
     etag_field: &str,
-) -> Result<R::Row, ApiError> {
+) -> Result<Row<R::Fields>, ApiError> {
     let current = R::find(conn, org, id, true)
         .await?
         .ok_or_else(|| not_found::<R>(name))?;
-    crm_db::etag::check(etag, R::meta(&current).revision).map_err(|e| etag_error(etag_field, e))?;
+    crm_db::etag::check(etag, current.std.revision).map_err(|e| etag_error(etag_field, e))?;
     Ok(current)
 }
 
@@ -566,9 +809,9 @@ pub async fn lock_live<R: Store>(
     id: Uuid,
     name: &str,
     etag: &str,
-) -> Result<R::Row, ApiError> {
+) -> Result<Row<R::Fields>, ApiError> {
     let current = lock::<R>(conn, org, id, name, etag, "etag").await?;
-    if R::meta(&current).deleted {
+    if current.std.deleted() {
         return Err(ApiError::FailedPrecondition {
             reason: "RESOURCE_DELETED",
             message: format!(
@@ -594,10 +837,10 @@ pub async fn update_in<R: Store>(
     paths: &[&'static str],
 ) -> Result<R::Proto, ApiError> {
     let org = w.org;
-    let name = R::name(resource).to_owned();
+    let name = resource.name().to_owned();
     let etag_field = format!("{}.etag", R::FIELD);
-    let current = lock::<R>(conn, org, id, &name, R::etag(resource), &etag_field).await?;
-    if R::meta(&current).deleted {
+    let current = lock::<R>(conn, org, id, &name, resource.etag(), &etag_field).await?;
+    if current.std.deleted() {
         return Err(ApiError::FailedPrecondition {
             reason: "RESOURCE_DELETED",
             message: format!(
@@ -607,11 +850,15 @@ pub async fn update_in<R: Store>(
         });
     }
     if paths.is_empty() {
-        return Ok(R::to_proto(current));
+        return Ok(to_proto::<R>(current));
     }
-    R::before_write(conn, org, Some(&current), resource, paths).await?;
-    let before = R::to_proto(current);
-    let updated = R::to_proto(R::update(conn, org, id, resource, paths, w.call.actor()).await?);
+    let mut next = current.fields.clone();
+    let mut v = Violations::new();
+    input::<R>(&mut v, Some(org), resource, paths, &mut next);
+    v.finish()?;
+    R::before_write(conn, org, Some(&current), &mut next, paths).await?;
+    let before = to_proto::<R>(current);
+    let updated = to_proto::<R>(R::update(conn, org, id, &next, w.call.actor()).await?);
     let mask = prost_types::FieldMask {
         paths: paths.iter().map(|p| (*p).to_owned()).collect(),
     };
@@ -655,11 +902,18 @@ pub async fn update<R: Store, F: Message>(
             format!("the {} with its name is required", R::FIELD),
         );
     }
-    let parsed = parse_name::<R>(&mut v, R::name(&resource), &format!("{}.name", R::FIELD));
-    let paths = mask::resolve(req.update_mask, R::UPDATABLE, R::OUTPUT_ONLY)
+    let parsed = parse_name::<R>(&mut v, resource.name(), &format!("{}.name", R::FIELD));
+    let paths = mask::resolve(req.update_mask, &updatable::<R>(), &output_only::<R>())
         .map_err(|e| v.absorb(e))
         .unwrap_or_default();
-    R::validate(&mut v, parsed.map(|(o, _)| o), &resource, &paths);
+    let mut scratch = R::Fields::default();
+    input::<R>(
+        &mut v,
+        parsed.map(|(o, _)| o),
+        &resource,
+        &paths,
+        &mut scratch,
+    );
     let key = IdempotencyKey::from_request(&mut v, &call.method, req.request_id, req.fingerprint);
     v.finish()?;
     let (org, id) =
@@ -708,7 +962,7 @@ pub async fn set_deleted_in<R: Store>(
 ) -> Result<R::Proto, ApiError> {
     let org = w.org;
     let current = lock::<R>(conn, org, id, name, etag, "etag").await?;
-    match (delete, R::meta(&current).deleted) {
+    match (delete, current.std.deleted()) {
         (true, true) => {
             return Err(ApiError::FailedPrecondition {
                 reason: "ALREADY_DELETED",
@@ -723,9 +977,9 @@ pub async fn set_deleted_in<R: Store>(
         }
         (true, false) | (false, true) => {}
     }
-    let before = R::to_proto(current);
+    let before = to_proto::<R>(current);
     let retention = delete.then(|| chrono::Duration::days(R::RETENTION_DAYS));
-    let after = R::to_proto(R::set_deleted(conn, org, id, retention, w.call.actor()).await?);
+    let after = to_proto::<R>(R::set_deleted(conn, org, id, retention, w.call.actor()).await?);
     let (change, action) = if delete {
         ("deleted", Action::Delete)
     } else {
@@ -795,8 +1049,8 @@ pub async fn changed_in<R: Store>(
     verb: &'static str,
     fields: &[&str],
 ) -> Result<R::Proto, ApiError> {
-    let after = R::to_proto(R::touch(conn, w.org, id, w.call.actor()).await?);
-    let name = R::name(&after).to_owned();
+    let after = to_proto::<R>(R::touch(conn, w.org, id, w.call.actor()).await?);
+    let name = after.name().to_owned();
     emit(conn, w, change, &for_event::<R>(&after), &name, None).await?;
     audit::record_change::<R>(
         conn,
@@ -847,6 +1101,34 @@ macro_rules! standard_service {
             #[must_use]
             pub fn new(ctx: $crate::Context) -> Self {
                 Self { ctx }
+            }
+
+            /// The permissions of the standard methods: Get and List need `read`, Create and
+            /// Update `write`, Delete and Undelete `delete`.
+            #[must_use]
+            pub fn policy(
+                read: &'static str,
+                write: &'static str,
+                delete: &'static str,
+            ) -> $crate::deps::crm_auth::MethodPolicy {
+                let rules = [
+                    (stringify!($create), write),
+                    (stringify!($get), read),
+                    (stringify!($list), read),
+                    (stringify!($update), write),
+                    (stringify!($delete), delete),
+                    (stringify!($undelete), delete),
+                ];
+                rules.iter().fold(
+                    $crate::deps::crm_auth::MethodPolicy::new(),
+                    |p, (rpc, permission)| {
+                        p.with(
+                            $service,
+                            &$crate::camel(rpc),
+                            $crate::deps::crm_auth::Requirement::Permission(permission),
+                        )
+                    },
+                )
             }
         }
 
@@ -1003,9 +1285,12 @@ pub async fn require_live<R: Store>(
     id: Uuid,
     name: &str,
 ) -> Result<(), ApiError> {
-    match R::find(conn, org, id, false).await?.map(|r| R::meta(&r)) {
-        Some(Meta { deleted: false, .. }) => Ok(()),
-        Some(Meta { deleted: true, .. }) => Err(ApiError::FailedPrecondition {
+    match R::find(conn, org, id, false)
+        .await?
+        .map(|r| r.std.deleted())
+    {
+        Some(false) => Ok(()),
+        Some(true) => Err(ApiError::FailedPrecondition {
             reason: "REFERENCE_DELETED",
             message: format!("{name} is deleted"),
         }),

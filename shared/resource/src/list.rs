@@ -195,13 +195,15 @@ pub async fn list<R: Store>(
         Box::pin(async move { R::list(conn, org, &query).await })
     })
     .await?;
-    let next = listing.finish(&ctx.page_tokens, &mut rows, |r| R::sort_key(r, order.field));
+    let next = listing.finish(&ctx.page_tokens, &mut rows, |r| {
+        super::sort_key::<R>(r, order.field)
+    });
     let items = rows
         .into_iter()
         .map(|r| {
-            let mut p = R::to_proto(r);
+            let mut p = super::to_proto::<R>(r);
             if !full {
-                R::redact(&mut p);
+                super::redact::<R>(&mut p);
             }
             p
         })

@@ -1,35 +1,49 @@
 //! [`standard_store!`](crate::standard_store): the queries of a table with the standard columns
-//! (`organization_id`, `id`, `display_name`, `create_time`, `update_time`, `delete_time`,
-//! `purge_time`, `revision`, `updated_by`). Every query filters on `organization_id` explicitly
-//! (the indexes lead with it); row-level security is the second wall.
+//! ([`Standard`](crate::Standard)) and a resource's own ([`Resource::Fields`](crate::Resource)).
+//! Every query filters on `organization_id` explicitly (the indexes lead with it); row-level
+//! security is the second wall.
 
 /// Implements [`Store`](crate::Store) for `$resource` over table `$table` (a `diesel::table!`
-/// module in scope where the macro is called; order columns `$time` and `$text`), with the
-/// row type `$row`, the insert built by `$new::from_proto(org, id, &proto, actor)`, the changes
-/// by `$changes::from_mask(&proto, paths)`, and the filter leaves of `$leaf`.
+/// module in scope where the macro is called), ordering by the columns `$time` and `$text`.
+/// The resource's `Fields` derive `Queryable`, `Selectable`, `Insertable` and `AsChangeset`
+/// for the table.
 #[macro_export]
 macro_rules! standard_store {
-    ($resource:ty, $table:ident, $time:ident, $text:ident, $row:ty, $new:ty, $changes:ty, $leaf:path) => {
+    ($resource:ty, table = $table:ident, time = $time:ident, text = $text:ident) => {
         impl $crate::Store for $resource {
             fn insert<'a>(
                 conn: &'a $crate::deps::diesel_async::AsyncPgConnection,
                 org: $crate::deps::uuid::Uuid,
                 id: $crate::deps::uuid::Uuid,
-                p: &'a <Self as $crate::Resource>::Proto,
+                fields: &'a <Self as $crate::Resource>::Fields,
                 actor: &'a str,
-            ) -> $crate::BoxFuture<'a, Result<$row, $crate::deps::crm_platform::ApiError>> {
+            ) -> $crate::BoxFuture<
+                'a,
+                Result<
+                    $crate::Row<<Self as $crate::Resource>::Fields>,
+                    $crate::deps::crm_platform::ApiError,
+                >,
+            > {
                 Box::pin(async move {
-                    #[allow(unused_imports, reason = "the calling module may import them too")]
-                    use $crate::deps::diesel::{
-                        BoolExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _,
-                        QueryDsl as _, SelectableHelper as _,
-                    };
-                    let new = <$new>::from_proto(org, id, p, actor);
+                    use $crate::deps::diesel::{ExpressionMethods as _, SelectableHelper as _};
+                    use $table::dsl as t;
                     let query = $crate::deps::diesel::insert_into($table::table)
-                        .values(&new)
-                        .returning(<$row>::as_returning());
+                        .values((
+                            (
+                                t::organization_id.eq(org),
+                                t::id.eq(id),
+                                t::created_by.eq(actor),
+                                t::updated_by.eq(actor),
+                            ),
+                            fields,
+                        ))
+                        .returning((
+                            $crate::standard_columns!($table),
+                            <<Self as $crate::Resource>::Fields>::as_returning(),
+                        ));
                     $crate::deps::diesel_async::RunQueryDsl::get_result(query, &mut { conn })
                         .await
+                        .map($crate::Row::<<Self as $crate::Resource>::Fields>::from_pair)
                         .map_err(|e| {
                             $crate::store::insert_error(
                                 e,
@@ -45,19 +59,26 @@ macro_rules! standard_store {
                 org: $crate::deps::uuid::Uuid,
                 id: $crate::deps::uuid::Uuid,
                 lock: bool,
-            ) -> $crate::BoxFuture<'_, Result<Option<$row>, $crate::deps::crm_platform::ApiError>>
-            {
+            ) -> $crate::BoxFuture<
+                '_,
+                Result<
+                    Option<$crate::Row<<Self as $crate::Resource>::Fields>>,
+                    $crate::deps::crm_platform::ApiError,
+                >,
+            > {
                 Box::pin(async move {
-                    #[allow(unused_imports, reason = "the calling module may import them too")]
                     use $crate::deps::diesel::{
-                        BoolExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _,
-                        QueryDsl as _, SelectableHelper as _,
+                        ExpressionMethods as _, OptionalExtension as _, QueryDsl as _,
+                        SelectableHelper as _,
                     };
                     use $table::dsl as t;
                     let query = t::$table
                         .filter(t::organization_id.eq(org))
                         .filter(t::id.eq(id))
-                        .select(<$row>::as_select());
+                        .select((
+                            $crate::standard_columns!($table),
+                            <<Self as $crate::Resource>::Fields>::as_select(),
+                        ));
                     let row = if lock {
                         $crate::deps::diesel_async::RunQueryDsl::first(query.for_update(), &mut {
                             conn
@@ -69,7 +90,7 @@ macro_rules! standard_store {
                             .await
                             .optional()
                     };
-                    Ok(row?)
+                    Ok(row?.map($crate::Row::<<Self as $crate::Resource>::Fields>::from_pair))
                 })
             }
 
@@ -77,31 +98,37 @@ macro_rules! standard_store {
                 conn: &'a $crate::deps::diesel_async::AsyncPgConnection,
                 org: $crate::deps::uuid::Uuid,
                 id: $crate::deps::uuid::Uuid,
-                p: &'a <Self as $crate::Resource>::Proto,
-                paths: &'a [&'static str],
+                fields: &'a <Self as $crate::Resource>::Fields,
                 actor: &'a str,
-            ) -> $crate::BoxFuture<'a, Result<$row, $crate::deps::crm_platform::ApiError>> {
+            ) -> $crate::BoxFuture<
+                'a,
+                Result<
+                    $crate::Row<<Self as $crate::Resource>::Fields>,
+                    $crate::deps::crm_platform::ApiError,
+                >,
+            > {
                 Box::pin(async move {
-                    #[allow(unused_imports, reason = "the calling module may import them too")]
                     use $crate::deps::diesel::{
-                        BoolExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _,
-                        QueryDsl as _, SelectableHelper as _,
+                        ExpressionMethods as _, QueryDsl as _, SelectableHelper as _,
                     };
                     use $table::dsl as t;
-                    let changes = <$changes>::from_mask(p, paths);
                     let query = $crate::deps::diesel::update(t::$table)
                         .filter(t::organization_id.eq(org))
                         .filter(t::id.eq(id))
                         .set((
-                            &changes,
+                            fields,
                             t::revision.eq(t::revision + 1),
                             t::update_time.eq($crate::deps::diesel::dsl::now),
                             t::updated_by.eq(actor),
                         ))
-                        .returning(<$row>::as_returning());
+                        .returning((
+                            $crate::standard_columns!($table),
+                            <<Self as $crate::Resource>::Fields>::as_returning(),
+                        ));
                     Ok(
                         $crate::deps::diesel_async::RunQueryDsl::get_result(query, &mut { conn })
-                            .await?,
+                            .await
+                            .map($crate::Row::<<Self as $crate::Resource>::Fields>::from_pair)?,
                     )
                 })
             }
@@ -112,12 +139,16 @@ macro_rules! standard_store {
                 id: $crate::deps::uuid::Uuid,
                 purge_after: Option<$crate::deps::chrono::Duration>,
                 actor: &'a str,
-            ) -> $crate::BoxFuture<'a, Result<$row, $crate::deps::crm_platform::ApiError>> {
+            ) -> $crate::BoxFuture<
+                'a,
+                Result<
+                    $crate::Row<<Self as $crate::Resource>::Fields>,
+                    $crate::deps::crm_platform::ApiError,
+                >,
+            > {
                 Box::pin(async move {
-                    #[allow(unused_imports, reason = "the calling module may import them too")]
                     use $crate::deps::diesel::{
-                        BoolExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _,
-                        QueryDsl as _, SelectableHelper as _,
+                        ExpressionMethods as _, QueryDsl as _, SelectableHelper as _,
                     };
                     use $table::dsl as t;
                     let now = $crate::deps::chrono::Utc::now();
@@ -135,10 +166,14 @@ macro_rules! standard_store {
                             t::update_time.eq(now),
                             t::updated_by.eq(actor),
                         ))
-                        .returning(<$row>::as_returning());
+                        .returning((
+                            $crate::standard_columns!($table),
+                            <<Self as $crate::Resource>::Fields>::as_returning(),
+                        ));
                     Ok(
                         $crate::deps::diesel_async::RunQueryDsl::get_result(query, &mut { conn })
-                            .await?,
+                            .await
+                            .map($crate::Row::<<Self as $crate::Resource>::Fields>::from_pair)?,
                     )
                 })
             }
@@ -148,12 +183,16 @@ macro_rules! standard_store {
                 org: $crate::deps::uuid::Uuid,
                 id: $crate::deps::uuid::Uuid,
                 actor: &'a str,
-            ) -> $crate::BoxFuture<'a, Result<$row, $crate::deps::crm_platform::ApiError>> {
+            ) -> $crate::BoxFuture<
+                'a,
+                Result<
+                    $crate::Row<<Self as $crate::Resource>::Fields>,
+                    $crate::deps::crm_platform::ApiError,
+                >,
+            > {
                 Box::pin(async move {
-                    #[allow(unused_imports, reason = "the calling module may import them too")]
                     use $crate::deps::diesel::{
-                        BoolExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _,
-                        QueryDsl as _, SelectableHelper as _,
+                        ExpressionMethods as _, QueryDsl as _, SelectableHelper as _,
                     };
                     use $table::dsl as t;
                     let query = $crate::deps::diesel::update(t::$table)
@@ -164,43 +203,108 @@ macro_rules! standard_store {
                             t::update_time.eq($crate::deps::diesel::dsl::now),
                             t::updated_by.eq(actor),
                         ))
-                        .returning(<$row>::as_returning());
+                        .returning((
+                            $crate::standard_columns!($table),
+                            <<Self as $crate::Resource>::Fields>::as_returning(),
+                        ));
                     Ok(
                         $crate::deps::diesel_async::RunQueryDsl::get_result(query, &mut { conn })
-                            .await?,
+                            .await
+                            .map($crate::Row::<<Self as $crate::Resource>::Fields>::from_pair)?,
                     )
                 })
+            }
+
+            fn check_filter(
+                f: &$crate::deps::crm_db::filter::Filter,
+            ) -> Result<(), $crate::deps::crm_db::filter::FilterError> {
+                $crate::deps::crm_db::filter::compile(f, &Self::__leaf).map(|_| ())
             }
 
             fn list<'a>(
                 conn: &'a $crate::deps::diesel_async::AsyncPgConnection,
                 org: $crate::deps::uuid::Uuid,
                 q: &'a $crate::ListQuery,
-            ) -> $crate::BoxFuture<'a, Result<Vec<$row>, $crate::deps::crm_platform::ApiError>>
-            {
+            ) -> $crate::BoxFuture<
+                'a,
+                Result<
+                    Vec<$crate::Row<<Self as $crate::Resource>::Fields>>,
+                    $crate::deps::crm_platform::ApiError,
+                >,
+            > {
                 Box::pin(async move {
-                    #[allow(unused_imports, reason = "the calling module may import them too")]
+                    #[allow(unused_imports, reason = "the keyset macro uses them")]
                     use $crate::deps::diesel::{
-                        BoolExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _,
-                        QueryDsl as _, SelectableHelper as _,
+                        BoolExpressionMethods as _, ExpressionMethods as _, QueryDsl as _,
+                        SelectableHelper as _,
                     };
                     use $table::dsl as t;
                     let mut query = t::$table
                         .filter(t::organization_id.eq(org))
-                        .select(<$row>::as_select())
+                        .select((
+                            $crate::standard_columns!($table),
+                            <<Self as $crate::Resource>::Fields>::as_select(),
+                        ))
                         .limit(q.limit)
                         .into_boxed();
                     if !q.show_deleted {
                         query = query.filter(t::delete_time.is_null());
                     }
                     if let Some(f) = &q.filter {
-                        query = query.filter($crate::deps::crm_db::filter::compile(f, &$leaf)?);
+                        query =
+                            query.filter($crate::deps::crm_db::filter::compile(f, &Self::__leaf)?);
                     }
                     let query = $crate::keyset_page!(query, $table, $time, $text, q);
-                    Ok($crate::deps::diesel_async::RunQueryDsl::load(query, &mut { conn }).await?)
+                    let rows: Vec<($crate::Standard, <Self as $crate::Resource>::Fields)> =
+                        $crate::deps::diesel_async::RunQueryDsl::load(query, &mut { conn }).await?;
+                    Ok(rows
+                        .into_iter()
+                        .map($crate::Row::<<Self as $crate::Resource>::Fields>::from_pair)
+                        .collect())
                 })
             }
         }
+
+        impl $resource {
+            /// The filter leaf of `field`: the standard times, then the declared fields.
+            fn __leaf(
+                field: &str,
+                op: $crate::deps::crm_db::filter::Op,
+                value: &$crate::deps::crm_db::filter::Value,
+            ) -> Result<
+                $crate::deps::crm_db::filter::BoxedPredicate<$table::table>,
+                $crate::deps::crm_db::filter::FilterError,
+            > {
+                use $table::dsl as t;
+                match field {
+                    "create_time" => {
+                        $crate::deps::crm_db::filter_time!(t::create_time, field, op, value)
+                    }
+                    "update_time" => {
+                        $crate::deps::crm_db::filter_time!(t::update_time, field, op, value)
+                    }
+                    _ => ($crate::field_leaf::<$resource>(field)?)(field, op, value),
+                }
+            }
+        }
+    };
+}
+
+/// The standard columns of `$table`, in the order of [`Standard`](crate::Standard).
+#[macro_export]
+macro_rules! standard_columns {
+    ($table:ident) => {
+        (
+            $table::organization_id,
+            $table::id,
+            $table::create_time,
+            $table::update_time,
+            $table::delete_time,
+            $table::purge_time,
+            $table::revision,
+            $table::created_by,
+            $table::updated_by,
+        )
     };
 }
 
@@ -270,6 +374,22 @@ macro_rules! filter_reference {
         let out: Result<BoxedPredicate<_>, FilterError> = match $op {
             Op::Eq => Ok(Box::new($column.eq(id))),
             Op::Ne => Ok(Box::new($column.ne(id))),
+            Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Has => Err(unsupported_op($field, $op)),
+        };
+        out
+    }};
+}
+
+/// Compiles `=` / `!=` on a boolean column from a filter value `true` or `false`.
+#[macro_export]
+macro_rules! filter_bool {
+    ($column:expr, $field:expr, $op:expr, $value:expr) => {{
+        use $crate::deps::crm_db::filter::{BoxedPredicate, FilterError, Op, unsupported_op};
+        use $crate::deps::diesel::ExpressionMethods as _;
+        let flag = $crate::store::bool_value($field, $value)?;
+        let out: Result<BoxedPredicate<_>, FilterError> = match $op {
+            Op::Eq => Ok(Box::new($column.eq(flag))),
+            Op::Ne => Ok(Box::new($column.ne(flag))),
             Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Has => Err(unsupported_op($field, $op)),
         };
         out

@@ -8,6 +8,8 @@ pub mod lifecycle;
 pub mod model;
 pub mod store;
 
+pub use self::store::require_live;
+
 use crm_auth::layer::principal_of;
 use crm_auth::{MethodPolicy, Principal, Requirement, permission};
 use crm_db::outbox::{self, NewEvent};

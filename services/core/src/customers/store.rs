@@ -1,8 +1,9 @@
 //! Queries of `core.customers`. Every function runs inside the caller's tenant transaction and
 //! also filters on `organization_id` explicitly (the index leads with it; RLS is the second wall).
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use crm_db::filter::{self, BoxedPredicate, Filter, FilterError, Op, Value};
+use crm_platform::ApiError;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
@@ -202,4 +203,30 @@ pub async fn list(
     }
     let query = crm_resource::keyset_page!(query, customers, create_time, display_name, q);
     Ok(query.load(&mut { conn }).await?)
+}
+
+/// Fails unless customer `id` of `org` exists and is live (for resources that reference one).
+///
+/// # Errors
+/// FAILED_PRECONDITION `CUSTOMER_NOT_FOUND` / `CUSTOMER_DELETED` naming the customer.
+pub async fn require_live(conn: &AsyncPgConnection, org: Uuid, id: Uuid) -> Result<(), ApiError> {
+    let deleted: Option<Option<DateTime<Utc>>> = c::customers
+        .filter(c::organization_id.eq(org))
+        .filter(c::id.eq(id))
+        .select(c::delete_time)
+        .first(&mut { conn })
+        .await
+        .optional()?;
+    let name = crm_platform::api::names::child_name(org, "customers", id);
+    match deleted {
+        Some(None) => Ok(()),
+        Some(Some(_)) => Err(ApiError::FailedPrecondition {
+            reason: "CUSTOMER_DELETED",
+            message: format!("customer {name} is deleted"),
+        }),
+        None => Err(ApiError::FailedPrecondition {
+            reason: "CUSTOMER_NOT_FOUND",
+            message: format!("customer {name} does not exist"),
+        }),
+    }
 }
