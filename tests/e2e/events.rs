@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crm_proto::common_v1::Event;
+use crm_proto::common_v1::ResourceChanged;
 use crm_proto::core_v1::event_service_client::EventServiceClient;
-use crm_proto::core_v1::{CustomerCreated, StreamEventsRequest};
+use crm_proto::core_v1::{Customer, StreamEventsRequest};
 use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -64,10 +65,11 @@ async fn concurrent_writers_lose_nothing_and_a_cursor_resumes_exactly() {
     assert_eq!(ids.len(), total, "an event was delivered twice");
     let mut names = HashSet::new();
     for e in &events {
-        assert_eq!(e.r#type, "crm.core.v1.CustomerCreated");
+        assert_eq!(e.r#type, "crm.core.v1.Customer.created");
         let payload =
-            CustomerCreated::decode(e.payload.as_ref().unwrap().value.as_slice()).unwrap();
-        names.insert(payload.customer.unwrap().display_name);
+            ResourceChanged::decode(e.payload.as_ref().unwrap().value.as_slice()).unwrap();
+        let customer: Customer = payload.resource.unwrap().to_msg().unwrap();
+        names.insert(customer.display_name);
     }
     assert_eq!(names.len(), total, "every created customer has its event");
 
@@ -107,7 +109,6 @@ async fn bad_cursor_and_missing_permission_are_refused() {
 
 #[tokio::test]
 async fn a_resource_change_carries_a_payload_whose_type_url_names_its_message() {
-    use crm_proto::common_v1::ResourceChanged;
     use crm_proto::core_v1::contact_service_client::ContactServiceClient;
     use crm_proto::core_v1::{Contact, CreateContactRequest};
 

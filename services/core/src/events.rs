@@ -72,7 +72,7 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEventsResponse, Status
 
 /// The payload's message type for an event type: a resource change (`crm.core.v1.Contact.created`,
 /// whose last segment is a lowercase verb) carries `crm.common.v1.ResourceChanged`; any other
-/// event type is its payload's message (`crm.core.v1.CustomerCreated`).
+/// event type is its payload's message (`crm.core.v1.ConsentRevoked`, say).
 fn payload_type(event_type: &str) -> &str {
     let verb = event_type
         .rsplit('.')

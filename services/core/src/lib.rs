@@ -141,7 +141,7 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
     }
     add!(
         CustomerServiceServer,
-        customers::CustomerApi::new(state.clone()),
+        customers::CustomerApi::new(state.ctx.clone()),
         customers::policy()
     );
     add!(

@@ -13,7 +13,7 @@ use crm_platform::api::validate::{self, Violations};
 use crm_platform::mutation::{self, IdempotencyKey};
 use crm_proto::core_v1::message_service_server::MessageService;
 use crm_proto::core_v1::{
-    Channel, Conversation, Customer, CustomerHit, DeliveryStatus, Direction, GetMessageRequest,
+    Channel, Conversation, CustomerHit, DeliveryStatus, Direction, GetMessageRequest,
     ListMessagesRequest, ListMessagesResponse, Message, MessageHit, MessagePurpose,
     RecordDeliveryReportRequest, RecordInboundMessageRequest, SearchCustomersRequest,
     SearchCustomersResponse, SearchMessagesRequest, SearchMessagesResponse, SendMessageRequest,
@@ -897,7 +897,9 @@ impl MessageService for MessageApi {
             hits: hits
                 .into_iter()
                 .map(|h| CustomerHit {
-                    customer: Some(Customer::from(h.customer)),
+                    customer: Some(crm_resource::to_proto::<crate::customers::Customers>(
+                        crm_resource::Row::from_pair((h.std, h.customer)),
+                    )),
                     rank: h.rank,
                 })
                 .collect(),

@@ -14,7 +14,7 @@ use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use crate::CoreState;
-use crate::customers::model::CustomerRow;
+use crate::customers::CustomerFields;
 use crate::messages::MessageRow;
 
 const MAX_QUERY_CHARS: usize = 500;
@@ -66,9 +66,12 @@ impl Hit for MessageHit {
 /// A customer and its rank.
 #[derive(QueryableByName)]
 pub struct CustomerHit {
-    /// The customer.
+    /// The customer's standard columns.
     #[diesel(embed)]
-    pub customer: CustomerRow,
+    pub std: crm_resource::Standard,
+    /// The customer's own columns.
+    #[diesel(embed)]
+    pub customer: CustomerFields,
     /// Relevance.
     #[diesel(sql_type = Float4)]
     pub rank: f32,
@@ -91,7 +94,7 @@ impl Hit for CustomerHit {
         self.rank
     }
     fn id(&self) -> Uuid {
-        self.customer.id
+        self.std.id
     }
 }
 

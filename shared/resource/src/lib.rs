@@ -42,7 +42,7 @@ use crm_platform::layers::Deadline;
 use crm_platform::mutation::{self, IdempotencyKey};
 use crm_proto::common_v1::ResourceChanged;
 use crm_proto::{StandardFields, StandardResource};
-use diesel::Queryable;
+use diesel::{Queryable, QueryableByName};
 use diesel_async::AsyncPgConnection;
 use prost::Message;
 use tokio::sync::Notify;
@@ -112,26 +112,36 @@ pub const STANDARD_OUTPUT_ONLY: &[&str] = &[
 /// A boxed future borrowing the transaction's connection.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The standard columns every resource table has, read in this order by the store.
-#[derive(Debug, Clone, Queryable)]
+/// The standard columns every resource table has, read in this order by the store (and by
+/// name from raw SQL such as full-text search).
+#[derive(Debug, Clone, Queryable, QueryableByName)]
 pub struct Standard {
     /// The tenant.
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
     pub organization_id: Uuid,
     /// The resource's id.
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
     pub id: Uuid,
     /// Creation.
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
     pub create_time: DateTime<Utc>,
     /// Last change.
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
     pub update_time: DateTime<Utc>,
     /// Soft deletion.
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
     pub delete_time: Option<DateTime<Utc>>,
     /// When a soft-deleted row is removed for good.
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
     pub purge_time: Option<DateTime<Utc>>,
     /// Bumped by every change (the etag's source).
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub revision: i64,
     /// Subject that created the row.
+    #[diesel(sql_type = diesel::sql_types::Text)]
     pub created_by: String,
     /// Subject that changed it last.
+    #[diesel(sql_type = diesel::sql_types::Text)]
     pub updated_by: String,
 }
 
@@ -298,6 +308,9 @@ pub trait Resource: Send + Sync + Sized + 'static {
     fn order_time(row: &Row<Self::Fields>) -> DateTime<Utc> {
         row.std.create_time
     }
+    /// Validates a new resource as a whole (rules across fields, or that hold only at
+    /// creation), after its fields were read into `fields`.
+    fn validate_new(_v: &mut Violations, _fields: &Self::Fields) {}
     /// The rules of a write, in its transaction, before the row is written: referenced
     /// resources exist, a state change is allowed, derived columns are set in `next`, another
     /// row must give way. `current` is `None` on create; `paths` are the fields written.
@@ -698,6 +711,7 @@ pub async fn create<R: Store, F: Message>(
     let mut fields = R::Fields::default();
     if req.resource.is_some() {
         input::<R>(&mut v, org, &resource, &create_fields::<R>(), &mut fields);
+        R::validate_new(&mut v, &fields);
     }
     let id_field = format!("{}_id", R::FIELD);
     let id = validate::optional_uuid(&mut v, &id_field, req.id);
