@@ -166,12 +166,15 @@ crm_resource::standard_store!(
 );
 
 crm_resource::standard_service! {
-    crm_proto::core_v1::activity_service_server::ActivityService, Activities => ActivityApi,
-    "crm.core.v1.ActivityService", activity;
-    create_activity(CreateActivityRequest, activity_id);
-    get_activity(GetActivityRequest, |_| false);
-    list_activities(ListActivitiesRequest, |_| false) -> ListActivitiesResponse.activities;
-    update_activity(UpdateActivityRequest);
-    delete_activity(DeleteActivityRequest);
-    undelete_activity(UndeleteActivityRequest);
+    service = "crm.core.v1.ActivityService",
+    server = crm_proto::core_v1::activity_service_server::ActivityService,
+    resource = Activities,
+    api = ActivityApi,
+    field = activity;
+    create = create_activity(CreateActivityRequest, id = activity_id);
+    get = get_activity(GetActivityRequest, full = |_| false);
+    list = list_activities(ListActivitiesRequest, full = |_| false) -> ListActivitiesResponse.activities;
+    update = update_activity(UpdateActivityRequest);
+    delete = delete_activity(DeleteActivityRequest);
+    undelete = undelete_activity(UndeleteActivityRequest);
 }

@@ -115,13 +115,16 @@ crm_resource::standard_store!(
 );
 
 crm_resource::standard_service! {
-    crm_proto::core_v1::call_disposition_service_server::CallDispositionService, CallDispositions => CallDispositionApi,
-    "crm.core.v1.CallDispositionService", call_disposition;
-    create_call_disposition(CreateCallDispositionRequest, call_disposition_id);
-    get_call_disposition(GetCallDispositionRequest, |_| false);
-    list_call_dispositions(ListCallDispositionsRequest, |_| false)
+    service = "crm.core.v1.CallDispositionService",
+    server = crm_proto::core_v1::call_disposition_service_server::CallDispositionService,
+    resource = CallDispositions,
+    api = CallDispositionApi,
+    field = call_disposition;
+    create = create_call_disposition(CreateCallDispositionRequest, id = call_disposition_id);
+    get = get_call_disposition(GetCallDispositionRequest, full = |_| false);
+    list = list_call_dispositions(ListCallDispositionsRequest, full = |_| false)
         -> ListCallDispositionsResponse.call_dispositions;
-    update_call_disposition(UpdateCallDispositionRequest);
-    delete_call_disposition(DeleteCallDispositionRequest);
-    undelete_call_disposition(UndeleteCallDispositionRequest);
+    update = update_call_disposition(UpdateCallDispositionRequest);
+    delete = delete_call_disposition(DeleteCallDispositionRequest);
+    undelete = undelete_call_disposition(UndeleteCallDispositionRequest);
 }

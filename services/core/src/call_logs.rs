@@ -144,12 +144,15 @@ impl Resource for CallLogs {
 crm_resource::standard_store!(CallLogs, table = call_logs, time = start_time, text = phone);
 
 crm_resource::standard_service! {
-    crm_proto::core_v1::call_log_service_server::CallLogService, CallLogs => CallLogApi,
-    "crm.core.v1.CallLogService", call_log;
-    create_call_log(CreateCallLogRequest, call_log_id);
-    get_call_log(GetCallLogRequest, |_| false);
-    list_call_logs(ListCallLogsRequest, |_| false) -> ListCallLogsResponse.call_logs;
-    update_call_log(UpdateCallLogRequest);
-    delete_call_log(DeleteCallLogRequest);
-    undelete_call_log(UndeleteCallLogRequest);
+    service = "crm.core.v1.CallLogService",
+    server = crm_proto::core_v1::call_log_service_server::CallLogService,
+    resource = CallLogs,
+    api = CallLogApi,
+    field = call_log;
+    create = create_call_log(CreateCallLogRequest, id = call_log_id);
+    get = get_call_log(GetCallLogRequest, full = |_| false);
+    list = list_call_logs(ListCallLogsRequest, full = |_| false) -> ListCallLogsResponse.call_logs;
+    update = update_call_log(UpdateCallLogRequest);
+    delete = delete_call_log(DeleteCallLogRequest);
+    undelete = undelete_call_log(UndeleteCallLogRequest);
 }

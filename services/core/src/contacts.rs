@@ -125,12 +125,15 @@ crm_resource::standard_store!(
 );
 
 crm_resource::standard_service! {
-    crm_proto::core_v1::contact_service_server::ContactService, Contacts => ContactApi,
-    "crm.core.v1.ContactService", contact;
-    create_contact(CreateContactRequest, contact_id);
-    get_contact(GetContactRequest, |_| false);
-    list_contacts(ListContactsRequest, |_| false) -> ListContactsResponse.contacts;
-    update_contact(UpdateContactRequest);
-    delete_contact(DeleteContactRequest);
-    undelete_contact(UndeleteContactRequest);
+    service = "crm.core.v1.ContactService",
+    server = crm_proto::core_v1::contact_service_server::ContactService,
+    resource = Contacts,
+    api = ContactApi,
+    field = contact;
+    create = create_contact(CreateContactRequest, id = contact_id);
+    get = get_contact(GetContactRequest, full = |_| false);
+    list = list_contacts(ListContactsRequest, full = |_| false) -> ListContactsResponse.contacts;
+    update = update_contact(UpdateContactRequest);
+    delete = delete_contact(DeleteContactRequest);
+    undelete = undelete_contact(UndeleteContactRequest);
 }

@@ -144,14 +144,16 @@ crm_resource::standard_store!(
 );
 
 crm_resource::standard_service! {
-    crm_proto::core_v1::conversation_service_server::ConversationService,
-    Conversations => ConversationApi,
-    "crm.core.v1.ConversationService", conversation;
-    create_conversation(CreateConversationRequest, conversation_id);
-    get_conversation(GetConversationRequest, |_| false);
-    list_conversations(ListConversationsRequest, |_| false)
+    service = "crm.core.v1.ConversationService",
+    server = crm_proto::core_v1::conversation_service_server::ConversationService,
+    resource = Conversations,
+    api = ConversationApi,
+    field = conversation;
+    create = create_conversation(CreateConversationRequest, id = conversation_id);
+    get = get_conversation(GetConversationRequest, full = |_| false);
+    list = list_conversations(ListConversationsRequest, full = |_| false)
         -> ListConversationsResponse.conversations;
-    update_conversation(UpdateConversationRequest);
-    delete_conversation(DeleteConversationRequest);
-    undelete_conversation(UndeleteConversationRequest);
+    update = update_conversation(UpdateConversationRequest);
+    delete = delete_conversation(DeleteConversationRequest);
+    undelete = undelete_conversation(UndeleteConversationRequest);
 }

@@ -394,14 +394,17 @@ async fn list_readings(
 }
 
 crm_resource::standard_service! {
-    crm_proto::core_v1::equipment_service_server::EquipmentService, Equipment => EquipmentApi,
-    "crm.core.v1.EquipmentService", equipment;
-    create_equipment(CreateEquipmentRequest, equipment_id);
-    get_equipment(GetEquipmentRequest, |_| false);
-    list_equipment(ListEquipmentRequest, |_| false) -> ListEquipmentResponse.equipment;
-    update_equipment(UpdateEquipmentRequest);
-    delete_equipment(DeleteEquipmentRequest);
-    undelete_equipment(UndeleteEquipmentRequest);
+    service = "crm.core.v1.EquipmentService",
+    server = crm_proto::core_v1::equipment_service_server::EquipmentService,
+    resource = Equipment,
+    api = EquipmentApi,
+    field = equipment;
+    create = create_equipment(CreateEquipmentRequest, id = equipment_id);
+    get = get_equipment(GetEquipmentRequest, full = |_| false);
+    list = list_equipment(ListEquipmentRequest, full = |_| false) -> ListEquipmentResponse.equipment;
+    update = update_equipment(UpdateEquipmentRequest);
+    delete = delete_equipment(DeleteEquipmentRequest);
+    undelete = undelete_equipment(UndeleteEquipmentRequest);
 
     async fn record_equipment_reading(
         &self,

@@ -328,15 +328,18 @@ fn begin_child_list(
 }
 
 crm_resource::standard_service! {
-    crm_proto::core_v1::inventory_item_service_server::InventoryItemService, InventoryItems => InventoryItemApi,
-    "crm.core.v1.InventoryItemService", inventory_item;
-    create_inventory_item(CreateInventoryItemRequest, inventory_item_id);
-    get_inventory_item(GetInventoryItemRequest, |_| false);
-    list_inventory_items(ListInventoryItemsRequest, |_| false)
+    service = "crm.core.v1.InventoryItemService",
+    server = crm_proto::core_v1::inventory_item_service_server::InventoryItemService,
+    resource = InventoryItems,
+    api = InventoryItemApi,
+    field = inventory_item;
+    create = create_inventory_item(CreateInventoryItemRequest, id = inventory_item_id);
+    get = get_inventory_item(GetInventoryItemRequest, full = |_| false);
+    list = list_inventory_items(ListInventoryItemsRequest, full = |_| false)
         -> ListInventoryItemsResponse.inventory_items;
-    update_inventory_item(UpdateInventoryItemRequest);
-    delete_inventory_item(DeleteInventoryItemRequest);
-    undelete_inventory_item(UndeleteInventoryItemRequest);
+    update = update_inventory_item(UpdateInventoryItemRequest);
+    delete = delete_inventory_item(DeleteInventoryItemRequest);
+    undelete = undelete_inventory_item(UndeleteInventoryItemRequest);
 
     async fn adjust_stock(
         &self,

@@ -188,13 +188,16 @@ crm_resource::standard_store!(
 );
 
 crm_resource::standard_service! {
-    crm_proto::core_v1::property_service_server::PropertyService, Properties => PropertyApi,
-    "crm.core.v1.PropertyService", property;
-    create_property(CreatePropertyRequest, property_id);
-    get_property(GetPropertyRequest, |b| b.view == PropertyView::Full as i32);
-    list_properties(ListPropertiesRequest, |b| b.view == PropertyView::Full as i32)
+    service = "crm.core.v1.PropertyService",
+    server = crm_proto::core_v1::property_service_server::PropertyService,
+    resource = Properties,
+    api = PropertyApi,
+    field = property;
+    create = create_property(CreatePropertyRequest, id = property_id);
+    get = get_property(GetPropertyRequest, full = |b| b.view == PropertyView::Full as i32);
+    list = list_properties(ListPropertiesRequest, full = |b| b.view == PropertyView::Full as i32)
         -> ListPropertiesResponse.properties;
-    update_property(UpdatePropertyRequest);
-    delete_property(DeletePropertyRequest);
-    undelete_property(UndeletePropertyRequest);
+    update = update_property(UpdatePropertyRequest);
+    delete = delete_property(DeletePropertyRequest);
+    undelete = undelete_property(UndeletePropertyRequest);
 }

@@ -190,12 +190,15 @@ crm_resource::standard_store!(
 );
 
 crm_resource::standard_service! {
-    crm_proto::core_v1::sync_log_service_server::SyncLogService, SyncLogs => SyncLogApi,
-    "crm.core.v1.SyncLogService", sync_log;
-    create_sync_log(CreateSyncLogRequest, sync_log_id);
-    get_sync_log(GetSyncLogRequest, |_| false);
-    list_sync_logs(ListSyncLogsRequest, |_| false) -> ListSyncLogsResponse.sync_logs;
-    update_sync_log(UpdateSyncLogRequest);
-    delete_sync_log(DeleteSyncLogRequest);
-    undelete_sync_log(UndeleteSyncLogRequest);
+    service = "crm.core.v1.SyncLogService",
+    server = crm_proto::core_v1::sync_log_service_server::SyncLogService,
+    resource = SyncLogs,
+    api = SyncLogApi,
+    field = sync_log;
+    create = create_sync_log(CreateSyncLogRequest, id = sync_log_id);
+    get = get_sync_log(GetSyncLogRequest, full = |_| false);
+    list = list_sync_logs(ListSyncLogsRequest, full = |_| false) -> ListSyncLogsResponse.sync_logs;
+    update = update_sync_log(UpdateSyncLogRequest);
+    delete = delete_sync_log(DeleteSyncLogRequest);
+    undelete = undelete_sync_log(UndeleteSyncLogRequest);
 }

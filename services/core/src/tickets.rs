@@ -201,14 +201,17 @@ impl Resource for Tickets {
 crm_resource::standard_store!(Tickets, table = tickets, time = create_time, text = subject);
 
 crm_resource::standard_service! {
-    crm_proto::core_v1::ticket_service_server::TicketService, Tickets => TicketApi,
-    "crm.core.v1.TicketService", ticket;
-    create_ticket(CreateTicketRequest, ticket_id);
-    get_ticket(GetTicketRequest, |_| false);
-    list_tickets(ListTicketsRequest, |_| false) -> ListTicketsResponse.tickets;
-    update_ticket(UpdateTicketRequest);
-    delete_ticket(DeleteTicketRequest);
-    undelete_ticket(UndeleteTicketRequest);
+    service = "crm.core.v1.TicketService",
+    server = crm_proto::core_v1::ticket_service_server::TicketService,
+    resource = Tickets,
+    api = TicketApi,
+    field = ticket;
+    create = create_ticket(CreateTicketRequest, id = ticket_id);
+    get = get_ticket(GetTicketRequest, full = |_| false);
+    list = list_tickets(ListTicketsRequest, full = |_| false) -> ListTicketsResponse.tickets;
+    update = update_ticket(UpdateTicketRequest);
+    delete = delete_ticket(DeleteTicketRequest);
+    undelete = undelete_ticket(UndeleteTicketRequest);
 }
 
 #[cfg(test)]

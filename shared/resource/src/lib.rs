@@ -1078,6 +1078,46 @@ pub async fn changed_in<R: Store>(
     Ok(after)
 }
 
+/// The fields of a Delete or Undelete request.
+#[derive(Debug, Clone, Copy)]
+pub struct DeletionFields<'a> {
+    /// The resource's name.
+    pub name: &'a str,
+    /// When set, must match.
+    pub etag: &'a str,
+    /// Idempotency key.
+    pub request_id: &'a str,
+}
+
+/// Serves Delete (`delete`) or Undelete of `R` from the request `body` whose fields `fields`
+/// reads; the idempotency fingerprint is the request without its `request_id`.
+///
+/// # Errors
+/// As [`set_deleted`], as a status.
+pub async fn serve_deletion<R: Store, Q: Message + Clone>(
+    ctx: &Context,
+    call: Call,
+    body: Q,
+    delete: bool,
+    fields: fn(&Q) -> DeletionFields<'_>,
+    clear_request_id: fn(&mut Q),
+) -> Result<tonic::Response<R::Proto>, tonic::Status> {
+    let mut fingerprint = body.clone();
+    clear_request_id(&mut fingerprint);
+    let f = fields(&body);
+    let req = Deletion {
+        name: f.name,
+        etag: f.etag,
+        request_id: f.request_id,
+        fingerprint: &fingerprint,
+        delete,
+    };
+    set_deleted::<R, _>(ctx, call, req)
+        .await
+        .map(tonic::Response::new)
+        .map_err(|e| ctx.status(e))
+}
+
 /// A policy giving each RPC of `service` its permission.
 #[must_use]
 pub fn policy(service: &str, rules: &[(&str, &'static str)]) -> crm_auth::MethodPolicy {
@@ -1094,13 +1134,17 @@ pub fn policy(service: &str, rules: &[(&str, &'static str)]) -> crm_auth::Method
 #[macro_export]
 macro_rules! standard_service {
     (
-        $service_trait:path, $resource:ty => $api:ident, $service:literal, $field:ident;
-        $create:ident($create_req:ty, $id:ident);
-        $get:ident($get_req:ty, $get_full:expr);
-        $list:ident($list_req:ty, $list_full:expr) -> $list_resp:ident.$items:ident;
-        $update:ident($update_req:ty);
-        $delete:ident($delete_req:ty);
-        $undelete:ident($undelete_req:ty);
+        service = $service:literal,
+        server = $service_trait:path,
+        resource = $resource:ty,
+        api = $api:ident,
+        field = $field:ident;
+        create = $create:ident($create_req:ty, id = $id:ident);
+        get = $get:ident($get_req:ty, full = $get_full:expr);
+        list = $list:ident($list_req:ty, full = $list_full:expr) -> $list_resp:ident.$items:ident;
+        update = $update:ident($update_req:ty);
+        delete = $delete:ident($delete_req:ty);
+        undelete = $undelete:ident($undelete_req:ty);
         $($extra:item)*
     ) => {
         /// The handlers (see [`standard_service!`](crm_resource::standard_service)).
@@ -1241,23 +1285,15 @@ macro_rules! standard_service {
                 req: $crate::deps::tonic::Request<$delete_req>,
             ) -> Result<$crate::deps::tonic::Response<<$resource as $crate::Resource>::Proto>, $crate::deps::tonic::Status> {
                 let call = $crate::Call::of(&req, $service, stringify!($delete))?;
-                let body = req.into_inner();
-                let mut fingerprint = body.clone();
-                fingerprint.request_id.clear();
-                $crate::set_deleted::<$resource, _>(
+                $crate::serve_deletion::<$resource, _>(
                     &self.ctx,
                     call,
-                    $crate::Deletion {
-                        name: &body.name,
-                        etag: &body.etag,
-                        request_id: &body.request_id,
-                        fingerprint: &fingerprint,
-                        delete: true,
-                    },
+                    req.into_inner(),
+                    true,
+                    |b| $crate::DeletionFields { name: &b.name, etag: &b.etag, request_id: &b.request_id },
+                    |b| b.request_id.clear(),
                 )
                 .await
-                .map($crate::deps::tonic::Response::new)
-                .map_err(|e| self.ctx.status(e))
             }
 
             async fn $undelete(
@@ -1265,23 +1301,15 @@ macro_rules! standard_service {
                 req: $crate::deps::tonic::Request<$undelete_req>,
             ) -> Result<$crate::deps::tonic::Response<<$resource as $crate::Resource>::Proto>, $crate::deps::tonic::Status> {
                 let call = $crate::Call::of(&req, $service, stringify!($undelete))?;
-                let body = req.into_inner();
-                let mut fingerprint = body.clone();
-                fingerprint.request_id.clear();
-                $crate::set_deleted::<$resource, _>(
+                $crate::serve_deletion::<$resource, _>(
                     &self.ctx,
                     call,
-                    $crate::Deletion {
-                        name: &body.name,
-                        etag: &body.etag,
-                        request_id: &body.request_id,
-                        fingerprint: &fingerprint,
-                        delete: false,
-                    },
+                    req.into_inner(),
+                    false,
+                    |b| $crate::DeletionFields { name: &b.name, etag: &b.etag, request_id: &b.request_id },
+                    |b| b.request_id.clear(),
                 )
                 .await
-                .map($crate::deps::tonic::Response::new)
-                .map_err(|e| self.ctx.status(e))
             }
 
             $($extra)*

@@ -200,14 +200,17 @@ crm_resource::standard_store!(
 );
 
 crm_resource::standard_service! {
-    crm_proto::core_v1::customer_service_server::CustomerService, Customers => CustomerApi,
-    "crm.core.v1.CustomerService", customer;
-    create_customer(CreateCustomerRequest, customer_id);
-    get_customer(GetCustomerRequest, |_| false);
-    list_customers(ListCustomersRequest, |_| false) -> ListCustomersResponse.customers;
-    update_customer(UpdateCustomerRequest);
-    delete_customer(DeleteCustomerRequest);
-    undelete_customer(UndeleteCustomerRequest);
+    service = "crm.core.v1.CustomerService",
+    server = crm_proto::core_v1::customer_service_server::CustomerService,
+    resource = Customers,
+    api = CustomerApi,
+    field = customer;
+    create = create_customer(CreateCustomerRequest, id = customer_id);
+    get = get_customer(GetCustomerRequest, full = |_| false);
+    list = list_customers(ListCustomersRequest, full = |_| false) -> ListCustomersResponse.customers;
+    update = update_customer(UpdateCustomerRequest);
+    delete = delete_customer(DeleteCustomerRequest);
+    undelete = undelete_customer(UndeleteCustomerRequest);
 }
 
 /// Fails unless customer `id` of `org` exists and is live (for resources that reference one).
