@@ -29,8 +29,8 @@ use crate::schema::customers::dsl as cu;
 use crate::schema::sms_consents::dsl as sc;
 use crate::status;
 use crate::{CoreState, schema};
-use crm_resource::Call;
 use crm_resource::audit::{self, Action};
+use crm_resource::{Call, column};
 
 const SERVICE: &str = "crm.core.v1.ConsentService";
 /// Marketing messages wait until this local time...
@@ -137,8 +137,8 @@ pub fn quiet_until(at: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn purpose_number(p: MessagePurpose) -> i16 {
-    i16::try_from(p as i32).unwrap_or(0)
+fn purpose_number(p: MessagePurpose) -> Result<i16, ApiError> {
+    column(p as i32)
 }
 
 /// The time zone of whoever has `phone`: a customer with that phone, else the customer of a
@@ -195,7 +195,7 @@ pub async fn check(
     let status: Option<i16> = sc::sms_consents
         .filter(sc::organization_id.eq(org))
         .filter(sc::phone.eq(phone))
-        .filter(sc::purpose.eq(purpose_number(purpose)))
+        .filter(sc::purpose.eq(purpose_number(purpose)?))
         .select(sc::status)
         .first(&mut { conn })
         .await
@@ -343,7 +343,7 @@ pub async fn apply(
     request_id: &str,
     change: Change<'_>,
 ) -> Result<Consent, ApiError> {
-    let purpose = purpose_number(change.purpose);
+    let purpose = purpose_number(change.purpose)?;
     let before: Option<ConsentRow> = sc::sms_consents
         .filter(sc::organization_id.eq(org))
         .filter(sc::phone.eq(change.phone))
@@ -353,8 +353,8 @@ pub async fn apply(
         .first(&mut { conn })
         .await
         .optional()?;
-    let status = i16::try_from(change.status as i32).unwrap_or(0);
-    let method = i16::try_from(change.method as i32).unwrap_or(0);
+    let status = column(change.status as i32)?;
+    let method = column(change.method as i32)?;
     let disclosure = if change.status == ConsentStatus::Granted {
         change.disclosure_version.to_owned()
     } else {
@@ -500,7 +500,7 @@ pub async fn apply_keyword(
                 let current: Option<i16> = sc::sms_consents
                     .filter(sc::organization_id.eq(org))
                     .filter(sc::phone.eq(phone))
-                    .filter(sc::purpose.eq(purpose_number(purpose)))
+                    .filter(sc::purpose.eq(purpose_number(purpose)?))
                     .select(sc::status)
                     .first(&mut { conn })
                     .await
@@ -542,7 +542,7 @@ pub async fn apply_keyword(
                 let version: String = sc::sms_consents
                     .filter(sc::organization_id.eq(org))
                     .filter(sc::phone.eq(phone))
-                    .filter(sc::purpose.eq(purpose_number(purpose)))
+                    .filter(sc::purpose.eq(purpose_number(purpose)?))
                     .select(sc::disclosure_version)
                     .first(&mut { conn })
                     .await?;

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod credentials;
+pub mod ids;
 pub mod jwks;
 pub mod keys;
 pub mod members;

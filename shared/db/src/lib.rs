@@ -13,6 +13,7 @@ pub mod embedded;
 pub mod error;
 pub mod etag;
 pub mod filter;
+pub mod id;
 pub mod idempotency;
 pub mod migrate;
 pub mod notify;
@@ -25,4 +26,5 @@ pub mod tenant;
 
 pub use diesel_async::AsyncPgConnection;
 pub use error::{DbError, DbErrorClass};
+pub use id::OrgId;
 pub use pool::{DbPool, PoolSettings};

@@ -2,11 +2,14 @@
 //! A change of roles or status revokes the person's earlier tokens everywhere, so it takes
 //! effect within about a second rather than at the next token expiry.
 
-use chrono::{DateTime, Utc};
+pub mod store;
+
+use chrono::Utc;
 use crm_auth::layer::principal_of;
 use crm_auth::password::HashError;
 use crm_auth::principal::catalog_roles;
 use crm_auth::{MethodPolicy, Requirement, permission};
+use crm_db::OrgId;
 use crm_platform::ApiError;
 use crm_platform::api::listing::Listing;
 use crm_platform::api::time::timestamp;
@@ -19,23 +22,16 @@ use crm_proto::identity_v1::{
     CreateMemberRequest, ListMembersRequest, ListMembersResponse, Member, MemberStatus,
     UpdateMemberRequest,
 };
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use tonic::{Request, Response, Status};
-
-use crate::status;
 use uuid::Uuid;
 
-use crate::schema::{memberships as m, users as u};
-use crate::{IdentityState, audit, revocations};
+pub use self::store::{ACTIVE, INVITED, MemberState};
+use self::store::{MemberRow, NewUser};
+use crate::ids::UserId;
+use crate::{IdentityState, audit, revocations, status};
 
 const SERVICE: &str = "crm.identity.v1.MemberService";
 const COLLECTION: &str = "members";
-
-diesel::define_sql_function! {
-    /// PostgreSQL's `lower(text)`.
-    fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text;
-}
 
 /// RPC requirements.
 #[must_use]
@@ -58,43 +54,6 @@ pub fn policy() -> MethodPolicy {
         )
 }
 
-#[derive(Debug, Queryable)]
-struct MemberRow {
-    organization_id: Uuid,
-    user_id: Uuid,
-    roles: Vec<String>,
-    status: i16,
-    create_time: DateTime<Utc>,
-    update_time: DateTime<Utc>,
-    revision: i64,
-    email: String,
-    display_name: String,
-}
-
-type MemberColumns = (
-    m::organization_id,
-    m::user_id,
-    m::roles,
-    m::status,
-    m::create_time,
-    m::update_time,
-    m::revision,
-    u::email,
-    u::display_name,
-);
-
-const COLUMNS: MemberColumns = (
-    m::organization_id,
-    m::user_id,
-    m::roles,
-    m::status,
-    m::create_time,
-    m::update_time,
-    m::revision,
-    u::email,
-    u::display_name,
-);
-
 impl From<MemberRow> for Member {
     fn from(r: MemberRow) -> Self {
         // Until the person accepts, the organization sees only the address it invited: the
@@ -105,7 +64,7 @@ impl From<MemberRow> for Member {
             r.display_name
         };
         Self {
-            name: names::child_name(r.organization_id, COLLECTION, r.user_id),
+            name: names::child_name(r.organization_id.uuid(), COLLECTION, r.user_id.uuid()),
             email: r.email,
             display_name,
             roles: r.roles,
@@ -115,21 +74,6 @@ impl From<MemberRow> for Member {
             etag: crm_db::etag::from_revision(r.revision),
         }
     }
-}
-
-async fn load(
-    conn: &crm_db::AsyncPgConnection,
-    org: Uuid,
-    user: Uuid,
-) -> QueryResult<Option<MemberRow>> {
-    m::table
-        .inner_join(u::table)
-        .filter(m::organization_id.eq(org))
-        .filter(m::user_id.eq(user))
-        .select(COLUMNS)
-        .first(&mut { conn })
-        .await
-        .optional()
 }
 
 /// Adds a violation on `field` unless `roles` is a non-empty list of catalog roles.
@@ -160,25 +104,18 @@ pub(crate) fn check_roles(v: &mut Violations, field: &str, roles: &[String]) {
     }
 }
 
-fn status_number(v: &mut Violations, field: &str, status: i32, default: MemberStatus) -> i16 {
+/// The status an update asks for (unspecified meaning active).
+fn requested_status(v: &mut Violations, field: &str, status: i32) -> MemberState {
     match MemberStatus::try_from(status) {
-        Ok(MemberStatus::Unspecified) => default as i16,
-        Ok(s) => s as i16,
+        Ok(MemberStatus::Unspecified) => ACTIVE,
+        Ok(s) => MemberState(s),
         Err(_) => {
-            v.push(
-                field,
-                "UNKNOWN_ENUM_VALUE",
-                format!("{status} is not a MemberStatus"),
-            );
-            0
+            let message = format!("{status} is not a MemberStatus");
+            v.push(field, "UNKNOWN_ENUM_VALUE", message);
+            ACTIVE
         }
     }
 }
-
-/// `memberships.status` of an invitation not yet accepted.
-pub(crate) const INVITED: i16 = MemberStatus::Invited as i16;
-/// `memberships.status` of a member who may sign in.
-pub(crate) const ACTIVE: i16 = MemberStatus::Active as i16;
 
 /// Turns `user`'s invitation to `org` into an active membership (audited). Called when the
 /// person signs in to `org` with their own credentials.
@@ -190,26 +127,14 @@ pub(crate) async fn accept_invitation(
     org: Uuid,
     user: Uuid,
 ) -> Result<(), ApiError> {
-    crm_db::tenant::transaction(pool, org, move |conn| {
+    let (org, user) = (OrgId(org), UserId(user));
+    crm_db::tenant::transaction(pool, org.uuid(), move |conn| {
         Box::pin(async move {
-            let accepted = diesel::update(
-                m::table
-                    .filter(m::organization_id.eq(org))
-                    .filter(m::user_id.eq(user))
-                    .filter(m::status.eq(INVITED)),
-            )
-            .set((
-                m::status.eq(ACTIVE),
-                m::revision.eq(m::revision + 1),
-                m::update_time.eq(diesel::dsl::now),
-            ))
-            .execute(&mut { conn })
-            .await?;
-            if accepted == 1 {
-                let subject = names::child_name(org, COLLECTION, user);
+            if store::accept(conn, org, user).await? {
+                let subject = names::child_name(org.uuid(), COLLECTION, user.uuid());
                 audit::append(
                     conn,
-                    org,
+                    org.uuid(),
                     audit::Entry {
                         kind: "membership.accepted",
                         actor: &format!("users/{user}"),
@@ -273,7 +198,6 @@ impl MemberService for MemberApi {
                 "a new member is invited; they become active when they sign in",
             ),
         }
-        let status_n = INVITED;
         let password = body.initial_password.clone();
         if !password.is_empty() && !(12..=1024).contains(&password.chars().count()) {
             v.push(
@@ -315,28 +239,20 @@ impl MemberService for MemberApi {
         let actor = principal.subject.clone();
         let write = mutation::idempotent(self.state.pool.clone(), org, key, move |conn| {
             Box::pin(async move {
-                let existing: Option<Uuid> = u::table
-                    .filter(lower(u::email).eq(&email))
-                    .select(u::id)
-                    .first(&mut { conn })
-                    .await
-                    .optional()?;
                 // The answer is the same whether the email belongs to someone already or not:
                 // an existing person's account is never touched (their password stays theirs);
                 // a new one gets the initial password, or none (they set one by password reset).
-                let user = match existing {
+                let user = match store::user_by_email(conn, &email).await? {
                     Some(id) => id,
                     None => {
-                        let id = Uuid::now_v7();
-                        diesel::insert_into(u::table)
-                            .values((
-                                u::id.eq(id),
-                                u::email.eq(&email),
-                                u::display_name.eq(&display_name),
-                                u::password_hash.eq(phc),
-                            ))
-                            .execute(&mut { conn })
-                            .await?;
+                        let id = UserId(Uuid::now_v7());
+                        let new = NewUser {
+                            id,
+                            email: &email,
+                            display_name: &display_name,
+                            password_hash: phc.as_deref(),
+                        };
+                        store::insert_user(conn, new).await?;
                         id
                     }
                 };
@@ -348,27 +264,19 @@ impl MemberService for MemberApi {
                         format!("not defined in this organization: {}", undefined.join(", ")),
                     ));
                 }
-                let inserted = diesel::insert_into(m::table)
-                    .values((
-                        m::organization_id.eq(org),
-                        m::user_id.eq(user),
-                        m::roles.eq(&roles),
-                        m::status.eq(status_n),
-                    ))
-                    .on_conflict_do_nothing()
-                    .execute(&mut { conn })
-                    .await?;
-                if inserted == 0 {
+                let org = OrgId(org);
+                let inserted = store::insert_membership(conn, org, user, &roles, INVITED).await?;
+                if !inserted {
                     return Err(ApiError::AlreadyExists {
                         resource_type: "identity.crm/Member",
                         detail: "email".into(),
                     });
                 }
-                let subject = names::child_name(org, COLLECTION, user);
+                let subject = names::child_name(org.uuid(), COLLECTION, user.uuid());
                 let detail = format!("roles {}", roles.join(","));
                 audit::append(
                     conn,
-                    org,
+                    org.uuid(),
                     audit::Entry {
                         kind: "membership.created",
                         actor: &actor,
@@ -377,7 +285,7 @@ impl MemberService for MemberApi {
                     },
                 )
                 .await?;
-                let row = load(conn, org, user)
+                let row = store::load(conn, org, user)
                     .await?
                     .ok_or_else(|| ApiError::Internal("member vanished".into()))?;
                 Ok(Member::from(row))
@@ -398,22 +306,12 @@ impl MemberService for MemberApi {
         let listing =
             Listing::of(&principal, &self.state.page_tokens, &body, &[], 50).map_err(status)?;
         let org = listing.org;
-        let after = listing.after_uuid().map_err(status)?;
+        let after = listing.after_uuid().map_err(status)?.map(UserId);
         let limit = listing.limit();
         let mut rows: Vec<MemberRow> =
             crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
                 Box::pin(async move {
-                    let mut q = m::table
-                        .inner_join(u::table)
-                        .filter(m::organization_id.eq(org))
-                        .order(m::user_id.asc())
-                        .limit(limit)
-                        .select(COLUMNS)
-                        .into_boxed();
-                    if let Some(after) = after {
-                        q = q.filter(m::user_id.gt(after));
-                    }
-                    q.load(&mut { conn }).await.map_err(ApiError::from)
+                    Ok::<_, ApiError>(store::page(conn, OrgId(org), after, limit).await?)
                 })
             })
             .await
@@ -455,11 +353,7 @@ impl MemberService for MemberApi {
         if paths.contains(&"roles") {
             check_roles(&mut v, "member.roles", &member.roles);
         }
-        let status_n = if paths.contains(&"status") {
-            status_number(&mut v, "member.status", member.status, MemberStatus::Active)
-        } else {
-            0
-        };
+        let requested = requested_status(&mut v, "member.status", member.status);
         let mut fingerprint = body.clone();
         fingerprint.request_id.clear();
         let key =
@@ -468,16 +362,17 @@ impl MemberService for MemberApi {
         let (org, user) =
             parsed.ok_or_else(|| status(ApiError::Internal("parsed without violation".into())))?;
         names::require_same_organization(&principal, org).map_err(status)?;
+        let user = UserId(user);
         let actor = principal.subject.clone();
         let revoked = std::sync::Arc::clone(&self.state.revoked);
         let write = mutation::idempotent(self.state.pool.clone(), org, key, move |conn| {
             Box::pin(async move {
-                let current = load(conn, org, user)
-                    .await?
-                    .ok_or_else(|| ApiError::NotFound {
+                let current = store::load(conn, OrgId(org), user).await?.ok_or_else(|| {
+                    ApiError::NotFound {
                         resource_type: "identity.crm/Member",
                         name: member.name.clone(),
-                    })?;
+                    }
+                })?;
                 crm_db::etag::check(&member.etag, current.revision)
                     .map_err(|e| etag_error("member.etag", e))?;
                 if paths.is_empty() {
@@ -497,7 +392,7 @@ impl MemberService for MemberApi {
                     ));
                 }
                 let new_status = if paths.contains(&"status") {
-                    status_n
+                    requested
                 } else {
                     current.status
                 };
@@ -507,19 +402,7 @@ impl MemberService for MemberApi {
                         message: "an invited person becomes active by signing in themselves".into(),
                     });
                 }
-                diesel::update(
-                    m::table
-                        .filter(m::organization_id.eq(org))
-                        .filter(m::user_id.eq(user)),
-                )
-                .set((
-                    m::roles.eq(&roles),
-                    m::status.eq(new_status),
-                    m::revision.eq(m::revision + 1),
-                    m::update_time.eq(diesel::dsl::now),
-                ))
-                .execute(&mut { conn })
-                .await?;
+                store::update_membership(conn, OrgId(org), user, &roles, new_status).await?;
                 // Tokens carry roles: revoke the earlier ones so the change applies now.
                 // Only this organization's tokens, and only when something they carry changed.
                 if roles != current.roles || new_status != current.status {
@@ -532,7 +415,7 @@ impl MemberService for MemberApi {
                     .await?;
                 }
                 let subject = member.name.clone();
-                let detail = format!("roles {} status {new_status}", roles.join(","));
+                let detail = format!("roles {} status {}", roles.join(","), i32::from(new_status));
                 audit::append(
                     conn,
                     org,
@@ -544,7 +427,7 @@ impl MemberService for MemberApi {
                     },
                 )
                 .await?;
-                let row = load(conn, org, user)
+                let row = store::load(conn, OrgId(org), user)
                     .await?
                     .ok_or_else(|| ApiError::Internal("member vanished".into()))?;
                 Ok(Member::from(row))
