@@ -4,12 +4,13 @@
 //! inside that organization's transaction. Secrets are 256-bit random values shown once and
 //! stored as HMAC-SHA-256 digests; rotation keeps the newest two valid.
 
+pub mod store;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
 use crm_auth::layer::principal_of;
 use crm_auth::{MethodPolicy, Requirement, permission};
-use crm_db::{AsyncPgConnection, tenant};
+use crm_db::{AsyncPgConnection, OrgId, tenant};
 use crm_platform::ApiError;
 use crm_platform::api::listing::Listing;
 use crm_platform::api::names;
@@ -21,17 +22,14 @@ use crm_proto::identity_v1::{
     ApiClient, ApiClientWithSecret, CreateApiClientRequest, DeleteApiClientRequest,
     ListApiClientsRequest, ListApiClientsResponse, RevocationKind, RotateApiClientSecretRequest,
 };
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use rand::RngCore;
 use tonic::{Request, Response, Status};
-
-use crate::status;
 use uuid::Uuid;
 
-use crate::schema::{api_client_secrets as cs, api_clients as c};
+use self::store::{ClientRow, NewClient};
+use crate::ids::ClientId;
 use crate::secrets::TokenSecrets;
-use crate::{IdentityState, audit, revocations};
+use crate::{IdentityState, audit, revocations, status};
 
 const SERVICE: &str = "crm.identity.v1.ApiClientService";
 const COLLECTION: &str = "apiClients";
@@ -68,28 +66,25 @@ pub fn parse_client_id(s: &str) -> Option<(Uuid, Uuid)> {
 /// Inserts a client with its first secret and audits it, in the caller's transaction.
 async fn insert_client(
     conn: &AsyncPgConnection,
-    org: Uuid,
+    org: OrgId,
     client: &ApiClient,
     actor: &str,
     digest: Vec<u8>,
 ) -> Result<ApiClient, ApiError> {
-    let id = Uuid::now_v7();
-    diesel::insert_into(c::table)
-        .values((
-            c::organization_id.eq(org),
-            c::id.eq(id),
-            c::display_name.eq(client.display_name.trim()),
-            c::roles.eq(&client.roles),
-            c::redirect_uris.eq(&client.redirect_uris),
-            c::created_by.eq(actor),
-        ))
-        .execute(&mut { conn })
-        .await?;
-    add_secret(conn, org, id, digest).await?;
-    let name = names::child_name(org, COLLECTION, id);
+    let id = ClientId(Uuid::now_v7());
+    let new = NewClient {
+        id,
+        display_name: client.display_name.trim(),
+        roles: &client.roles,
+        redirect_uris: &client.redirect_uris,
+        created_by: actor,
+    };
+    store::insert(conn, org, new).await?;
+    store::add_secret(conn, org, id, digest).await?;
+    let name = names::child_name(org.uuid(), COLLECTION, id.uuid());
     audit::append(
         conn,
-        org,
+        org.uuid(),
         audit::Entry {
             kind: "api_client.created",
             actor,
@@ -98,7 +93,7 @@ async fn insert_client(
         },
     )
     .await?;
-    let row = find(conn, org, id)
+    let row = store::find(conn, org, id)
         .await?
         .ok_or_else(|| ApiError::Internal("client vanished".into()))?;
     Ok(to_proto(row, 1))
@@ -142,7 +137,9 @@ pub async fn register_service_client(
         ..ApiClient::default()
     };
     let created = tenant::transaction(pool, org, move |conn| {
-        Box::pin(async move { insert_client(conn, org, &client, "operators/cli", digest).await })
+        Box::pin(
+            async move { insert_client(conn, OrgId(org), &client, "operators/cli", digest).await },
+        )
     })
     .await?;
     Ok(ApiClientWithSecret {
@@ -155,18 +152,6 @@ fn new_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     format!("cs1_{}", URL_SAFE_NO_PAD.encode(bytes))
-}
-
-#[derive(Debug, Queryable, Selectable)]
-#[diesel(table_name = c)]
-struct ClientRow {
-    organization_id: Uuid,
-    id: Uuid,
-    display_name: String,
-    roles: Vec<String>,
-    create_time: DateTime<Utc>,
-    delete_time: Option<DateTime<Utc>>,
-    redirect_uris: Vec<String>,
 }
 
 /// A client as the authorization-code flow needs it.
@@ -192,9 +177,8 @@ pub async fn registered(
     tenant::transaction(pool, org, move |conn| {
         Box::pin(async move {
             Ok::<_, ApiError>(
-                find(conn, org, id)
+                store::find_live(conn, OrgId(org), ClientId(id))
                     .await?
-                    .filter(|r| r.delete_time.is_none())
                     .map(|r| RegisteredClient {
                         organization: org,
                         redirect_uris: r.redirect_uris,
@@ -218,8 +202,8 @@ fn acceptable_redirect(uri: &str) -> bool {
 
 fn to_proto(r: ClientRow, active_secrets: i64) -> ApiClient {
     ApiClient {
-        name: names::child_name(r.organization_id, COLLECTION, r.id),
-        client_id: client_id(r.organization_id, r.id),
+        name: names::child_name(r.organization_id.uuid(), COLLECTION, r.id.uuid()),
+        client_id: client_id(r.organization_id.uuid(), r.id.uuid()),
         display_name: r.display_name,
         roles: r.roles,
         create_time: Some(timestamp(r.create_time)),
@@ -227,64 +211,6 @@ fn to_proto(r: ClientRow, active_secrets: i64) -> ApiClient {
         active_secrets: i32::try_from(active_secrets).unwrap_or(i32::MAX),
         redirect_uris: r.redirect_uris,
     }
-}
-
-async fn active_secrets(conn: &AsyncPgConnection, org: Uuid, id: Uuid) -> QueryResult<i64> {
-    cs::table
-        .filter(cs::organization_id.eq(org))
-        .filter(cs::client_id.eq(id))
-        .filter(cs::revoke_time.is_null())
-        .count()
-        .get_result(&mut { conn })
-        .await
-}
-
-async fn find(conn: &AsyncPgConnection, org: Uuid, id: Uuid) -> QueryResult<Option<ClientRow>> {
-    c::table
-        .filter(c::organization_id.eq(org))
-        .filter(c::id.eq(id))
-        .select(ClientRow::as_select())
-        .first(&mut { conn })
-        .await
-        .optional()
-}
-
-/// Adds a secret and keeps only the newest two valid.
-async fn add_secret(
-    conn: &AsyncPgConnection,
-    org: Uuid,
-    id: Uuid,
-    digest: Vec<u8>,
-) -> QueryResult<()> {
-    diesel::insert_into(cs::table)
-        .values((
-            cs::organization_id.eq(org),
-            cs::client_id.eq(id),
-            cs::id.eq(Uuid::now_v7()),
-            cs::digest.eq(digest),
-        ))
-        .execute(&mut { conn })
-        .await?;
-    let keep: Vec<Uuid> = cs::table
-        .filter(cs::organization_id.eq(org))
-        .filter(cs::client_id.eq(id))
-        .filter(cs::revoke_time.is_null())
-        .order(cs::id.desc())
-        .limit(2)
-        .select(cs::id)
-        .load(&mut { conn })
-        .await?;
-    diesel::update(
-        cs::table
-            .filter(cs::organization_id.eq(org))
-            .filter(cs::client_id.eq(id))
-            .filter(cs::revoke_time.is_null())
-            .filter(cs::id.ne_all(keep)),
-    )
-    .set(cs::revoke_time.eq(diesel::dsl::now))
-    .execute(&mut { conn })
-    .await?;
-    Ok(())
 }
 
 /// Checks a `client_credentials` request; returns the client's organization, subject id and roles.
@@ -308,19 +234,11 @@ pub async fn authenticate(
     let digest = secrets.digest(secret);
     let roles = tenant::transaction(pool, org, move |conn| {
         Box::pin(async move {
-            let row = find(conn, org, id).await?;
-            let Some(row) = row.filter(|r| r.delete_time.is_none()) else {
+            let (tenant, client) = (OrgId(org), ClientId(id));
+            let Some(row) = store::find_live(conn, tenant, client).await? else {
                 return Ok(None);
             };
-            let matches: i64 = cs::table
-                .filter(cs::organization_id.eq(org))
-                .filter(cs::client_id.eq(id))
-                .filter(cs::revoke_time.is_null())
-                .filter(cs::digest.eq(digest))
-                .count()
-                .get_result(&mut { conn })
-                .await?;
-            if matches != 1 {
+            if !store::secret_matches(conn, tenant, client, digest).await? {
                 return Ok(None);
             }
             Ok::<_, ApiError>(Some(crate::roles::expand(conn, org, &row.roles).await?))
@@ -408,7 +326,7 @@ impl ApiClientService for ApiClientApi {
                             format!("not defined in this organization: {}", undefined.join(", ")),
                         ));
                     }
-                    let created = insert_client(conn, org, &client, &actor, digest).await?;
+                    let created = insert_client(conn, OrgId(org), &client, &actor, digest).await?;
                     Ok(ApiClientWithSecret {
                         api_client: Some(created),
                         client_secret: secret,
@@ -432,24 +350,15 @@ impl ApiClientService for ApiClientApi {
         let listing =
             Listing::of(&principal, &self.state.page_tokens, &body, &[], 50).map_err(status)?;
         let org = listing.org;
-        let after = listing.after_uuid().map_err(status)?;
+        let after = listing.after_uuid().map_err(status)?.map(ClientId);
         let limit = listing.limit();
         let mut rows = tenant::transaction(&self.state.pool, org, move |conn| {
             Box::pin(async move {
-                let mut q = c::table
-                    .filter(c::organization_id.eq(org))
-                    .filter(c::delete_time.is_null())
-                    .order(c::id.asc())
-                    .limit(limit)
-                    .select(ClientRow::as_select())
-                    .into_boxed();
-                if let Some(after) = after {
-                    q = q.filter(c::id.gt(after));
-                }
-                let rows: Vec<ClientRow> = q.load(&mut { conn }).await?;
+                let tenant = OrgId(org);
+                let rows = store::page(conn, tenant, after, limit).await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for r in rows {
-                    let n = active_secrets(conn, org, r.id).await?;
+                    let n = store::active_secrets(conn, tenant, r.id).await?;
                     out.push((r, n));
                 }
                 Ok::<_, ApiError>(out)
@@ -488,6 +397,7 @@ impl ApiClientService for ApiClientApi {
         let (org, id) =
             parsed.ok_or_else(|| status(ApiError::Internal("parsed without violation".into())))?;
         names::require_same_organization(&principal, org).map_err(status)?;
+        let (tenant, client) = (OrgId(org), ClientId(id));
         let secret = new_secret();
         let digest = self.state.secrets.digest(&secret);
         let actor = principal.subject.clone();
@@ -498,14 +408,13 @@ impl ApiClientService for ApiClientApi {
             key,
             move |conn| {
                 Box::pin(async move {
-                    let row = find(conn, org, id)
+                    let row = store::find_live(conn, tenant, client)
                         .await?
-                        .filter(|r| r.delete_time.is_none())
                         .ok_or_else(|| ApiError::NotFound {
                             resource_type: "identity.crm/ApiClient",
                             name: name.clone(),
                         })?;
-                    add_secret(conn, org, id, digest).await?;
+                    store::add_secret(conn, tenant, client, digest).await?;
                     audit::append(
                         conn,
                         org,
@@ -517,7 +426,7 @@ impl ApiClientService for ApiClientApi {
                         },
                     )
                     .await?;
-                    let n = active_secrets(conn, org, id).await?;
+                    let n = store::active_secrets(conn, tenant, client).await?;
                     Ok(ApiClientWithSecret {
                         api_client: Some(to_proto(row, n)),
                         client_secret: secret,
@@ -550,34 +459,18 @@ impl ApiClientService for ApiClientApi {
         let (org, id) =
             parsed.ok_or_else(|| status(ApiError::Internal("parsed without violation".into())))?;
         names::require_same_organization(&principal, org).map_err(status)?;
+        let (tenant, client) = (OrgId(org), ClientId(id));
         let actor = principal.subject.clone();
         let name = body.name.clone();
         let write = mutation::idempotent(self.state.pool.clone(), org, key, move |conn| {
             Box::pin(async move {
-                find(conn, org, id)
+                store::find_live(conn, tenant, client)
                     .await?
-                    .filter(|r| r.delete_time.is_none())
                     .ok_or_else(|| ApiError::NotFound {
                         resource_type: "identity.crm/ApiClient",
                         name: name.clone(),
                     })?;
-                diesel::update(
-                    c::table
-                        .filter(c::organization_id.eq(org))
-                        .filter(c::id.eq(id)),
-                )
-                .set(c::delete_time.eq(diesel::dsl::now))
-                .execute(&mut { conn })
-                .await?;
-                diesel::update(
-                    cs::table
-                        .filter(cs::organization_id.eq(org))
-                        .filter(cs::client_id.eq(id))
-                        .filter(cs::revoke_time.is_null()),
-                )
-                .set(cs::revoke_time.eq(diesel::dsl::now))
-                .execute(&mut { conn })
-                .await?;
+                store::delete(conn, tenant, client).await?;
                 revocations::record(conn, RevocationKind::Client, &client_id(org, id), None)
                     .await?;
                 audit::append(
@@ -591,7 +484,7 @@ impl ApiClientService for ApiClientApi {
                     },
                 )
                 .await?;
-                let row = find(conn, org, id)
+                let row = store::find(conn, tenant, client)
                     .await?
                     .ok_or_else(|| ApiError::Internal("client vanished".into()))?;
                 Ok(to_proto(row, 0))
