@@ -1,9 +1,11 @@
 //! `MfaService` (TOTP enrolment) and the second-factor check of sign-in.
 
+pub mod store;
+
 use chrono::Utc;
 use crm_auth::layer::principal_of;
 use crm_auth::{MethodPolicy, Requirement};
-use crm_db::{AsyncPgConnection, DbError, DbPool};
+use crm_db::{DbError, DbPool};
 use crm_platform::ApiError;
 use crm_platform::api::validate::Violations;
 use crm_platform::mutation::{self, IdempotencyKey};
@@ -11,18 +13,14 @@ use crm_proto::identity_v1::mfa_service_server::MfaService;
 use crm_proto::identity_v1::{
     ConfirmTotpRequest, ConfirmTotpResponse, EnrollTotpRequest, EnrollTotpResponse,
 };
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use rand::RngCore;
 use tonic::{Request, Response, Status};
-
-use crate::status;
 use uuid::Uuid;
 
+use crate::ids::UserId;
 use crate::keys::Kek;
-use crate::schema::{recovery_codes as rc, user_totp as t, users as u};
 use crate::secrets::TokenSecrets;
-use crate::{IdentityState, audit, totp};
+use crate::{IdentityState, audit, status, totp};
 
 const SERVICE: &str = "crm.identity.v1.MfaService";
 const RECOVERY_CODES: usize = 10;
@@ -35,7 +33,7 @@ pub fn policy() -> MethodPolicy {
         .with(SERVICE, "ConfirmTotp", Requirement::Authenticated)
 }
 
-fn label(user: Uuid) -> String {
+fn label(user: UserId) -> String {
     format!("totp:{user}")
 }
 
@@ -77,57 +75,30 @@ pub async fn check(
     totp_code: &str,
     recovery_code: &str,
 ) -> Result<SecondFactor, ApiError> {
-    let mut conn = pool.get().await.map_err(DbError::from)?;
-    let enrolled: Option<(Vec<u8>, i64)> = t::table
-        .filter(t::user_id.eq(user))
-        .filter(t::confirm_time.is_not_null())
-        .select((t::sealed_secret, t::last_step))
-        .first(&mut conn)
-        .await
-        .optional()?;
-    let Some((sealed, last_step)) = enrolled else {
+    let user = UserId(user);
+    let conn = pool.get().await.map_err(DbError::from)?;
+    let Some((sealed, last_step)) = store::confirmed_totp(&conn, user).await? else {
         return Ok(SecondFactor::NotEnrolled);
     };
-    if !totp_code.is_empty() {
+    let passed = if !totp_code.is_empty() {
         let secret = kek
             .open_bytes(&label(user), &sealed)
             .ok_or_else(|| ApiError::Internal("TOTP secret unreadable".into()))?;
-        let Some(step) = totp::matching_step(&secret, totp_code.trim(), now_step(), last_step)
-        else {
-            return Ok(SecondFactor::Wrong);
-        };
-        // Conditional on the step still being new: two sign-ins racing with one code cannot both pass.
-        let updated = diesel::update(
-            t::table
-                .filter(t::user_id.eq(user))
-                .filter(t::last_step.lt(step)),
-        )
-        .set(t::last_step.eq(step))
-        .execute(&mut conn)
-        .await?;
-        return Ok(if updated == 1 {
-            SecondFactor::Passed
-        } else {
-            SecondFactor::Wrong
-        });
-    }
-    if !recovery_code.is_empty() {
-        let used = diesel::update(
-            rc::table
-                .filter(rc::user_id.eq(user))
-                .filter(rc::digest.eq(recovery_digest(secrets, recovery_code)))
-                .filter(rc::use_time.is_null()),
-        )
-        .set(rc::use_time.eq(diesel::dsl::now))
-        .execute(&mut conn)
-        .await?;
-        return Ok(if used == 1 {
-            SecondFactor::Passed
-        } else {
-            SecondFactor::Wrong
-        });
-    }
-    Ok(SecondFactor::Missing)
+        match totp::matching_step(&secret, totp_code.trim(), now_step(), last_step) {
+            Some(step) => store::use_step(&conn, user, step).await?,
+            None => false,
+        }
+    } else if !recovery_code.is_empty() {
+        let digest = recovery_digest(secrets, recovery_code);
+        store::use_recovery_code(&conn, user, digest).await?
+    } else {
+        return Ok(SecondFactor::Missing);
+    };
+    Ok(if passed {
+        SecondFactor::Passed
+    } else {
+        SecondFactor::Wrong
+    })
 }
 
 /// The handlers.
@@ -144,24 +115,15 @@ impl MfaApi {
     }
 }
 
-fn user_of(subject: &str) -> Result<Uuid, ApiError> {
+fn user_of(subject: &str) -> Result<UserId, ApiError> {
     subject
         .strip_prefix("users/")
         .and_then(|id| Uuid::parse_str(id).ok())
+        .map(UserId)
         .ok_or(ApiError::FailedPrecondition {
             reason: "NOT_A_USER",
             message: "only people have second factors".into(),
         })
-}
-
-async fn confirmed(conn: &AsyncPgConnection, user: Uuid) -> QueryResult<bool> {
-    let n: i64 = t::table
-        .filter(t::user_id.eq(user))
-        .filter(t::confirm_time.is_not_null())
-        .count()
-        .get_result(&mut { conn })
-        .await?;
-    Ok(n > 0)
 }
 
 #[tonic::async_trait]
@@ -196,28 +158,14 @@ impl MfaService for MfaApi {
             key,
             move |conn| {
                 Box::pin(async move {
-                    if confirmed(conn, user).await? {
+                    if store::confirmed_totp(conn, user).await?.is_some() {
                         return Err(ApiError::FailedPrecondition {
                             reason: "MFA_ALREADY_ENROLLED",
                             message: "TOTP is already enrolled".into(),
                         });
                     }
-                    let email: String = u::table
-                        .filter(u::id.eq(user))
-                        .select(u::email)
-                        .first(&mut { conn })
-                        .await?;
-                    diesel::insert_into(t::table)
-                        .values((t::user_id.eq(user), t::sealed_secret.eq(&sealed)))
-                        .on_conflict(t::user_id)
-                        .do_update()
-                        .set((
-                            t::sealed_secret.eq(&sealed),
-                            t::last_step.eq(0),
-                            t::create_time.eq(diesel::dsl::now),
-                        ))
-                        .execute(&mut { conn })
-                        .await?;
+                    let email = store::email(conn, user).await?;
+                    store::enroll(conn, user, &sealed).await?;
                     Ok(EnrollTotpResponse {
                         otpauth_uri: format!(
                             "otpauth://totp/CRM:{email}?secret={encoded}&issuer=CRM&algorithm=SHA1&digits=6&period=30"
@@ -272,13 +220,7 @@ impl MfaService for MfaApi {
             key,
             move |conn| {
                 Box::pin(async move {
-                    let pending: Option<Vec<u8>> = t::table
-                        .filter(t::user_id.eq(user))
-                        .filter(t::confirm_time.is_null())
-                        .select(t::sealed_secret)
-                        .first(&mut { conn })
-                        .await
-                        .optional()?;
+                    let pending = store::pending_totp(conn, user).await?;
                     let sealed = pending.ok_or(ApiError::FailedPrecondition {
                         reason: "NO_PENDING_ENROLMENT",
                         message: "call EnrollTotp first".into(),
@@ -294,19 +236,7 @@ impl MfaService for MfaApi {
                                 "the code does not match; check the device's clock",
                             )
                         })?;
-                    diesel::update(t::table.filter(t::user_id.eq(user)))
-                        .set((t::confirm_time.eq(diesel::dsl::now), t::last_step.eq(step)))
-                        .execute(&mut { conn })
-                        .await?;
-                    diesel::delete(rc::table.filter(rc::user_id.eq(user)))
-                        .execute(&mut { conn })
-                        .await?;
-                    for digest in &digests {
-                        diesel::insert_into(rc::table)
-                            .values((rc::user_id.eq(user), rc::digest.eq(digest)))
-                            .execute(&mut { conn })
-                            .await?;
-                    }
+                    store::confirm(conn, user, step, &digests).await?;
                     audit::append(
                         conn,
                         org,
