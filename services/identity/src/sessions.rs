@@ -89,6 +89,39 @@ pub(crate) async fn live_until(
         .optional()
 }
 
+/// Ends session `id` of `org` at `now`: the session and every refresh token of it are revoked
+/// (those already revoked keep their time), and its access tokens join the revocation feed.
+///
+/// # Errors
+/// The database error.
+pub(crate) async fn end(
+    conn: &crm_db::AsyncPgConnection,
+    org: Uuid,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    diesel::update(
+        s::table
+            .filter(s::organization_id.eq(org))
+            .filter(s::id.eq(id))
+            .filter(s::revoke_time.is_null()),
+    )
+    .set(s::revoke_time.eq(now))
+    .execute(&mut { conn })
+    .await?;
+    diesel::update(
+        rt::table
+            .filter(rt::organization_id.eq(org))
+            .filter(rt::session_id.eq(id))
+            .filter(rt::revoke_time.is_null()),
+    )
+    .set(rt::revoke_time.eq(now))
+    .execute(&mut { conn })
+    .await?;
+    revocations::record(conn, RevocationKind::Session, &id.to_string(), None).await?;
+    Ok(())
+}
+
 /// The handlers.
 #[derive(Debug, Clone)]
 pub struct SessionApi {
@@ -203,23 +236,7 @@ impl SessionService for SessionApi {
                     return Ok(Session::from(row));
                 }
                 let now = Utc::now();
-                diesel::update(
-                    s::table
-                        .filter(s::organization_id.eq(org))
-                        .filter(s::id.eq(id)),
-                )
-                .set(s::revoke_time.eq(now))
-                .execute(&mut { conn })
-                .await?;
-                diesel::update(
-                    rt::table
-                        .filter(rt::organization_id.eq(org))
-                        .filter(rt::session_id.eq(id)),
-                )
-                .set(rt::revoke_time.eq(now))
-                .execute(&mut { conn })
-                .await?;
-                revocations::record(conn, RevocationKind::Session, &id.to_string(), None).await?;
+                end(conn, org, id, now).await?;
                 audit::append(
                     conn,
                     org,

@@ -697,25 +697,7 @@ impl AuthService for AuthApi {
         let write = async move {
             tenant::transaction(&pool, org, move |conn| {
                 Box::pin(async move {
-                    let now = Utc::now();
-                    diesel::update(
-                        s::table
-                            .filter(s::organization_id.eq(org))
-                            .filter(s::id.eq(session)),
-                    )
-                    .set(s::revoke_time.eq(now))
-                    .execute(&mut { conn })
-                    .await?;
-                    diesel::update(
-                        rt::table
-                            .filter(rt::organization_id.eq(org))
-                            .filter(rt::session_id.eq(session)),
-                    )
-                    .set(rt::revoke_time.eq(now))
-                    .execute(&mut { conn })
-                    .await?;
-                    revocations::record(conn, RevocationKind::Session, &session.to_string(), None)
-                        .await?;
+                    crate::sessions::end(conn, org, session, Utc::now()).await?;
                     let subject = format!("organizations/{org}/sessions/{session}");
                     audit::append(
                         conn,

@@ -1,12 +1,14 @@
 //! `OAuthService`: token exchange to switch organization (RFC 8693), introspection (RFC 7662)
 //! and revocation (RFC 7009), for signed-in callers.
 
+pub mod store;
+
 use std::sync::Arc;
 
 use chrono::Utc;
 use crm_auth::layer::principal_of;
 use crm_auth::{MethodPolicy, Principal, Requirement, TokenVerifier, permission};
-use crm_db::tenant;
+use crm_db::{OrgId, tenant};
 use crm_platform::ApiError;
 use crm_platform::api::names;
 use crm_proto::identity_v1::o_auth_service_server::OAuthService;
@@ -16,17 +18,14 @@ use crm_proto::identity_v1::{
     IntrospectTokenResponse, RevocationKind, RevokeTokenRequest, RevokeTokenResponse,
     TokenResponse,
 };
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use tonic::{Request, Response, Status};
-
-use crate::status;
 use uuid::Uuid;
 
+use self::store::NewCode;
 use crate::auth::AuthApi;
-use crate::schema::{refresh_tokens as rt, sessions as s};
+use crate::ids::UserId;
 use crate::secrets::TokenSecrets;
-use crate::{IdentityState, audit, revocations};
+use crate::{IdentityState, audit, revocations, status};
 
 const SERVICE: &str = "crm.identity.v1.OAuthService";
 
@@ -128,10 +127,11 @@ impl OAuthApi {
     }
 }
 
-fn user_of(p: &Principal) -> Option<Uuid> {
+fn user_of(p: &Principal) -> Option<UserId> {
     p.subject
         .strip_prefix("users/")
         .and_then(|id| Uuid::parse_str(id).ok())
+        .map(UserId)
 }
 
 impl OAuthApi {
@@ -243,45 +243,14 @@ impl OAuthApi {
         let actor = principal.subject.clone();
         tenant::transaction(&self.state.pool, org, move |conn| {
             Box::pin(async move {
-                let found: Option<(uuid::Uuid, uuid::Uuid)> = rt::table
-                    .inner_join(
-                        s::table.on(s::organization_id
-                            .eq(rt::organization_id)
-                            .and(s::id.eq(rt::session_id))),
-                    )
-                    .filter(rt::organization_id.eq(org))
-                    .filter(rt::digest.eq(&digest))
-                    .select((rt::session_id, s::user_id))
-                    .first(&mut { conn })
-                    .await
-                    .optional()?;
+                let found = store::refresh_owner(conn, OrgId(org), &digest).await?;
                 let Some((session, owner)) = found else {
                     return Ok(false);
                 };
                 if !manage && me != Some(owner) {
                     return Ok(false);
                 }
-                let now = Utc::now();
-                diesel::update(
-                    s::table
-                        .filter(s::organization_id.eq(org))
-                        .filter(s::id.eq(session))
-                        .filter(s::revoke_time.is_null()),
-                )
-                .set(s::revoke_time.eq(now))
-                .execute(&mut { conn })
-                .await?;
-                diesel::update(
-                    rt::table
-                        .filter(rt::organization_id.eq(org))
-                        .filter(rt::session_id.eq(session))
-                        .filter(rt::revoke_time.is_null()),
-                )
-                .set(rt::revoke_time.eq(now))
-                .execute(&mut { conn })
-                .await?;
-                revocations::record(conn, RevocationKind::Session, &session.to_string(), None)
-                    .await?;
+                crate::sessions::end(conn, org, session, Utc::now()).await?;
                 let subject = format!("organizations/{org}/sessions/{session}");
                 audit::append(
                     conn,
@@ -352,18 +321,6 @@ enum CodeUse {
     Replayed,
 }
 
-#[derive(Debug, Queryable, Selectable)]
-#[diesel(table_name = crate::schema::authorization_codes)]
-struct CodeRow {
-    user_id: Uuid,
-    client_id: String,
-    redirect_uri: String,
-    code_challenge: String,
-    expire_time: chrono::DateTime<Utc>,
-    use_time: Option<chrono::DateTime<Utc>>,
-    session_id: Option<Uuid>,
-}
-
 #[tonic::async_trait]
 impl OAuthService for OAuthApi {
     async fn create_authorization_code(
@@ -421,19 +378,15 @@ impl OAuthService for OAuthApi {
         let actor = principal.subject.clone();
         tenant::transaction(&self.state.pool, org, move |conn| {
             Box::pin(async move {
-                use crate::schema::authorization_codes as ac;
-                diesel::insert_into(ac::table)
-                    .values((
-                        ac::organization_id.eq(org),
-                        ac::digest.eq(digest),
-                        ac::user_id.eq(user),
-                        ac::client_id.eq(&body.client_id),
-                        ac::redirect_uri.eq(&body.redirect_uri),
-                        ac::code_challenge.eq(&body.code_challenge),
-                        ac::expire_time.eq(expire),
-                    ))
-                    .execute(&mut { conn })
-                    .await?;
+                let code = NewCode {
+                    digest: &digest,
+                    user,
+                    client_id: &body.client_id,
+                    redirect_uri: &body.redirect_uri,
+                    code_challenge: &body.code_challenge,
+                    expire_time: expire,
+                };
+                store::insert_code(conn, OrgId(org), code).await?;
                 audit::append(
                     conn,
                     org,
@@ -472,28 +425,12 @@ impl OAuthService for OAuthApi {
         let auth = self.auth.clone();
         let outcome = tenant::transaction::<CodeUse, ApiError, _>(&self.state.pool, org, move |conn| {
             Box::pin(async move {
-                use crate::schema::authorization_codes as ac;
-                let row: Option<CodeRow> = ac::table
-                    .filter(ac::organization_id.eq(org))
-                    .filter(ac::digest.eq(&digest))
-                    .select(CodeRow::as_select())
-                    .for_update()
-                    .first(&mut { conn })
-                    .await
-                    .optional()?;
+                let row = store::lock_code(conn, OrgId(org), &digest).await?;
                 let Some(row) = row else { return Ok(CodeUse::Refused("the authorization code is not valid")) };
                 if row.use_time.is_some() {
                     // A replayed code: whoever holds a copy must not keep what it bought.
                     if let Some(session) = row.session_id {
-                        diesel::update(s::table.filter(s::organization_id.eq(org)).filter(s::id.eq(session)))
-                            .set(s::revoke_time.eq(Utc::now()))
-                            .execute(&mut { conn })
-                            .await?;
-                        diesel::update(rt::table.filter(rt::organization_id.eq(org)).filter(rt::session_id.eq(session)))
-                            .set(rt::revoke_time.eq(Utc::now()))
-                            .execute(&mut { conn })
-                            .await?;
-                        revocations::record(conn, RevocationKind::Session, &session.to_string(), None).await?;
+                        crate::sessions::end(conn, org, session, Utc::now()).await?;
                     }
                     return Ok(CodeUse::Replayed);
                 }
@@ -503,14 +440,11 @@ impl OAuthService for OAuthApi {
                 if row.code_challenge != challenge {
                     return Ok(CodeUse::Refused("the code verifier does not match the challenge"));
                 }
-                let roles = crate::roles::of_active_member(conn, org, row.user_id).await?;
+                let roles = crate::roles::of_active_member(conn, org, row.user_id.uuid()).await?;
                 let Some(roles) = roles else { return Ok(CodeUse::Refused("the membership is no longer active")) };
-                let plan = auth.plan_session(org, row.user_id, &body.client_id);
+                let plan = auth.plan_session(org, row.user_id.uuid(), &body.client_id);
                 crate::auth::record_session(conn, &plan, "authorization_code.exchanged").await?;
-                diesel::update(ac::table.filter(ac::organization_id.eq(org)).filter(ac::digest.eq(&digest)))
-                    .set((ac::use_time.eq(Utc::now()), ac::session_id.eq(plan.session)))
-                    .execute(&mut { conn })
-                    .await?;
+                store::use_code(conn, OrgId(org), &digest, plan.session).await?;
                 Ok(CodeUse::Issued(plan, roles))
             })
         })
@@ -560,7 +494,7 @@ impl OAuthService for OAuthApi {
         let parent_end = self.switchable_session(&principal, target).await?;
         let roles = tenant::transaction(&self.state.pool, target, move |conn| {
             Box::pin(async move {
-                crate::roles::of_active_member(conn, target, user)
+                crate::roles::of_active_member(conn, target, user.uuid())
                     .await
                     .map_err(ApiError::from)
             })
@@ -576,7 +510,7 @@ impl OAuthService for OAuthApi {
         self.auth
             .open_session(
                 target,
-                user,
+                user.uuid(),
                 roles,
                 &principal.client_id,
                 "token.exchanged",
