@@ -14,6 +14,7 @@ pub mod conversations;
 pub mod customers;
 pub mod equipment;
 pub mod events;
+pub mod ids;
 pub mod inventory;
 pub mod messages;
 pub mod properties;

@@ -59,7 +59,7 @@ impl Hit for MessageHit {
         self.rank
     }
     fn id(&self) -> Uuid {
-        self.message.id
+        self.message.id.uuid()
     }
 }
 

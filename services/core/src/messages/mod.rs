@@ -2,9 +2,12 @@
 //! SMS keywords, provider delivery reports, reads, and full-text search over messages and
 //! customers.
 
-use chrono::{DateTime, Utc};
+pub mod store;
+
+use chrono::Utc;
 use crm_auth::layer::principal_of;
 use crm_auth::{MethodPolicy, permission};
+use crm_db::OrgId;
 use crm_platform::ApiError;
 use crm_platform::api::listing::Listing;
 use crm_platform::api::names::{self, child_name};
@@ -18,17 +21,15 @@ use crm_proto::core_v1::{
     RecordDeliveryReportRequest, RecordInboundMessageRequest, SearchCustomersRequest,
     SearchCustomersResponse, SearchMessagesRequest, SearchMessagesResponse, SendMessageRequest,
 };
-use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+pub use self::store::MessageRow;
+use self::store::{Delivery, NewMessage};
 use crate::consent::{self, Keyword, Refusal};
 use crate::conversations::{ConversationFields, Conversations, normalized_participant};
-use crate::schema::contacts::dsl as ct;
-use crate::schema::conversations::dsl as cv;
-use crate::schema::customers::dsl as cu;
-use crate::schema::messages::{self, dsl as m};
+use crate::ids::{ConversationId, CustomerId, MessageId};
 use crate::status;
 use crate::{CoreState, search};
 use crm_resource::audit::{self, Action, Change};
@@ -55,27 +56,6 @@ pub fn policy() -> MethodPolicy {
     )
 }
 
-/// A row of `core.messages`.
-#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
-#[diesel(table_name = messages)]
-pub struct MessageRow {
-    pub organization_id: Uuid,
-    pub id: Uuid,
-    pub conversation_id: Uuid,
-    pub customer_id: Uuid,
-    pub channel: i16,
-    pub direction: i16,
-    pub purpose: i16,
-    pub body: String,
-    pub attachment_uris: Vec<String>,
-    pub delivery_status: i16,
-    pub status_reason: String,
-    pub provider_message_id: Option<String>,
-    pub sender: String,
-    pub create_time: DateTime<Utc>,
-    pub status_time: DateTime<Utc>,
-}
-
 impl From<MessageRow> for Message {
     fn from(r: MessageRow) -> Self {
         let MessageRow {
@@ -95,10 +75,11 @@ impl From<MessageRow> for Message {
             create_time,
             status_time,
         } = r;
+        let org = organization_id.uuid();
         Self {
-            name: child_name(organization_id, "messages", id),
-            conversation: child_name(organization_id, "conversations", conversation_id),
-            customer: child_name(organization_id, "customers", customer_id),
+            name: child_name(org, "messages", id.uuid()),
+            conversation: child_name(org, "conversations", conversation_id.uuid()),
+            customer: child_name(org, "customers", customer_id.uuid()),
             channel: i32::from(channel),
             direction: i32::from(direction),
             purpose: i32::from(purpose),
@@ -112,55 +93,6 @@ impl From<MessageRow> for Message {
             status_time: Some(timestamp(status_time)),
         }
     }
-}
-
-/// A message to insert.
-struct NewMessage<'a> {
-    conversation: &'a Conversation,
-    conversation_id: Uuid,
-    customer_id: Uuid,
-    direction: Direction,
-    purpose: MessagePurpose,
-    body: &'a str,
-    attachment_uris: &'a [String],
-    status: DeliveryStatus,
-    status_reason: &'a str,
-    provider_message_id: Option<&'a str>,
-    sender: &'a str,
-}
-
-async fn insert(
-    conn: &AsyncPgConnection,
-    org: Uuid,
-    n: NewMessage<'_>,
-) -> Result<MessageRow, ApiError> {
-    let id = Uuid::now_v7();
-    let row = diesel::insert_into(m::messages)
-        .values((
-            m::organization_id.eq(org),
-            m::id.eq(id),
-            m::conversation_id.eq(n.conversation_id),
-            m::customer_id.eq(n.customer_id),
-            m::channel.eq(column(n.conversation.channel)?),
-            m::direction.eq(column(n.direction as i32)?),
-            m::purpose.eq(column(n.purpose as i32)?),
-            m::body.eq(n.body),
-            m::attachment_uris.eq(n.attachment_uris),
-            m::delivery_status.eq(column(n.status as i32)?),
-            m::status_reason.eq(n.status_reason),
-            m::provider_message_id.eq(n.provider_message_id),
-            m::sender.eq(n.sender),
-        ))
-        .returning(MessageRow::as_returning())
-        .get_result(&mut { conn })
-        .await?;
-    diesel::update(cv::conversations)
-        .filter(cv::organization_id.eq(org))
-        .filter(cv::id.eq(n.conversation_id))
-        .set(cv::last_message_time.eq(row.create_time))
-        .execute(&mut { conn })
-        .await?;
-    Ok(row)
 }
 
 fn validate_body(v: &mut Violations, channel: Option<Channel>, body: &str) {
@@ -290,13 +222,15 @@ impl MessageApi {
                     Some(r) => (DeliveryStatus::Refused, r.reason()),
                     None => (DeliveryStatus::Queued, ""),
                 };
-                let message: Message = insert(
+                let stored = channel
+                    .ok_or_else(|| ApiError::Internal("a stored channel is unknown".into()))?;
+                let message: Message = store::insert(
                     conn,
-                    org,
+                    OrgId(org),
                     NewMessage {
-                        conversation: &conversation,
-                        conversation_id,
-                        customer_id: row.fields.customer_id,
+                        conversation_id: ConversationId(conversation_id),
+                        customer_id: CustomerId(row.fields.customer_id),
+                        channel: stored,
                         direction: Direction::Outbound,
                         purpose,
                         body: &b.body,
@@ -408,13 +342,7 @@ impl MessageApi {
         let write = mutation::idempotent(self.state.ctx.pool.clone(), org, key, move |conn| {
             Box::pin(async move {
                 // A provider retrying its callback gets the message it already delivered.
-                let seen: Option<MessageRow> = m::messages
-                    .filter(m::organization_id.eq(org))
-                    .filter(m::provider_message_id.eq(&b.provider_message_id))
-                    .select(MessageRow::as_select())
-                    .first(&mut { conn })
-                    .await
-                    .optional()?;
+                let seen = store::by_provider_id(conn, OrgId(org), &b.provider_message_id).await?;
                 if let Some(seen) = seen {
                     return Ok(Message::from(seen));
                 }
@@ -443,13 +371,15 @@ impl MessageApi {
                     };
                 };
                 let (conversation_id, customer_id) = ids_of(&conversation)?;
-                let message: Message = insert(
+                let channel_of = channel
+                    .ok_or_else(|| ApiError::Internal("channel validated without value".into()))?;
+                let message: Message = store::insert(
                     conn,
-                    org,
+                    OrgId(org),
                     NewMessage {
-                        conversation: &conversation,
                         conversation_id,
                         customer_id,
+                        channel: channel_of,
                         direction: Direction::Inbound,
                         purpose: MessagePurpose::Unspecified,
                         body: &b.body,
@@ -539,24 +469,14 @@ impl MessageApi {
         let deadline = call.deadline;
         let write = mutation::idempotent(self.state.ctx.pool.clone(), org, key, move |conn| {
             Box::pin(async move {
-                let base = m::messages
-                    .filter(m::organization_id.eq(org))
-                    .select(MessageRow::as_select());
-                let found = match named {
-                    Some(id) => {
-                        base.filter(m::id.eq(id))
-                            .for_update()
-                            .first(&mut { conn })
-                            .await
-                    }
-                    None => {
-                        base.filter(m::provider_message_id.eq(&b.provider_message_id))
-                            .for_update()
-                            .first(&mut { conn })
-                            .await
-                    }
-                };
-                let row: MessageRow = found.optional()?.ok_or_else(|| ApiError::NotFound {
+                let found = store::lock_reported(
+                    conn,
+                    OrgId(org),
+                    named.map(MessageId),
+                    &b.provider_message_id,
+                )
+                .await?;
+                let row: MessageRow = found.ok_or_else(|| ApiError::NotFound {
                     resource_type: "core.crm/Message",
                     name: if b.message.is_empty() {
                         b.provider_message_id.clone()
@@ -573,8 +493,7 @@ impl MessageApi {
                     }
                     Some(_) | None => {}
                 }
-                let current = DeliveryStatus::try_from(i32::from(row.delivery_status))
-                    .unwrap_or(DeliveryStatus::Unspecified);
+                let current = DeliveryStatus::from(row.delivery_status);
                 if !matches!(
                     current,
                     DeliveryStatus::Queued
@@ -597,26 +516,27 @@ impl MessageApi {
                     | DeliveryStatus::Received => 0,
                 };
                 let moves = rank(new_status) > rank(current);
-                let updated: MessageRow = diesel::update(m::messages)
-                    .filter(m::organization_id.eq(org))
-                    .filter(m::id.eq(row.id))
-                    .set((
-                        m::provider_message_id.eq(&b.provider_message_id),
-                        m::delivery_status.eq(if moves {
-                            column(new_status as i32)?
-                        } else {
-                            row.delivery_status
-                        }),
-                        m::status_reason.eq(if moves && new_status == DeliveryStatus::Failed {
-                            b.error_code.clone()
-                        } else {
-                            row.status_reason.clone()
-                        }),
-                        m::status_time.eq(if moves { Utc::now() } else { row.status_time }),
-                    ))
-                    .returning(MessageRow::as_returning())
-                    .get_result(&mut { conn })
-                    .await?;
+                let delivery = if moves {
+                    let reason = if new_status == DeliveryStatus::Failed {
+                        b.error_code.as_str()
+                    } else {
+                        row.status_reason.as_str()
+                    };
+                    Delivery {
+                        provider_id: &b.provider_message_id,
+                        status: new_status,
+                        reason,
+                        time: Utc::now(),
+                    }
+                } else {
+                    Delivery {
+                        provider_id: &b.provider_message_id,
+                        status: current,
+                        reason: &row.status_reason,
+                        time: row.status_time,
+                    }
+                };
+                let updated = store::set_delivery(conn, OrgId(org), row.id, delivery).await?;
                 let message = Message::from(updated);
                 if moves {
                     record(
@@ -649,10 +569,10 @@ fn unknown_sender() -> ApiError {
     }
 }
 
-fn ids_of(c: &Conversation) -> Result<(Uuid, Uuid), ApiError> {
+fn ids_of(c: &Conversation) -> Result<(ConversationId, CustomerId), ApiError> {
     let (_, conversation) = names::parse_child(&c.name, "conversations", "conversation")?;
     let (_, customer) = names::parse_child(&c.customer, "customers", "customer")?;
-    Ok((conversation, customer))
+    Ok((ConversationId(conversation), CustomerId(customer)))
 }
 
 fn ids_of_message(m: &Message) -> Result<Uuid, ApiError> {
@@ -670,48 +590,18 @@ async fn find_or_start(
     from: &str,
     customer: Option<Uuid>,
 ) -> Result<Option<Conversation>, ApiError> {
-    let existing = cv::conversations
-        .filter(cv::organization_id.eq(org))
-        .filter(cv::channel.eq(column(channel)?))
-        .filter(cv::participant.eq(from))
-        .filter(cv::delete_time.is_null())
-        .select((
-            crm_resource::standard_columns!(cv),
-            ConversationFields::as_select(),
-        ))
-        .first::<(crm_resource::Standard, ConversationFields)>(&mut { conn })
-        .await
-        .optional()?;
-    if let Some(row) = existing {
+    let channel_of = Channel::try_from(channel)
+        .map_err(|_| ApiError::Internal("channel validated without value".into()))?;
+    if let Some(row) = store::live_conversation(conn, OrgId(org), channel_of, from).await? {
         return Ok(Some(crm_resource::to_proto::<Conversations>(
             crm_resource::Row::from_pair(row),
         )));
     }
     let customer = match customer {
         Some(c) => Some(c),
-        None => {
-            let direct: Option<Uuid> = cu::customers
-                .filter(cu::organization_id.eq(org))
-                .filter(cu::phone.eq(from).or(cu::email.eq(from)))
-                .filter(cu::delete_time.is_null())
-                .order(cu::id)
-                .select(cu::id)
-                .first(&mut { conn })
-                .await
-                .optional()?;
-            match direct {
-                Some(c) => Some(c),
-                None => ct::contacts
-                    .filter(ct::organization_id.eq(org))
-                    .filter(ct::phone.eq(from).or(ct::email.eq(from)))
-                    .filter(ct::delete_time.is_null())
-                    .order(ct::id)
-                    .select(ct::customer_id)
-                    .first(&mut { conn })
-                    .await
-                    .optional()?,
-            }
-        }
+        None => store::customer_at(conn, OrgId(org), from)
+            .await?
+            .map(CustomerId::uuid),
     };
     let Some(customer) = customer else {
         return Ok(None);
@@ -777,13 +667,8 @@ impl MessageService for MessageApi {
         names::require_same_organization(&principal, org).map_err(status)?;
         let row = crm_db::tenant::transaction(&self.state.ctx.pool, org, move |conn| {
             Box::pin(async move {
-                m::messages
-                    .filter(m::organization_id.eq(org))
-                    .filter(m::id.eq(id))
-                    .select(MessageRow::as_select())
-                    .first(&mut { conn })
+                store::get(conn, OrgId(org), MessageId(id))
                     .await
-                    .optional()
                     .map_err(ApiError::from)
             })
         })
@@ -819,7 +704,7 @@ impl MessageService for MessageApi {
         )
         .map_err(status)?;
         // Message ids are UUIDv7, so id order is creation order.
-        let after = listing.after_uuid().map_err(status)?;
+        let after = listing.after_uuid().map_err(status)?.map(MessageId);
         let limit = listing.limit();
         let parent = b.parent.clone();
         let mut rows: Vec<MessageRow> =
@@ -831,17 +716,8 @@ impl MessageService for MessageApi {
                     {
                         return Err(not_found::<Conversations>(&parent));
                     }
-                    let mut q = m::messages
-                        .filter(m::organization_id.eq(org))
-                        .filter(m::conversation_id.eq(conversation))
-                        .order(m::id.asc())
-                        .limit(limit)
-                        .select(MessageRow::as_select())
-                        .into_boxed();
-                    if let Some(id) = after {
-                        q = q.filter(m::id.gt(id));
-                    }
-                    Ok(q.load(&mut { conn }).await?)
+                    let conversation = ConversationId(conversation);
+                    Ok(store::page(conn, OrgId(org), conversation, after, limit).await?)
                 })
             })
             .await
