@@ -250,13 +250,14 @@ impl MessageApi {
                         org,
                         consent::NewEvent {
                             phone: &row.fields.participant,
-                            purpose: column(purpose as i32)?,
+                            purpose,
                             kind: "refused",
                             detail: r.reason(),
                             message_id: Uuid::parse_str(
                                 message.name.rsplit('/').next().unwrap_or_default(),
                             )
-                            .ok(),
+                            .ok()
+                            .map(MessageId),
                             actor: call.actor(),
                             ..consent::NewEvent::default()
                         },
@@ -575,8 +576,8 @@ fn ids_of(c: &Conversation) -> Result<(ConversationId, CustomerId), ApiError> {
     Ok((ConversationId(conversation), CustomerId(customer)))
 }
 
-fn ids_of_message(m: &Message) -> Result<Uuid, ApiError> {
-    names::parse_child(&m.name, "messages", "message").map(|(_, id)| id)
+fn ids_of_message(m: &Message) -> Result<MessageId, ApiError> {
+    names::parse_child(&m.name, "messages", "message").map(|(_, id)| MessageId(id))
 }
 
 /// The live conversation on `channel` with `from`, or a new one for the named customer or the

@@ -3,10 +3,13 @@
 //! consent must be granted for the purpose, and marketing waits out quiet hours (21:00 to 08:00)
 //! in the recipient's time zone.
 
+pub mod store;
+
 use chrono::{DateTime, Duration, NaiveTime, TimeZone as _, Utc};
 use chrono_tz::Tz;
 use crm_auth::layer::principal_of;
 use crm_auth::{MethodPolicy, permission};
+use crm_db::OrgId;
 use crm_platform::ApiError;
 use crm_platform::api::names;
 use crm_platform::api::time::{from_timestamp, timestamp};
@@ -18,19 +21,17 @@ use crm_proto::core_v1::{
     GrantConsentRequest, ListConsentEventsRequest, ListConsentEventsResponse, MessagePurpose,
     RevokeConsentRequest,
 };
-use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::schema::consent_events::dsl as ev;
-use crate::schema::contacts::dsl as ct;
-use crate::schema::customers::dsl as cu;
-use crate::schema::sms_consents::dsl as sc;
+pub use self::store::NewEvent;
+use self::store::{ConsentRow, EventRow, Upsert};
+use crate::CoreState;
+use crate::ids::MessageId;
 use crate::status;
-use crate::{CoreState, schema};
+use crm_resource::Call;
 use crm_resource::audit::{self, Action};
-use crm_resource::{Call, column};
 
 const SERVICE: &str = "crm.core.v1.ConsentService";
 /// Marketing messages wait until this local time...
@@ -137,50 +138,6 @@ pub fn quiet_until(at: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn purpose_number(p: MessagePurpose) -> Result<i16, ApiError> {
-    column(p as i32)
-}
-
-/// The time zone of whoever has `phone`: a customer with that phone, else the customer of a
-/// contact with it (the first one with a time zone set).
-async fn time_zone_of(
-    conn: &AsyncPgConnection,
-    org: Uuid,
-    phone: &str,
-) -> Result<Option<Tz>, ApiError> {
-    let direct: Vec<String> = cu::customers
-        .filter(cu::organization_id.eq(org))
-        .filter(cu::phone.eq(phone))
-        .filter(cu::delete_time.is_null())
-        .filter(cu::time_zone.ne(""))
-        .order(cu::id)
-        .select(cu::time_zone)
-        .limit(1)
-        .load(&mut { conn })
-        .await?;
-    let zone = if let Some(z) = direct.into_iter().next() {
-        Some(z)
-    } else {
-        let via_contact: Vec<String> = ct::contacts
-            .inner_join(
-                cu::customers.on(cu::organization_id
-                    .eq(ct::organization_id)
-                    .and(cu::id.eq(ct::customer_id))),
-            )
-            .filter(ct::organization_id.eq(org))
-            .filter(ct::phone.eq(phone))
-            .filter(ct::delete_time.is_null())
-            .filter(cu::time_zone.ne(""))
-            .order(ct::id)
-            .select(cu::time_zone)
-            .limit(1)
-            .load(&mut { conn })
-            .await?;
-        via_contact.into_iter().next()
-    };
-    Ok(zone.and_then(|z| z.parse::<Tz>().ok()))
-}
-
 /// Decides whether a message to `phone` for `purpose` may go out at `at`.
 ///
 /// # Errors
@@ -192,25 +149,16 @@ pub async fn check(
     purpose: MessagePurpose,
     at: DateTime<Utc>,
 ) -> Result<Decision, ApiError> {
-    let status: Option<i16> = sc::sms_consents
-        .filter(sc::organization_id.eq(org))
-        .filter(sc::phone.eq(phone))
-        .filter(sc::purpose.eq(purpose_number(purpose)?))
-        .select(sc::status)
-        .first(&mut { conn })
-        .await
-        .optional()?;
+    let status = store::status(conn, OrgId(org), phone, purpose).await?;
     let refuse = |refusal| Decision {
         refusal: Some(refusal),
         time_zone: String::new(),
         next_allowed: None,
     };
-    match status.map(|s| ConsentStatus::try_from(i32::from(s))) {
-        None | Some(Err(_) | Ok(ConsentStatus::Unspecified)) => {
-            return Ok(refuse(Refusal::ConsentMissing));
-        }
-        Some(Ok(ConsentStatus::Revoked)) => return Ok(refuse(Refusal::ConsentRevoked)),
-        Some(Ok(ConsentStatus::Granted)) => {}
+    match status {
+        None | Some(ConsentStatus::Unspecified) => return Ok(refuse(Refusal::ConsentMissing)),
+        Some(ConsentStatus::Revoked) => return Ok(refuse(Refusal::ConsentRevoked)),
+        Some(ConsentStatus::Granted) => {}
     }
     if purpose != MessagePurpose::Marketing {
         return Ok(Decision {
@@ -219,7 +167,8 @@ pub async fn check(
             next_allowed: None,
         });
     }
-    let Some(tz) = time_zone_of(conn, org, phone).await? else {
+    let zone = store::time_zone_of(conn, OrgId(org), phone).await?;
+    let Some(tz) = zone.and_then(|z| z.parse::<Tz>().ok()) else {
         return Ok(refuse(Refusal::TimeZoneUnknown));
     };
     let next = quiet_until(at, tz);
@@ -228,29 +177,6 @@ pub async fn check(
         time_zone: tz.name().to_owned(),
         next_allowed: next,
     })
-}
-
-/// One entry of the consent history.
-#[derive(Debug, Clone, Default)]
-pub struct NewEvent<'a> {
-    /// Phone.
-    pub phone: &'a str,
-    /// Purpose (0 for events about every purpose, such as HELP).
-    pub purpose: i16,
-    /// `granted`, `revoked`, `help_requested`, `refused`.
-    pub kind: &'a str,
-    /// Method.
-    pub method: i16,
-    /// Source.
-    pub source: &'a str,
-    /// Disclosure version.
-    pub disclosure_version: &'a str,
-    /// Detail.
-    pub detail: &'a str,
-    /// A message involved.
-    pub message_id: Option<Uuid>,
-    /// Who.
-    pub actor: &'a str,
 }
 
 /// Appends to the consent history.
@@ -262,36 +188,7 @@ pub async fn append_event(
     org: Uuid,
     e: NewEvent<'_>,
 ) -> Result<(), ApiError> {
-    diesel::insert_into(ev::consent_events)
-        .values((
-            ev::organization_id.eq(org),
-            ev::id.eq(Uuid::now_v7()),
-            ev::phone.eq(e.phone),
-            ev::purpose.eq(e.purpose),
-            ev::kind.eq(e.kind),
-            ev::method.eq(e.method),
-            ev::source.eq(e.source),
-            ev::disclosure_version.eq(e.disclosure_version),
-            ev::detail.eq(e.detail),
-            ev::message_id.eq(e.message_id),
-            ev::actor.eq(e.actor),
-        ))
-        .execute(&mut { conn })
-        .await?;
-    Ok(())
-}
-
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = schema::sms_consents)]
-struct ConsentRow {
-    phone: String,
-    purpose: i16,
-    status: i16,
-    method: i16,
-    source: String,
-    disclosure_version: String,
-    update_time: DateTime<Utc>,
-    updated_by: String,
+    Ok(store::insert_event(conn, OrgId(org), e).await?)
 }
 
 impl From<ConsentRow> for Consent {
@@ -329,7 +226,7 @@ pub struct Change<'a> {
     /// A revocation by STOP (START restores only those).
     pub by_keyword: bool,
     /// The keyword message, if any.
-    pub message_id: Option<Uuid>,
+    pub message_id: Option<MessageId>,
 }
 
 /// Sets one consent, appends the history entry and the audit entry.
@@ -343,18 +240,8 @@ pub async fn apply(
     request_id: &str,
     change: Change<'_>,
 ) -> Result<Consent, ApiError> {
-    let purpose = purpose_number(change.purpose)?;
-    let before: Option<ConsentRow> = sc::sms_consents
-        .filter(sc::organization_id.eq(org))
-        .filter(sc::phone.eq(change.phone))
-        .filter(sc::purpose.eq(purpose))
-        .select(ConsentRow::as_select())
-        .for_update()
-        .first(&mut { conn })
-        .await
-        .optional()?;
-    let status = column(change.status as i32)?;
-    let method = column(change.method as i32)?;
+    let tenant = OrgId(org);
+    let before = store::lock(conn, tenant, change.phone, change.purpose).await?;
     let disclosure = if change.status == ConsentStatus::Granted {
         change.disclosure_version.to_owned()
     } else {
@@ -363,33 +250,18 @@ pub async fn apply(
             .map(|b| b.disclosure_version.clone())
             .unwrap_or_default()
     };
-    let row: ConsentRow = diesel::insert_into(sc::sms_consents)
-        .values((
-            sc::organization_id.eq(org),
-            sc::phone.eq(change.phone),
-            sc::purpose.eq(purpose),
-            sc::status.eq(status),
-            sc::method.eq(method),
-            sc::source.eq(change.source),
-            sc::disclosure_version.eq(&disclosure),
-            sc::revoked_by_keyword.eq(change.by_keyword),
-            sc::update_time.eq(change.at),
-            sc::updated_by.eq(call.actor()),
-        ))
-        .on_conflict((sc::organization_id, sc::phone, sc::purpose))
-        .do_update()
-        .set((
-            sc::status.eq(status),
-            sc::method.eq(method),
-            sc::source.eq(change.source),
-            sc::disclosure_version.eq(&disclosure),
-            sc::revoked_by_keyword.eq(change.by_keyword),
-            sc::update_time.eq(change.at),
-            sc::updated_by.eq(call.actor()),
-        ))
-        .returning(ConsentRow::as_returning())
-        .get_result(&mut { conn })
-        .await?;
+    let upsert = Upsert {
+        phone: change.phone,
+        purpose: change.purpose,
+        status: change.status,
+        method: change.method,
+        source: change.source,
+        disclosure_version: &disclosure,
+        revoked_by_keyword: change.by_keyword,
+        update_time: change.at,
+        updated_by: call.actor(),
+    };
+    let row: ConsentRow = store::upsert(conn, tenant, upsert).await?;
     let kind = if change.status == ConsentStatus::Granted {
         "granted"
     } else {
@@ -400,9 +272,9 @@ pub async fn apply(
         org,
         NewEvent {
             phone: change.phone,
-            purpose,
+            purpose: change.purpose,
             kind,
-            method,
+            method: change.method,
             source: change.source,
             disclosure_version: &disclosure,
             detail: "",
@@ -411,11 +283,7 @@ pub async fn apply(
         },
     )
     .await?;
-    let name = |s: i16| {
-        ConsentStatus::try_from(i32::from(s))
-            .map(|s| format!("\"{}\"", s.as_str_name()))
-            .unwrap_or_default()
-    };
+    let name = |s: ConsentStatus| format!("\"{}\"", s.as_str_name());
     audit::record(
         conn,
         org,
@@ -431,8 +299,11 @@ pub async fn apply(
         },
         &[audit::Change {
             field: "status".into(),
-            before: before.as_ref().map(|b| name(b.status)).unwrap_or_default(),
-            after: name(status),
+            before: before
+                .as_ref()
+                .map(|b| name(b.status.into()))
+                .unwrap_or_default(),
+            after: name(change.status),
         }],
     )
     .await?;
@@ -487,7 +358,7 @@ pub async fn apply_keyword(
     request_id: &str,
     phone: &str,
     keyword: Keyword,
-    message_id: Option<Uuid>,
+    message_id: Option<MessageId>,
 ) -> Result<(), ApiError> {
     let source = message_id.map_or_else(
         || "sms keyword from an unknown sender".to_owned(),
@@ -497,15 +368,8 @@ pub async fn apply_keyword(
     match keyword {
         Keyword::Stop => {
             for purpose in [MessagePurpose::Transactional, MessagePurpose::Marketing] {
-                let current: Option<i16> = sc::sms_consents
-                    .filter(sc::organization_id.eq(org))
-                    .filter(sc::phone.eq(phone))
-                    .filter(sc::purpose.eq(purpose_number(purpose)?))
-                    .select(sc::status)
-                    .first(&mut { conn })
-                    .await
-                    .optional()?;
-                if current == Some(ConsentStatus::Granted as i16) {
+                let current = store::status(conn, OrgId(org), phone, purpose).await?;
+                if current == Some(ConsentStatus::Granted) {
                     apply(
                         conn,
                         org,
@@ -528,24 +392,8 @@ pub async fn apply_keyword(
             }
         }
         Keyword::Start => {
-            let revoked: Vec<i16> = sc::sms_consents
-                .filter(sc::organization_id.eq(org))
-                .filter(sc::phone.eq(phone))
-                .filter(sc::status.eq(ConsentStatus::Revoked as i16))
-                .filter(sc::revoked_by_keyword.eq(true))
-                .select(sc::purpose)
-                .load(&mut { conn })
-                .await?;
-            for purpose in revoked {
-                let purpose = MessagePurpose::try_from(i32::from(purpose))
-                    .unwrap_or(MessagePurpose::Unspecified);
-                let version: String = sc::sms_consents
-                    .filter(sc::organization_id.eq(org))
-                    .filter(sc::phone.eq(phone))
-                    .filter(sc::purpose.eq(purpose_number(purpose)?))
-                    .select(sc::disclosure_version)
-                    .first(&mut { conn })
-                    .await?;
+            for (purpose, version) in store::revoked_by_keyword(conn, OrgId(org), phone).await? {
+                let purpose = MessagePurpose::from(purpose);
                 apply(
                     conn,
                     org,
@@ -573,7 +421,7 @@ pub async fn apply_keyword(
                 NewEvent {
                     phone,
                     kind: "help_requested",
-                    method: ConsentMethod::Keyword as i16,
+                    method: ConsentMethod::Keyword,
                     source: &source,
                     detail: "HELP",
                     message_id,
@@ -847,19 +695,9 @@ impl ConsentService for ConsentApi {
             crm_db::tenant::transaction(&self.state.ctx.pool, org, move |conn| {
                 Box::pin(async move {
                     // Ids are UUIDv7: time-ordered, so the id alone is the keyset.
-                    let mut q = ev::consent_events
-                        .filter(ev::organization_id.eq(org))
-                        .order(ev::id.desc())
-                        .limit(limit)
-                        .select(EventRow::as_select())
-                        .into_boxed();
-                    if !phone.is_empty() {
-                        q = q.filter(ev::phone.eq(phone));
-                    }
-                    if let Some(id) = after {
-                        q = q.filter(ev::id.lt(id));
-                    }
-                    q.load(&mut { conn }).await.map_err(ApiError::from)
+                    store::events(conn, OrgId(org), &phone, after, limit)
+                        .await
+                        .map_err(ApiError::from)
                 })
             })
             .await
@@ -874,23 +712,8 @@ impl ConsentService for ConsentApi {
     }
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = schema::consent_events)]
-struct EventRow {
-    id: Uuid,
-    phone: String,
-    purpose: i16,
-    kind: String,
-    method: i16,
-    source: String,
-    disclosure_version: String,
-    detail: String,
-    message_id: Option<Uuid>,
-    actor: String,
-    occur_time: DateTime<Utc>,
-}
-
 impl EventRow {
+    /// The entry as the API shows it.
     fn into_proto(self, org: Uuid) -> ConsentEvent {
         ConsentEvent {
             phone: self.phone,
@@ -902,7 +725,7 @@ impl EventRow {
             detail: self.detail,
             message: self
                 .message_id
-                .map(|m| names::child_name(org, "messages", m))
+                .map(|m| names::child_name(org, "messages", m.uuid()))
                 .unwrap_or_default(),
             actor: self.actor,
             occur_time: Some(timestamp(self.occur_time)),
