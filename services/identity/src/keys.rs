@@ -20,9 +20,35 @@ use tokio::sync::watch;
 
 use crate::schema::signing_keys as k;
 
-const NEXT: i16 = 1;
-const ACTIVE: i16 = 2;
-const RETIRED: i16 = 3;
+/// Where a signing key is in its rotation (`signing_keys.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Published ahead of use, so verifiers know it before it signs.
+    Next = 1,
+    /// The key that signs.
+    Active = 2,
+    /// No longer signs; published until the tokens it signed expire.
+    Retired = 3,
+}
+
+impl TryFrom<i32> for KeyState {
+    type Error = i32;
+
+    fn try_from(n: i32) -> Result<Self, i32> {
+        match n {
+            1 => Ok(Self::Next),
+            2 => Ok(Self::Active),
+            3 => Ok(Self::Retired),
+            other => Err(other),
+        }
+    }
+}
+
+crm_db::enum_column!(StoredKeyState, KeyState, "`signing_keys.state`.");
+
+const NEXT: StoredKeyState = StoredKeyState(KeyState::Next);
+const ACTIVE: StoredKeyState = StoredKeyState(KeyState::Active);
+const RETIRED: StoredKeyState = StoredKeyState(KeyState::Retired);
 
 /// The key-encryption key (32 bytes) that seals private signing keys.
 #[derive(Clone)]
@@ -147,7 +173,7 @@ impl Default for RotationPolicy {
 #[diesel(table_name = k)]
 struct KeyRow {
     kid: String,
-    state: i16,
+    state: StoredKeyState,
     public_key: Vec<u8>,
     sealed_private_key: Vec<u8>,
     create_time: DateTime<Utc>,
@@ -381,7 +407,7 @@ async fn audit_key(
 async fn insert_key(
     conn: &mut diesel_async::AsyncPgConnection,
     kek: &Kek,
-    state: i16,
+    state: StoredKeyState,
     now: DateTime<Utc>,
 ) -> Result<String, KeyError> {
     let kid = new_kid();

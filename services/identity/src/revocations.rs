@@ -72,6 +72,8 @@ pub async fn record_subject(
     .await
 }
 
+crm_db::enum_column!(StoredKind, RevocationKind, "`revocations.kind`.");
+
 async fn insert(
     conn: &AsyncPgConnection,
     kind: RevocationKind,
@@ -84,7 +86,7 @@ async fn insert(
         "INSERT INTO revocations (kind, value, issued_before, expire_time, organization_id) \
          VALUES ($1, $2, $3, $4, $5)",
     )
-    .bind::<Int2, _>(kind as i16)
+    .bind::<Int2, _>(StoredKind(kind))
     .bind::<Text, _>(value)
     .bind::<Nullable<Timestamptz>, _>(issued_before)
     .bind::<Timestamptz, _>(expire)
