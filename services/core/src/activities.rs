@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use crm_auth::{MethodPolicy, permission};
+use crm_db::OrgId;
 use crm_platform::ApiError;
 use crm_platform::api::names::{self, child_name};
 use crm_platform::api::time::timestamp;
@@ -139,7 +140,7 @@ impl Resource for Activities {
     }
     fn before_write<'a>(
         conn: &'a AsyncPgConnection,
-        org: Uuid,
+        org: OrgId,
         _current: Option<&'a Row<ActivityFields>>,
         next: &'a mut ActivityFields,
         paths: &'a [&'static str],

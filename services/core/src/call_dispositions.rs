@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use crm_auth::{MethodPolicy, permission};
+use crm_db::OrgId;
 use crm_platform::ApiError;
 use crm_platform::api::validate;
 use crm_proto::core_v1::{
@@ -84,7 +85,7 @@ impl Resource for CallDispositions {
 /// FAILED_PRECONDITION naming the code.
 pub async fn require_active(
     conn: &AsyncPgConnection,
-    org: Uuid,
+    org: OrgId,
     code: &str,
 ) -> Result<(), ApiError> {
     let found: Option<(bool, Option<DateTime<Utc>>)> = d::call_dispositions

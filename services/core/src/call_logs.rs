@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use crm_auth::{MethodPolicy, permission};
+use crm_db::OrgId;
 use crm_platform::ApiError;
 use crm_platform::api::names::child_name;
 use crm_platform::api::time::timestamp;
@@ -124,7 +125,7 @@ impl Resource for CallLogs {
     }
     fn before_write<'a>(
         conn: &'a AsyncPgConnection,
-        org: Uuid,
+        org: OrgId,
         _current: Option<&'a Row<CallLogFields>>,
         next: &'a mut CallLogFields,
         paths: &'a [&'static str],

@@ -1,6 +1,7 @@
 //! `crm.core.v1.ContactService`: people at a customer, at most one of them primary.
 
 use crm_auth::{MethodPolicy, permission};
+use crm_db::OrgId;
 use crm_platform::ApiError;
 use crm_platform::api::names::child_name;
 use crm_proto::core_v1::{
@@ -88,7 +89,7 @@ impl Resource for Contacts {
     }
     fn before_write<'a>(
         conn: &'a AsyncPgConnection,
-        org: Uuid,
+        org: OrgId,
         current: Option<&'a Row<ContactFields>>,
         next: &'a mut ContactFields,
         paths: &'a [&'static str],

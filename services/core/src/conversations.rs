@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use crm_auth::{MethodPolicy, permission};
+use crm_db::OrgId;
 use crm_platform::ApiError;
 use crm_platform::api::names::child_name;
 use crm_platform::api::time::optional_timestamp;
@@ -122,7 +123,7 @@ impl Resource for Conversations {
     }
     fn before_write<'a>(
         conn: &'a AsyncPgConnection,
-        org: Uuid,
+        org: OrgId,
         _current: Option<&'a Row<ConversationFields>>,
         next: &'a mut ConversationFields,
         paths: &'a [&'static str],

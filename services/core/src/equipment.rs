@@ -4,6 +4,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use crm_auth::layer::principal_of;
 use crm_auth::{MethodPolicy, Requirement, permission};
+use crm_db::OrgId;
 use crm_platform::ApiError;
 use crm_platform::api::names::{self, child_name};
 use crm_platform::api::time::timestamp;
@@ -163,14 +164,14 @@ impl Resource for Equipment {
     }
     fn before_write<'a>(
         conn: &'a AsyncPgConnection,
-        org: Uuid,
+        org: OrgId,
         _current: Option<&'a Row<EquipmentFields>>,
         next: &'a mut EquipmentFields,
         paths: &'a [&'static str],
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             if paths.contains(&"property") {
-                let name = child_name(org, "properties", next.property_id);
+                let name = child_name(org.uuid(), "properties", next.property_id);
                 require_live::<Properties>(conn, org, next.property_id, &name).await?;
             }
             Ok(())
@@ -267,7 +268,8 @@ async fn record_reading(
     let deadline = call.deadline;
     let write = mutation::idempotent(api.ctx.pool.clone(), org, key, move |conn| {
         Box::pin(async move {
-            let current = crm_resource::lock::<Equipment>(conn, org, id, &name, "", "etag").await?;
+            let current =
+                crm_resource::lock::<Equipment>(conn, OrgId(org), id, &name, "", "etag").await?;
             if current.std.deleted() {
                 return Err(ApiError::FailedPrecondition {
                     reason: "RESOURCE_DELETED",
@@ -308,7 +310,7 @@ async fn record_reading(
                     .await?;
             }
             let w = Write {
-                org,
+                org: OrgId(org),
                 call: &call,
                 request_id: &request_id,
             };
@@ -366,7 +368,10 @@ async fn list_readings(
     let parent = body.parent.clone();
     let mut rows = crm_db::tenant::transaction(&api.ctx.pool, org, move |conn| {
         Box::pin(async move {
-            if Equipment::find(conn, org, id, false).await?.is_none() {
+            if Equipment::find(conn, OrgId(org), id, false)
+                .await?
+                .is_none()
+            {
                 return Err(not_found::<Equipment>(&parent));
             }
             let mut q = r::equipment_readings

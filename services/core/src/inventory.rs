@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use crm_auth::layer::principal_of;
 use crm_auth::{MethodPolicy, Requirement, permission};
+use crm_db::OrgId;
 use crm_db::filter::{self, Op};
 use crm_platform::ApiError;
 use crm_platform::api::listing::Listing;
@@ -209,7 +210,7 @@ async fn adjust(
     let write = mutation::idempotent(api.ctx.pool.clone(), org, key, move |conn| {
         Box::pin(async move {
             // The item row lock serialises adjustments of this item.
-            let item = InventoryItems::find(conn, org, id, true)
+            let item = InventoryItems::find(conn, OrgId(org), id, true)
                 .await?
                 .ok_or_else(|| not_found::<InventoryItems>(&b.name))?;
             if item.std.deleted() {
@@ -256,7 +257,7 @@ async fn adjust(
                 .execute(&mut { conn })
                 .await?;
             let updated = crm_resource::to_proto::<InventoryItems>(
-                InventoryItems::touch(conn, org, id, call.actor()).await?,
+                InventoryItems::touch(conn, OrgId(org), id, call.actor()).await?,
             );
             let row: AdjustmentRow = diesel::insert_into(sa::stock_adjustments)
                 .values((
@@ -274,14 +275,14 @@ async fn adjust(
                 .get_result(&mut { conn })
                 .await?;
             let w = Write {
-                org,
+                org: OrgId(org),
                 call: &call,
                 request_id: &b.request_id,
             };
             emit(conn, w, "stock_adjusted", &updated, &b.name, None).await?;
             audit::record(
                 conn,
-                org,
+                OrgId(org),
                 w.entry(&b.name, Action::Custom("adjust_stock")),
                 &[
                     Change {
@@ -379,7 +380,7 @@ crm_resource::standard_service! {
         let parent = b.parent.clone();
         let mut rows: Vec<(String, i64)> = crm_db::tenant::transaction(&self.ctx.pool, org, move |conn| {
             Box::pin(async move {
-                if InventoryItems::find(conn, org, id, false).await?.is_none() {
+                if InventoryItems::find(conn, OrgId(org), id, false).await?.is_none() {
                     return Err(not_found::<InventoryItems>(&parent));
                 }
                 let mut q = sl::stock_levels
@@ -428,7 +429,7 @@ crm_resource::standard_service! {
         let parent = b.parent.clone();
         let mut rows: Vec<AdjustmentRow> = crm_db::tenant::transaction(&self.ctx.pool, org, move |conn| {
             Box::pin(async move {
-                if InventoryItems::find(conn, org, id, false).await?.is_none() {
+                if InventoryItems::find(conn, OrgId(org), id, false).await?.is_none() {
                     return Err(not_found::<InventoryItems>(&parent));
                 }
                 let mut q = sa::stock_adjustments

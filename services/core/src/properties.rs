@@ -2,6 +2,7 @@
 //! with the FULL view and never written into audit entries.
 
 use crm_auth::{MethodPolicy, permission};
+use crm_db::OrgId;
 use crm_platform::ApiError;
 use crm_platform::api::names::child_name;
 use crm_proto::common_v1::{GeoPoint, PostalAddress};
@@ -166,7 +167,7 @@ impl Resource for Properties {
     }
     fn before_write<'a>(
         conn: &'a AsyncPgConnection,
-        org: Uuid,
+        org: OrgId,
         _current: Option<&'a Row<PropertyFields>>,
         next: &'a mut PropertyFields,
         paths: &'a [&'static str],

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use crm_auth::{MethodPolicy, permission};
+use crm_db::OrgId;
 use crm_platform::ApiError;
 use crm_platform::api::time::{optional_timestamp, timestamp};
 use crm_platform::api::validate;
@@ -155,7 +156,7 @@ impl Resource for SyncLogs {
     }
     fn before_write<'a>(
         _conn: &'a AsyncPgConnection,
-        _org: Uuid,
+        _org: OrgId,
         _current: Option<&'a Row<SyncLogFields>>,
         next: &'a mut SyncLogFields,
         _paths: &'a [&'static str],

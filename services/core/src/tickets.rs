@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use crm_auth::{MethodPolicy, permission};
+use crm_db::OrgId;
 use crm_platform::ApiError;
 use crm_platform::api::names::child_name;
 use crm_platform::api::time::{optional_timestamp, timestamp};
@@ -153,7 +154,7 @@ impl Resource for Tickets {
     }
     fn before_write<'a>(
         conn: &'a AsyncPgConnection,
-        org: Uuid,
+        org: OrgId,
         current: Option<&'a Row<TicketFields>>,
         next: &'a mut TicketFields,
         paths: &'a [&'static str],

@@ -5,8 +5,8 @@
 //! through the connection's `search_path`; the app role may only append.
 
 use chrono::{DateTime, Utc};
-use crm_db::chain;
 use crm_db::filter::{self, BoxedPredicate, Filter, FilterError, Op, Value};
+use crm_db::{OrgId, chain};
 use crm_platform::ApiError;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -135,7 +135,7 @@ pub struct Entry<'a> {
 /// The database error.
 pub async fn record_change<R: Resource>(
     conn: &AsyncPgConnection,
-    org: Uuid,
+    org: OrgId,
     entry: Entry<'_>,
     before: Option<&R::Proto>,
     after: &R::Proto,
@@ -151,10 +151,11 @@ pub async fn record_change<R: Resource>(
 /// The database error.
 pub async fn record(
     conn: &AsyncPgConnection,
-    org: Uuid,
+    org: OrgId,
     entry: Entry<'_>,
     changes: &[Change],
 ) -> Result<(), ApiError> {
+    let org = org.uuid();
     let (seq, prev) = chain::next(conn, org).await?;
     let id = Uuid::now_v7();
     let now = Utc::now();
@@ -364,7 +365,7 @@ pub async fn verify(conn: &AsyncPgConnection, org: Uuid) -> Result<chain::Verdic
 /// The database error.
 pub async fn record_diff<M: prost::Message + prost::Name + Default>(
     conn: &AsyncPgConnection,
-    org: Uuid,
+    org: OrgId,
     entry: Entry<'_>,
     before: Option<&M>,
     after: &M,

@@ -28,10 +28,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use crm_auth::Principal;
 use crm_auth::layer::principal_of;
-use crm_db::DbPool;
 use crm_db::filter::{BoxedPredicate, Filter, FilterError, Op, Value as FilterValue};
 use crm_db::outbox::{self, NewEvent};
 use crm_db::page::PageTokens;
+use crm_db::{DbPool, OrgId};
 use crm_platform::ApiError;
 use crm_platform::api::names::child_name;
 use crm_platform::api::time::{optional_timestamp, timestamp};
@@ -118,7 +118,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct Standard {
     /// The tenant.
     #[diesel(sql_type = diesel::sql_types::Uuid)]
-    pub organization_id: Uuid,
+    pub organization_id: OrgId,
     /// The resource's id.
     #[diesel(sql_type = diesel::sql_types::Uuid)]
     pub id: Uuid,
@@ -316,7 +316,7 @@ pub trait Resource: Send + Sync + Sized + 'static {
     /// row must give way. `current` is `None` on create; `paths` are the fields written.
     fn before_write<'a>(
         _conn: &'a AsyncPgConnection,
-        _org: Uuid,
+        _org: OrgId,
         _current: Option<&'a Row<Self::Fields>>,
         _next: &'a mut Self::Fields,
         _paths: &'a [&'static str],
@@ -408,9 +408,10 @@ pub fn input<R: Resource>(
 #[must_use]
 pub fn to_proto<R: Resource>(row: Row<R::Fields>) -> R::Proto {
     let Row { std, fields } = row;
-    let mut p = R::to_proto(std.organization_id, fields);
+    let org = std.organization_id.uuid();
+    let mut p = R::to_proto(org, fields);
     p.set_standard(StandardFields {
-        name: child_name(std.organization_id, R::COLLECTION, std.id),
+        name: child_name(org, R::COLLECTION, std.id),
         create_time: Some(timestamp(std.create_time)),
         update_time: Some(timestamp(std.update_time)),
         delete_time: optional_timestamp(std.delete_time),
@@ -450,7 +451,7 @@ pub trait Store: Resource {
     /// Inserts `fields` as `id`.
     fn insert<'a>(
         conn: &'a AsyncPgConnection,
-        org: Uuid,
+        org: OrgId,
         id: Uuid,
         fields: &'a Self::Fields,
         actor: &'a str,
@@ -458,14 +459,14 @@ pub trait Store: Resource {
     /// Reads one row, locking it for the transaction when `lock`.
     fn find(
         conn: &AsyncPgConnection,
-        org: Uuid,
+        org: OrgId,
         id: Uuid,
         lock: bool,
     ) -> BoxFuture<'_, Result<Option<Row<Self::Fields>>, ApiError>>;
     /// Writes `fields`, bumps the revision, stamps the modifier.
     fn update<'a>(
         conn: &'a AsyncPgConnection,
-        org: Uuid,
+        org: OrgId,
         id: Uuid,
         fields: &'a Self::Fields,
         actor: &'a str,
@@ -473,7 +474,7 @@ pub trait Store: Resource {
     /// Soft-deletes (`purge_after` set) or restores.
     fn set_deleted<'a>(
         conn: &'a AsyncPgConnection,
-        org: Uuid,
+        org: OrgId,
         id: Uuid,
         purge_after: Option<chrono::Duration>,
         actor: &'a str,
@@ -481,7 +482,7 @@ pub trait Store: Resource {
     /// Bumps the revision after a change to the resource's dependent rows (a new reading).
     fn touch<'a>(
         conn: &'a AsyncPgConnection,
-        org: Uuid,
+        org: OrgId,
         id: Uuid,
         actor: &'a str,
     ) -> BoxFuture<'a, Result<Row<Self::Fields>, ApiError>>;
@@ -493,7 +494,7 @@ pub trait Store: Resource {
     /// Runs a List query.
     fn list<'a>(
         conn: &'a AsyncPgConnection,
-        org: Uuid,
+        org: OrgId,
         q: &'a ListQuery,
     ) -> BoxFuture<'a, Result<Vec<Row<Self::Fields>>, ApiError>>;
 }
@@ -605,7 +606,7 @@ pub async fn emit<M: Message + prost::Name>(
     };
     outbox::append(
         conn,
-        w.org,
+        w.org.uuid(),
         NewEvent {
             event_type: &format!("{}.{change}", M::full_name()),
             resource: name,
@@ -637,7 +638,7 @@ pub struct Create<'a, R: Resource, F> {
 #[derive(Debug, Clone, Copy)]
 pub struct Write<'a> {
     /// The organization (the transaction's tenant).
-    pub org: Uuid,
+    pub org: OrgId,
     /// Who, which RPC.
     pub call: &'a Call,
     /// The request's `request_id`.
@@ -725,7 +726,7 @@ pub async fn create<R: Store, F: Message>(
     let write = mutation::idempotent(ctx.pool.clone(), org, key, move |conn| {
         Box::pin(async move {
             let w = Write {
-                org,
+                org: OrgId(org),
                 call: &call,
                 request_id: &request_id,
             };
@@ -771,7 +772,7 @@ pub async fn get<R: Store>(
     names::require_same_organization(principal, org)?;
     require_full_view::<R>(principal, full)?;
     let row = crm_db::tenant::transaction(&ctx.pool, org, move |conn| {
-        Box::pin(async move { R::find(conn, org, id, false).await })
+        Box::pin(async move { R::find(conn, OrgId(org), id, false).await })
     })
     .await?
     .ok_or_else(|| not_found::<R>(name))?;
@@ -800,7 +801,7 @@ pub struct Update<'a, R: Resource, F> {
 /// NOT_FOUND, ABORTED for a stale etag (a violation of `etag_field`).
 pub async fn lock<R: Store>(
     conn: &AsyncPgConnection,
-    org: Uuid,
+    org: OrgId,
     id: Uuid,
     name: &str,
     etag: &str,
@@ -819,7 +820,7 @@ pub async fn lock<R: Store>(
 /// NOT_FOUND, ABORTED for a stale etag, FAILED_PRECONDITION `RESOURCE_DELETED`.
 pub async fn lock_live<R: Store>(
     conn: &AsyncPgConnection,
-    org: Uuid,
+    org: OrgId,
     id: Uuid,
     name: &str,
     etag: &str,
@@ -868,7 +869,7 @@ pub async fn update_in<R: Store>(
     }
     let mut next = current.fields.clone();
     let mut v = Violations::new();
-    input::<R>(&mut v, Some(org), resource, paths, &mut next);
+    input::<R>(&mut v, Some(org.uuid()), resource, paths, &mut next);
     v.finish()?;
     R::before_write(conn, org, Some(&current), &mut next, paths).await?;
     let before = to_proto::<R>(current);
@@ -938,7 +939,7 @@ pub async fn update<R: Store, F: Message>(
     let write = mutation::idempotent(ctx.pool.clone(), org, key, move |conn| {
         Box::pin(async move {
             let w = Write {
-                org,
+                org: OrgId(org),
                 call: &call,
                 request_id: &request_id,
             };
@@ -1038,7 +1039,7 @@ pub async fn set_deleted<R: Store, F: Message>(
     let write = mutation::idempotent(ctx.pool.clone(), org, key, move |conn| {
         Box::pin(async move {
             let w = Write {
-                org,
+                org: OrgId(org),
                 call: &call,
                 request_id: &request_id,
             };
@@ -1323,7 +1324,7 @@ macro_rules! standard_service {
 /// FAILED_PRECONDITION naming the reference (`REFERENCE_NOT_FOUND` / `REFERENCE_DELETED`).
 pub async fn require_live<R: Store>(
     conn: &AsyncPgConnection,
-    org: Uuid,
+    org: OrgId,
     id: Uuid,
     name: &str,
 ) -> Result<(), ApiError> {

@@ -192,7 +192,7 @@ pub async fn list<R: Store>(
     };
     let org = listing.org;
     let mut rows = crm_db::tenant::transaction(&ctx.pool, org, move |conn| {
-        Box::pin(async move { R::list(conn, org, &query).await })
+        Box::pin(async move { R::list(conn, crm_db::OrgId(org), &query).await })
     })
     .await?;
     let next = listing.finish(&ctx.page_tokens, &mut rows, |r| {

@@ -13,7 +13,7 @@ macro_rules! standard_store {
         impl $crate::Store for $resource {
             fn insert<'a>(
                 conn: &'a $crate::deps::diesel_async::AsyncPgConnection,
-                org: $crate::deps::uuid::Uuid,
+                org: $crate::deps::crm_db::OrgId,
                 id: $crate::deps::uuid::Uuid,
                 fields: &'a <Self as $crate::Resource>::Fields,
                 actor: &'a str,
@@ -56,7 +56,7 @@ macro_rules! standard_store {
 
             fn find(
                 conn: &$crate::deps::diesel_async::AsyncPgConnection,
-                org: $crate::deps::uuid::Uuid,
+                org: $crate::deps::crm_db::OrgId,
                 id: $crate::deps::uuid::Uuid,
                 lock: bool,
             ) -> $crate::BoxFuture<
@@ -96,7 +96,7 @@ macro_rules! standard_store {
 
             fn update<'a>(
                 conn: &'a $crate::deps::diesel_async::AsyncPgConnection,
-                org: $crate::deps::uuid::Uuid,
+                org: $crate::deps::crm_db::OrgId,
                 id: $crate::deps::uuid::Uuid,
                 fields: &'a <Self as $crate::Resource>::Fields,
                 actor: &'a str,
@@ -135,7 +135,7 @@ macro_rules! standard_store {
 
             fn set_deleted<'a>(
                 conn: &'a $crate::deps::diesel_async::AsyncPgConnection,
-                org: $crate::deps::uuid::Uuid,
+                org: $crate::deps::crm_db::OrgId,
                 id: $crate::deps::uuid::Uuid,
                 purge_after: Option<$crate::deps::chrono::Duration>,
                 actor: &'a str,
@@ -180,7 +180,7 @@ macro_rules! standard_store {
 
             fn touch<'a>(
                 conn: &'a $crate::deps::diesel_async::AsyncPgConnection,
-                org: $crate::deps::uuid::Uuid,
+                org: $crate::deps::crm_db::OrgId,
                 id: $crate::deps::uuid::Uuid,
                 actor: &'a str,
             ) -> $crate::BoxFuture<
@@ -223,7 +223,7 @@ macro_rules! standard_store {
 
             fn list<'a>(
                 conn: &'a $crate::deps::diesel_async::AsyncPgConnection,
-                org: $crate::deps::uuid::Uuid,
+                org: $crate::deps::crm_db::OrgId,
                 q: &'a $crate::ListQuery,
             ) -> $crate::BoxFuture<
                 'a,

@@ -286,7 +286,7 @@ pub async fn apply(
     let name = |s: ConsentStatus| format!("\"{}\"", s.as_str_name());
     audit::record(
         conn,
-        org,
+        OrgId(org),
         audit::Entry {
             call,
             request_id,

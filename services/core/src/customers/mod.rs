@@ -5,6 +5,7 @@ pub mod lifecycle;
 
 use chrono::{DateTime, Utc};
 use crm_auth::{MethodPolicy, permission};
+use crm_db::OrgId;
 use crm_db::filter::{self, Op};
 use crm_platform::ApiError;
 use crm_platform::api::validate::{self, Violations};
@@ -161,7 +162,7 @@ impl Resource for Customers {
     }
     fn before_write<'a>(
         _conn: &'a AsyncPgConnection,
-        _org: Uuid,
+        _org: OrgId,
         current: Option<&'a Row<CustomerFields>>,
         next: &'a mut CustomerFields,
         paths: &'a [&'static str],
@@ -217,7 +218,7 @@ crm_resource::standard_service! {
 ///
 /// # Errors
 /// FAILED_PRECONDITION `CUSTOMER_NOT_FOUND` / `CUSTOMER_DELETED` naming the customer.
-pub async fn require_live(conn: &AsyncPgConnection, org: Uuid, id: Uuid) -> Result<(), ApiError> {
+pub async fn require_live(conn: &AsyncPgConnection, org: OrgId, id: Uuid) -> Result<(), ApiError> {
     let deleted: Option<Option<DateTime<Utc>>> = c::customers
         .filter(c::organization_id.eq(org))
         .filter(c::id.eq(id))
@@ -225,7 +226,7 @@ pub async fn require_live(conn: &AsyncPgConnection, org: Uuid, id: Uuid) -> Resu
         .first(&mut { conn })
         .await
         .optional()?;
-    let name = crm_platform::api::names::child_name(org, "customers", id);
+    let name = crm_platform::api::names::child_name(org.uuid(), "customers", id);
     match deleted {
         Some(None) => Ok(()),
         Some(Some(_)) => Err(ApiError::FailedPrecondition {

@@ -197,7 +197,7 @@ impl MessageApi {
         let deadline = call.deadline;
         let write = mutation::idempotent(self.state.ctx.pool.clone(), org, key, move |conn| {
             Box::pin(async move {
-                let row = Conversations::find(conn, org, conversation_id, true)
+                let row = Conversations::find(conn, OrgId(org), conversation_id, true)
                     .await?
                     .ok_or_else(|| not_found::<Conversations>(&b.parent))?;
                 let conversation = crm_resource::to_proto::<Conversations>(row.clone());
@@ -266,7 +266,7 @@ impl MessageApi {
                     record(
                         conn,
                         Write {
-                            org,
+                            org: OrgId(org),
                             call: &call,
                             request_id: &b.request_id,
                         },
@@ -280,7 +280,7 @@ impl MessageApi {
                     record(
                         conn,
                         Write {
-                            org,
+                            org: OrgId(org),
                             call: &call,
                             request_id: &b.request_id,
                         },
@@ -396,7 +396,7 @@ impl MessageApi {
                 record(
                     conn,
                     Write {
-                        org,
+                        org: OrgId(org),
                         call: &call,
                         request_id: &b.request_id,
                     },
@@ -543,7 +543,7 @@ impl MessageApi {
                     record(
                         conn,
                         Write {
-                            org,
+                            org: OrgId(org),
                             call: &call,
                             request_id: &b.request_id,
                         },
@@ -614,7 +614,7 @@ async fn find_or_start(
         ..ConversationFields::default()
     };
     let w = Write {
-        org,
+        org: OrgId(org),
         call,
         request_id,
     };
@@ -711,7 +711,7 @@ impl MessageService for MessageApi {
         let mut rows: Vec<MessageRow> =
             crm_db::tenant::transaction(&self.state.ctx.pool, org, move |conn| {
                 Box::pin(async move {
-                    if Conversations::find(conn, org, conversation, false)
+                    if Conversations::find(conn, OrgId(org), conversation, false)
                         .await?
                         .is_none()
                     {
