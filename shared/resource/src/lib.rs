@@ -8,6 +8,18 @@
 //! the outbox event and the audit entry → response. The steps inside that transaction
 //! ([`create_in`], [`update_in`], [`set_deleted_in`], [`changed_in`]) also run inside a custom
 //! method's own transaction. What differs between services comes in through a [`Context`].
+//!
+//! A new resource (see `services/core/src/contacts.rs`, about 140 lines):
+//! 1. a migration creating its table with the standard columns ([`Standard`]), RLS policies and
+//!    grants, and its `diesel::table!`;
+//! 2. a `Fields` struct of its own columns deriving `Queryable`, `Selectable`, `Insertable` and
+//!    `AsChangeset` (with `treat_none_as_null`);
+//! 3. `impl Resource`: the message, the `FIELDS` (each field's validation through [`Input`],
+//!    whether it is updatable, create-only, output-only or redacted, its filter), `to_proto` for
+//!    its own fields, and its rules in `before_write`;
+//! 4. [`standard_store!`](crate::standard_store) and
+//!    [`standard_service!`](crate::standard_service);
+//! 5. the service registered with its policy, and a fixture in the conformance suite.
 
 pub mod audit;
 pub mod input;
