@@ -29,3 +29,4 @@ mod purge;
 mod records;
 mod support;
 mod tenancy;
+mod tenant_read;

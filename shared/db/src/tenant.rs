@@ -1,7 +1,8 @@
 //! Tenant transactions: the only way a service touches tenant rows.
 
 use diesel::sql_types::{Bool, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
@@ -43,6 +44,63 @@ where
         result
     })
     .await
+}
+
+/// Runs the read-only `work` in one transaction in which `app.org_id` is `org`, in what is for
+/// the caller one round trip: `BEGIN READ ONLY`, the transaction-local `set_config` and the
+/// first statement of `work` are pipelined (sent together, run in that order), and the `COMMIT`
+/// is queued on the connection without waiting for its answer.
+///
+/// Safe as [`transaction`] is: the setting is transaction-local; the transaction is read only,
+/// so a write in `work` fails and nothing can be lost by not reading the `COMMIT`'s answer;
+/// should `BEGIN` or `set_config` fail, the call fails (and RLS, seeing no tenant, matches no
+/// row meanwhile). The end of the transaction (`COMMIT`, or `ROLLBACK` on any error, on a panic
+/// or when the caller drops the future half-way) is always queued on the connection before it
+/// goes back to the pool, so its next user's statements run after this transaction has ended.
+///
+/// # Errors
+/// Returns `work`'s error, or a pool or database error converted into `E`.
+pub async fn read<R, E, F>(pool: &DbPool, org: Uuid, work: F) -> Result<R, E>
+where
+    F: for<'r> FnOnce(&'r AsyncPgConnection) -> TxFuture<'r, Result<R, E>> + Send,
+    E: From<DbError> + From<diesel::result::Error> + Send,
+    R: Send,
+{
+    let conn = pool.get().await.map_err(DbError::from)?;
+    let shared: &AsyncPgConnection = &conn;
+    let mut end = EndOnDrop {
+        conn: shared,
+        sql: "ROLLBACK",
+    };
+    let begin = async {
+        let mut c = shared;
+        c.batch_execute("BEGIN READ ONLY").await
+    };
+    let (begun, set, result) =
+        futures_util::future::join3(begin, set_tenant(shared, org), work(shared)).await;
+    if begun.is_ok() && set.is_ok() && result.is_ok() {
+        end.sql = "COMMIT";
+    }
+    drop(end);
+    begun?;
+    set?;
+    result
+}
+
+/// Queues the end of a read-only transaction on the connection when dropped, without waiting
+/// for the answer: the request is written at the first poll, and the connection's next user
+/// queues behind it.
+struct EndOnDrop<'c> {
+    conn: &'c AsyncPgConnection,
+    sql: &'static str,
+}
+
+impl Drop for EndOnDrop<'_> {
+    fn drop(&mut self) {
+        let mut conn = self.conn;
+        // Dropped after its first poll: the statement is on its way, its answer is discarded.
+        let _ = conn.batch_execute(self.sql).now_or_never();
+    }
 }
 
 /// Sets `app.org_id` for the current transaction only.

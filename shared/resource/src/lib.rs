@@ -783,7 +783,7 @@ pub async fn get<R: Store>(
     let (org, id) = names::parse_child(name, R::COLLECTION, "name")?;
     names::require_same_organization(principal, org)?;
     require_full_view::<R>(principal, full)?;
-    let row = crm_db::tenant::transaction(&ctx.pool, org, move |conn| {
+    let row = crm_db::tenant::read(&ctx.pool, org, move |conn| {
         Box::pin(async move { R::find(conn, OrgId(org), id, false).await })
     })
     .await?

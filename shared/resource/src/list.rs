@@ -191,7 +191,7 @@ pub async fn list<R: Store>(
         filter,
     };
     let org = listing.org;
-    let mut rows = crm_db::tenant::transaction(&ctx.pool, org, move |conn| {
+    let mut rows = crm_db::tenant::read(&ctx.pool, org, move |conn| {
         Box::pin(async move { R::list(conn, crm_db::OrgId(org), &query).await })
     })
     .await?;
