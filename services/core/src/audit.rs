@@ -99,12 +99,11 @@ impl AuditService for AuditApi {
         let org = listing.org;
         let after = listing.after_i64().map_err(status)?.unwrap_or(0);
         let limit = listing.limit();
-        let mut rows: Vec<Row> =
-            crm_db::tenant::transaction(&self.state.ctx.pool, org, move |conn| {
-                Box::pin(async move { audit::page(conn, org, after, limit, parsed.as_ref()).await })
-            })
-            .await
-            .map_err(status)?;
+        let mut rows: Vec<Row> = crm_db::tenant::read(&self.state.ctx.pool, org, move |conn| {
+            Box::pin(async move { audit::page(conn, org, after, limit, parsed.as_ref()).await })
+        })
+        .await
+        .map_err(status)?;
         let next_page_token = listing.finish(&self.state.ctx.page_tokens, &mut rows, |r| {
             vec![r.seq.to_string()]
         });
@@ -123,7 +122,7 @@ impl AuditService for AuditApi {
         let org =
             crm_platform::api::names::parse_organization(&body.parent, "parent").map_err(status)?;
         crm_platform::api::names::require_same_organization(&principal, org).map_err(status)?;
-        let verdict = crm_db::tenant::transaction(&self.state.ctx.pool, org, move |conn| {
+        let verdict = crm_db::tenant::read(&self.state.ctx.pool, org, move |conn| {
             Box::pin(async move { audit::verify(conn, org).await })
         })
         .await

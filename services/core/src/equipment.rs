@@ -366,7 +366,7 @@ async fn list_readings(
     };
     let limit = listing.limit();
     let parent = body.parent.clone();
-    let mut rows = crm_db::tenant::transaction(&api.ctx.pool, org, move |conn| {
+    let mut rows = crm_db::tenant::read(&api.ctx.pool, org, move |conn| {
         Box::pin(async move {
             if Equipment::find(conn, OrgId(org), id, false)
                 .await?

@@ -175,7 +175,7 @@ impl EventService for EventApi {
                 tokio::pin!(notified);
                 notified.as_mut().enable();
                 let types_q = types.clone();
-                let read = crm_db::tenant::transaction(&state.ctx.pool, org, move |conn| {
+                let read = crm_db::tenant::read(&state.ctx.pool, org, move |conn| {
                     Box::pin(async move {
                         outbox::read_after(conn, org, cursor, &types_q, batch)
                             .await

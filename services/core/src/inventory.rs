@@ -378,7 +378,7 @@ crm_resource::standard_service! {
         };
         let limit = listing.limit();
         let parent = b.parent.clone();
-        let mut rows: Vec<(String, i64)> = crm_db::tenant::transaction(&self.ctx.pool, org, move |conn| {
+        let mut rows: Vec<(String, i64)> = crm_db::tenant::read(&self.ctx.pool, org, move |conn| {
             Box::pin(async move {
                 if InventoryItems::find(conn, OrgId(org), id, false).await?.is_none() {
                     return Err(not_found::<InventoryItems>(&parent));
@@ -427,7 +427,7 @@ crm_resource::standard_service! {
         let after = listing.after_uuid().map_err(status)?;
         let limit = listing.limit();
         let parent = b.parent.clone();
-        let mut rows: Vec<AdjustmentRow> = crm_db::tenant::transaction(&self.ctx.pool, org, move |conn| {
+        let mut rows: Vec<AdjustmentRow> = crm_db::tenant::read(&self.ctx.pool, org, move |conn| {
             Box::pin(async move {
                 if InventoryItems::find(conn, OrgId(org), id, false).await?.is_none() {
                     return Err(not_found::<InventoryItems>(&parent));

@@ -167,7 +167,7 @@ pub async fn page<H: Hit>(
     let org = listing.org;
     let limit = listing.limit();
     let words = req.query.replace('\0', " ");
-    let mut hits: Vec<H> = crm_db::tenant::transaction(&state.ctx.pool, org, move |conn| {
+    let mut hits: Vec<H> = crm_db::tenant::read(&state.ctx.pool, org, move |conn| {
         Box::pin(async move {
             diesel::sql_query(H::SQL)
                 .bind::<SqlUuid, _>(org)

@@ -644,7 +644,7 @@ impl ConsentService for ConsentApi {
             org.ok_or_else(|| status(ApiError::Internal("parsed without violation".into())))?;
         names::require_same_organization(&principal, org).map_err(status)?;
         let phone = b.phone;
-        let decision = crm_db::tenant::transaction(&self.state.ctx.pool, org, move |conn| {
+        let decision = crm_db::tenant::read(&self.state.ctx.pool, org, move |conn| {
             Box::pin(async move { check(conn, org, &phone, purpose, at).await })
         })
         .await
@@ -692,7 +692,7 @@ impl ConsentService for ConsentApi {
         let limit = listing.limit();
         let phone = b.phone;
         let mut rows: Vec<EventRow> =
-            crm_db::tenant::transaction(&self.state.ctx.pool, org, move |conn| {
+            crm_db::tenant::read(&self.state.ctx.pool, org, move |conn| {
                 Box::pin(async move {
                     // Ids are UUIDv7: time-ordered, so the id alone is the keyset.
                     store::events(conn, OrgId(org), &phone, after, limit)

@@ -666,7 +666,7 @@ impl MessageService for MessageApi {
         let name = req.into_inner().name;
         let (org, id) = names::parse_child(&name, "messages", "name").map_err(status)?;
         names::require_same_organization(&principal, org).map_err(status)?;
-        let row = crm_db::tenant::transaction(&self.state.ctx.pool, org, move |conn| {
+        let row = crm_db::tenant::read(&self.state.ctx.pool, org, move |conn| {
             Box::pin(async move {
                 store::get(conn, OrgId(org), MessageId(id))
                     .await
@@ -709,7 +709,7 @@ impl MessageService for MessageApi {
         let limit = listing.limit();
         let parent = b.parent.clone();
         let mut rows: Vec<MessageRow> =
-            crm_db::tenant::transaction(&self.state.ctx.pool, org, move |conn| {
+            crm_db::tenant::read(&self.state.ctx.pool, org, move |conn| {
                 Box::pin(async move {
                     if Conversations::find(conn, OrgId(org), conversation, false)
                         .await?
