@@ -40,6 +40,23 @@ pub struct BenchArgs {
 struct Outcome {
     histogram: Histogram<u64>,
     errors: u64,
+    /// Failed calls by gRPC code (`ResourceExhausted`, `Unavailable`...).
+    codes: std::collections::BTreeMap<String, u64>,
+}
+
+impl Outcome {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            histogram: histogram()?,
+            errors: 0,
+            codes: std::collections::BTreeMap::new(),
+        })
+    }
+
+    fn failed(&mut self, code: String) {
+        self.errors += 1;
+        *self.codes.entry(code).or_default() += 1;
+    }
 }
 
 fn histogram() -> anyhow::Result<Histogram<u64>> {
@@ -55,11 +72,18 @@ fn request(token: &str, name: &str) -> anyhow::Result<tonic::Request<GetCustomer
     Ok(req)
 }
 
-async fn call(client: &mut CustomerServiceClient<Channel>, token: &str, name: &str) -> bool {
-    match request(token, name) {
-        Ok(req) => client.get_customer(req).await.is_ok(),
-        Err(_) => false,
-    }
+/// One GetCustomer; the gRPC code of a failure.
+async fn call(
+    client: &mut CustomerServiceClient<Channel>,
+    token: &str,
+    name: &str,
+) -> Result<(), String> {
+    let req = request(token, name).map_err(|e| format!("Request({e})"))?;
+    client
+        .get_customer(req)
+        .await
+        .map(|_| ())
+        .map_err(|status| format!("{:?}", status.code()))
 }
 
 async fn closed_loop(
@@ -75,25 +99,20 @@ async fn closed_loop(
         let token = args.token.clone();
         let name = name.to_owned();
         tasks.push(tokio::spawn(async move {
-            let mut h = histogram()?;
-            let mut errors = 0;
+            let mut outcome = Outcome::new()?;
             while Instant::now() < until {
                 let started = Instant::now();
-                let ok = call(&mut client, &token, &name).await;
+                let result = call(&mut client, &token, &name).await;
                 if started >= from {
-                    if ok {
-                        h.saturating_record(
+                    match result {
+                        Ok(()) => outcome.histogram.saturating_record(
                             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                        );
-                    } else {
-                        errors += 1;
+                        ),
+                        Err(code) => outcome.failed(code),
                     }
                 }
             }
-            Ok::<_, anyhow::Error>(Outcome {
-                histogram: h,
-                errors,
-            })
+            Ok::<_, anyhow::Error>(outcome)
         }));
     }
     merge(tasks).await
@@ -109,16 +128,13 @@ async fn open_loop(
 ) -> anyhow::Result<Outcome> {
     let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
     // One collector; each call reports its latency (from its scheduled start) or an error.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<u64>>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<u64, String>>();
     let collector = tokio::spawn(async move {
-        let mut outcome = Outcome {
-            histogram: histogram()?,
-            errors: 0,
-        };
+        let mut outcome = Outcome::new()?;
         while let Some(sample) = rx.recv().await {
             match sample {
-                Some(us) => outcome.histogram.saturating_record(us),
-                None => outcome.errors += 1,
+                Ok(us) => outcome.histogram.saturating_record(us),
+                Err(code) => outcome.failed(code),
             }
         }
         Ok::<_, anyhow::Error>(outcome)
@@ -133,10 +149,10 @@ async fn open_loop(
         let name = name.to_owned();
         let tx = tx.clone();
         tokio::spawn(async move {
-            let ok = call(&mut client, &token, &name).await;
+            let result = call(&mut client, &token, &name).await;
             if scheduled >= from {
-                let sample =
-                    ok.then(|| u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX));
+                let sample = result
+                    .map(|()| u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX));
                 let _ = tx.send(sample);
             }
         });
@@ -150,10 +166,7 @@ async fn open_loop(
 async fn merge(
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Outcome>>>,
 ) -> anyhow::Result<Outcome> {
-    let mut total = Outcome {
-        histogram: histogram()?,
-        errors: 0,
-    };
+    let mut total = Outcome::new()?;
     for t in tasks {
         let o = t.await??;
         total
@@ -161,6 +174,9 @@ async fn merge(
             .add(&o.histogram)
             .context("merging histograms")?;
         total.errors += o.errors;
+        for (code, n) in o.codes {
+            *total.codes.entry(code).or_default() += n;
+        }
     }
     Ok(total)
 }
@@ -206,8 +222,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let h = &outcome.histogram;
     #[expect(clippy::cast_precision_loss, reason = "a rate for a report")]
     let rps = h.len() as f64 / args.seconds as f64;
+    let codes: Vec<String> = outcome
+        .codes
+        .iter()
+        .map(|(code, n)| format!("{code}:{n}"))
+        .collect();
     println!(
-        "mode={} calls={} errors={} rps={rps:.0} p50_us={} p99_us={} p999_us={} max_us={}",
+        "mode={} calls={} errors={} rps={rps:.0} p50_us={} p99_us={} p999_us={} max_us={} \
+         error_codes={}",
         args.rate.map_or_else(
             || format!("closed/{}", args.concurrency),
             |r| format!("open/{r}")
@@ -218,6 +240,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         h.value_at_quantile(0.99),
         h.value_at_quantile(0.999),
         h.max(),
+        if codes.is_empty() {
+            "none".to_owned()
+        } else {
+            codes.join(",")
+        },
     );
     Ok(())
 }
