@@ -189,7 +189,7 @@ async fn verify(conn: &AsyncPgConnection, org: Uuid) -> QueryResult<Verdict> {
 /// # Errors
 /// Database failures.
 pub async fn verify_chain(pool: &DbPool, org: Uuid) -> Result<Verdict, ApiError> {
-    tenant::transaction(pool, org, move |conn| {
+    tenant::read(pool, org, move |conn| {
         Box::pin(async move { verify(conn, org).await.map_err(ApiError::from) })
     })
     .await
@@ -227,7 +227,7 @@ impl AuditService for AuditApi {
         let after = listing.after_i64().map_err(status)?.unwrap_or(0);
         let kind = body.kind.clone();
         let limit = listing.limit();
-        let mut rows: Vec<Row> = tenant::transaction(&self.pool, org, move |conn| {
+        let mut rows: Vec<Row> = tenant::read(&self.pool, org, move |conn| {
             Box::pin(async move {
                 let mut q = a::table
                     .filter(a::organization_id.eq(org))
@@ -272,7 +272,7 @@ impl AuditService for AuditApi {
         let principal = principal_of(&req)?;
         let org = names::parse_organization(&req.get_ref().parent, "parent").map_err(status)?;
         names::require_same_organization(&principal, org).map_err(status)?;
-        let verdict = tenant::transaction(&self.pool, org, move |conn| {
+        let verdict = tenant::read(&self.pool, org, move |conn| {
             Box::pin(async move { verify(conn, org).await.map_err(ApiError::from) })
         })
         .await

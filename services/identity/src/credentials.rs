@@ -237,7 +237,7 @@ impl IntegrationCredentialService for CredentialApi {
         let org = listing.org;
         let after = listing.after_uuid().map_err(status)?;
         let limit = listing.limit();
-        let mut rows: Vec<Row> = tenant::transaction(&self.state.pool, org, move |conn| {
+        let mut rows: Vec<Row> = tenant::read(&self.state.pool, org, move |conn| {
             Box::pin(async move {
                 let mut q = ic::table
                     .filter(ic::organization_id.eq(org))

@@ -179,7 +179,7 @@ impl OrganizationService for OrganizationApi {
         let principal = principal_of(&req)?;
         let id = names::parse_organization(&req.get_ref().name, "name").map_err(status)?;
         names::require_same_organization(&principal, id).map_err(status)?;
-        let row = tenant::transaction(&self.state.pool, id, move |conn| {
+        let row = tenant::read(&self.state.pool, id, move |conn| {
             Box::pin(async move { load(conn, id).await.map_err(ApiError::from) })
         })
         .await

@@ -158,29 +158,28 @@ impl SessionService for SessionApi {
         let org = listing.org;
         let after = listing.after_uuid().map_err(status)?;
         let limit = listing.limit();
-        let mut rows: Vec<SessionRow> =
-            crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
-                Box::pin(async move {
-                    let mut q = s::table
-                        .filter(s::organization_id.eq(org))
-                        .order(s::id.desc())
-                        .limit(limit)
-                        .select(SessionRow::as_select())
-                        .into_boxed();
-                    match only_user {
-                        // A caller that is not a user (an API client) has no sessions of its own.
-                        Some(None) => return Ok(Vec::new()),
-                        Some(Some(user)) => q = q.filter(s::user_id.eq(user)),
-                        None => {}
-                    }
-                    if let Some(after) = after {
-                        q = q.filter(s::id.lt(after));
-                    }
-                    q.load(&mut { conn }).await.map_err(ApiError::from)
-                })
+        let mut rows: Vec<SessionRow> = crm_db::tenant::read(&self.state.pool, org, move |conn| {
+            Box::pin(async move {
+                let mut q = s::table
+                    .filter(s::organization_id.eq(org))
+                    .order(s::id.desc())
+                    .limit(limit)
+                    .select(SessionRow::as_select())
+                    .into_boxed();
+                match only_user {
+                    // A caller that is not a user (an API client) has no sessions of its own.
+                    Some(None) => return Ok(Vec::new()),
+                    Some(Some(user)) => q = q.filter(s::user_id.eq(user)),
+                    None => {}
+                }
+                if let Some(after) = after {
+                    q = q.filter(s::id.lt(after));
+                }
+                q.load(&mut { conn }).await.map_err(ApiError::from)
             })
-            .await
-            .map_err(status)?;
+        })
+        .await
+        .map_err(status)?;
         let next_page_token = listing.finish(&self.state.page_tokens, &mut rows, |r| {
             vec![r.id.to_string()]
         });

@@ -174,7 +174,7 @@ pub async fn registered(
     let Some((org, id)) = parse_client_id(client) else {
         return Ok(None);
     };
-    tenant::transaction(pool, org, move |conn| {
+    tenant::read(pool, org, move |conn| {
         Box::pin(async move {
             Ok::<_, ApiError>(
                 store::find_live(conn, OrgId(org), ClientId(id))
@@ -232,7 +232,7 @@ pub async fn authenticate(
         return Err(invalid());
     }
     let digest = secrets.digest(secret);
-    let roles = tenant::transaction(pool, org, move |conn| {
+    let roles = tenant::read(pool, org, move |conn| {
         Box::pin(async move {
             let (tenant, client) = (OrgId(org), ClientId(id));
             let Some(row) = store::find_live(conn, tenant, client).await? else {
@@ -352,7 +352,7 @@ impl ApiClientService for ApiClientApi {
         let org = listing.org;
         let after = listing.after_uuid().map_err(status)?.map(ClientId);
         let limit = listing.limit();
-        let mut rows = tenant::transaction(&self.state.pool, org, move |conn| {
+        let mut rows = tenant::read(&self.state.pool, org, move |conn| {
             Box::pin(async move {
                 let tenant = OrgId(org);
                 let rows = store::page(conn, tenant, after, limit).await?;

@@ -308,14 +308,13 @@ impl MemberService for MemberApi {
         let org = listing.org;
         let after = listing.after_uuid().map_err(status)?.map(UserId);
         let limit = listing.limit();
-        let mut rows: Vec<MemberRow> =
-            crm_db::tenant::transaction(&self.state.pool, org, move |conn| {
-                Box::pin(async move {
-                    Ok::<_, ApiError>(store::page(conn, OrgId(org), after, limit).await?)
-                })
+        let mut rows: Vec<MemberRow> = crm_db::tenant::read(&self.state.pool, org, move |conn| {
+            Box::pin(async move {
+                Ok::<_, ApiError>(store::page(conn, OrgId(org), after, limit).await?)
             })
-            .await
-            .map_err(status)?;
+        })
+        .await
+        .map_err(status)?;
         let next_page_token = listing.finish(&self.state.page_tokens, &mut rows, |r| {
             vec![r.user_id.to_string()]
         });

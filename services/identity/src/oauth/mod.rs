@@ -113,16 +113,15 @@ impl OAuthApi {
                 exchange_refused("SESSION_REQUIRED", "the token belongs to no session")
             })?;
         let org = principal.organization;
-        let end: Option<chrono::DateTime<Utc>> =
-            tenant::transaction(&self.state.pool, org, move |conn| {
-                Box::pin(async move {
-                    crate::sessions::live_until(conn, org, session)
-                        .await
-                        .map_err(ApiError::from)
-                })
+        let end: Option<chrono::DateTime<Utc>> = tenant::read(&self.state.pool, org, move |conn| {
+            Box::pin(async move {
+                crate::sessions::live_until(conn, org, session)
+                    .await
+                    .map_err(ApiError::from)
             })
-            .await
-            .map_err(status)?;
+        })
+        .await
+        .map_err(status)?;
         end.ok_or_else(|| exchange_refused("SESSION_NOT_LIVE", "the token's session has ended"))
     }
 }
@@ -492,7 +491,7 @@ impl OAuthService for OAuthApi {
             })
         })?;
         let parent_end = self.switchable_session(&principal, target).await?;
-        let roles = tenant::transaction(&self.state.pool, target, move |conn| {
+        let roles = tenant::read(&self.state.pool, target, move |conn| {
             Box::pin(async move {
                 crate::roles::of_active_member(conn, target, user.uuid())
                     .await
