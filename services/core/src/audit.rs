@@ -136,3 +136,25 @@ impl AuditService for AuditApi {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crm_proto::core_v1::ActorKind;
+
+    #[test]
+    fn the_stored_actor_kinds_are_the_contract_s_numbers() {
+        for (subject, kind) in [
+            ("users/1", ActorKind::User),
+            ("clients/1", ActorKind::ApiClient),
+            ("services/fieldops", ActorKind::Service),
+            ("workflows/1", ActorKind::Workflow),
+            ("operators/cli", ActorKind::Unspecified),
+        ] {
+            assert_eq!(
+                i32::from(crm_resource::audit::actor_kind(subject)),
+                kind as i32,
+                "{subject}"
+            );
+        }
+    }
+}

@@ -93,10 +93,8 @@ impl OrganizationService for OrganizationApi {
     ) -> Result<Response<Organization>, Status> {
         let principal = principal_of(&req)?;
         let body = req.into_inner();
-        let user = principal
-            .subject
-            .strip_prefix("users/")
-            .and_then(|id| Uuid::parse_str(id).ok())
+        let user = crate::ids::UserId::of_subject(&principal.subject)
+            .map(crate::ids::UserId::uuid)
             .ok_or_else(|| {
                 status(ApiError::FailedPrecondition {
                     reason: "NOT_A_USER",

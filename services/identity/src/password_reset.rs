@@ -66,7 +66,7 @@ fn seal_label(user: Uuid) -> String {
 /// carries the token in the clear, so the outbox and its readers never see it.
 #[must_use]
 pub fn open_sealed_token(kek: &Kek, event: &PasswordResetRequested) -> Option<String> {
-    let user = Uuid::try_parse(event.user.strip_prefix("users/")?).ok()?;
+    let user = crate::ids::UserId::of_subject(&event.user)?.uuid();
     String::from_utf8(kek.open_bytes(&seal_label(user), &event.sealed_reset_token)?).ok()
 }
 

@@ -63,9 +63,7 @@ impl From<SessionRow> for Session {
 
 /// The user a principal is, when it is a user.
 fn user_of(p: &Principal) -> Option<Uuid> {
-    p.subject
-        .strip_prefix("users/")
-        .and_then(|id| Uuid::parse_str(id).ok())
+    crate::ids::UserId::of_subject(&p.subject).map(crate::ids::UserId::uuid)
 }
 
 /// When session `id` of `org` ends, if it is live (not revoked, not expired); in the caller's

@@ -136,15 +136,6 @@ impl<'a> Input<'a> {
         Some(id)
     }
 
-    /// An optional reference (empty is `None`).
-    pub fn optional_reference(&mut self, value: &str, collection: &str) -> Option<Uuid> {
-        if value.is_empty() {
-            None
-        } else {
-            self.reference(value, collection)
-        }
-    }
-
     /// A number of enum `E` (`UNKNOWN_ENUM_VALUE` otherwise), as its `smallint` column value.
     pub fn enumeration<E: TryFrom<i32>>(&mut self, n: i32) -> Option<i16> {
         let known = E::try_from(n).is_ok();

@@ -6,7 +6,7 @@
 //! → validate everything (all violations at once) → the name's organization against the token →
 //! one tenant transaction (idempotent for writes, detached from the client) with the row change,
 //! the outbox event and the audit entry → response. The steps inside that transaction
-//! ([`create_in`], [`update_in`], [`set_deleted_in`], [`changed_in`]) also run inside a custom
+//! ([`create_in`], [`update_in`], [`set_deleted_in`], [`changed_in`], with [`lock`]) also run inside a custom
 //! method's own transaction. What differs between services comes in through a [`Context`].
 //!
 //! A new resource (see `services/core/src/contacts.rs`, about 140 lines):
@@ -823,30 +823,6 @@ pub async fn lock<R: Store>(
         .await?
         .ok_or_else(|| not_found::<R>(name))?;
     crm_db::etag::check(etag, current.std.revision).map_err(|e| etag_error(etag_field, e))?;
-    Ok(current)
-}
-
-/// Reads `id` locked for this transaction and refuses a deleted one (for custom changes).
-///
-/// # Errors
-/// NOT_FOUND, ABORTED for a stale etag, FAILED_PRECONDITION `RESOURCE_DELETED`.
-pub async fn lock_live<R: Store>(
-    conn: &AsyncPgConnection,
-    org: OrgId,
-    id: Uuid,
-    name: &str,
-    etag: &str,
-) -> Result<Row<R::Fields>, ApiError> {
-    let current = lock::<R>(conn, org, id, name, etag, "etag").await?;
-    if current.std.deleted() {
-        return Err(ApiError::FailedPrecondition {
-            reason: "RESOURCE_DELETED",
-            message: format!(
-                "a deleted {} cannot be changed; undelete it first",
-                R::FIELD
-            ),
-        });
-    }
     Ok(current)
 }
 

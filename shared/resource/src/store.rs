@@ -9,6 +9,21 @@
 /// for the table.
 #[macro_export]
 macro_rules! standard_store {
+    // One row of `$table` changed by `$set`, returned with its standard columns.
+    (@change $table:ident, $conn:expr, $org:expr, $id:expr, $set:expr) => {{
+        use $crate::deps::diesel::{ExpressionMethods as _, QueryDsl as _, SelectableHelper as _};
+        let query = $crate::deps::diesel::update($table::table)
+            .filter($table::dsl::organization_id.eq($org))
+            .filter($table::dsl::id.eq($id))
+            .set($set)
+            .returning((
+                $crate::standard_columns!($table),
+                <<Self as $crate::Resource>::Fields>::as_returning(),
+            ));
+        Ok($crate::deps::diesel_async::RunQueryDsl::get_result(query, &mut { $conn })
+            .await
+            .map($crate::Row::<<Self as $crate::Resource>::Fields>::from_pair)?)
+    }};
     ($resource:ty, table = $table:ident, time = $time:ident, text = $text:ident) => {
         impl $crate::Store for $resource {
             fn insert<'a>(
@@ -108,28 +123,14 @@ macro_rules! standard_store {
                 >,
             > {
                 Box::pin(async move {
-                    use $crate::deps::diesel::{
-                        ExpressionMethods as _, QueryDsl as _, SelectableHelper as _,
-                    };
+                    use $crate::deps::diesel::ExpressionMethods as _;
                     use $table::dsl as t;
-                    let query = $crate::deps::diesel::update(t::$table)
-                        .filter(t::organization_id.eq(org))
-                        .filter(t::id.eq(id))
-                        .set((
+                    $crate::standard_store!(@change $table, conn, org, id, (
                             fields,
                             t::revision.eq(t::revision + 1),
                             t::update_time.eq($crate::deps::diesel::dsl::now),
                             t::updated_by.eq(actor),
                         ))
-                        .returning((
-                            $crate::standard_columns!($table),
-                            <<Self as $crate::Resource>::Fields>::as_returning(),
-                        ));
-                    Ok(
-                        $crate::deps::diesel_async::RunQueryDsl::get_result(query, &mut { conn })
-                            .await
-                            .map($crate::Row::<<Self as $crate::Resource>::Fields>::from_pair)?,
-                    )
                 })
             }
 
@@ -147,34 +148,20 @@ macro_rules! standard_store {
                 >,
             > {
                 Box::pin(async move {
-                    use $crate::deps::diesel::{
-                        ExpressionMethods as _, QueryDsl as _, SelectableHelper as _,
-                    };
+                    use $crate::deps::diesel::ExpressionMethods as _;
                     use $table::dsl as t;
                     let now = $crate::deps::chrono::Utc::now();
                     let (delete_time, purge_time) = match purge_after {
                         Some(d) => (Some(now), Some(now + d)),
                         None => (None, None),
                     };
-                    let query = $crate::deps::diesel::update(t::$table)
-                        .filter(t::organization_id.eq(org))
-                        .filter(t::id.eq(id))
-                        .set((
+                    $crate::standard_store!(@change $table, conn, org, id, (
                             t::delete_time.eq(delete_time),
                             t::purge_time.eq(purge_time),
                             t::revision.eq(t::revision + 1),
                             t::update_time.eq(now),
                             t::updated_by.eq(actor),
                         ))
-                        .returning((
-                            $crate::standard_columns!($table),
-                            <<Self as $crate::Resource>::Fields>::as_returning(),
-                        ));
-                    Ok(
-                        $crate::deps::diesel_async::RunQueryDsl::get_result(query, &mut { conn })
-                            .await
-                            .map($crate::Row::<<Self as $crate::Resource>::Fields>::from_pair)?,
-                    )
                 })
             }
 
@@ -191,27 +178,13 @@ macro_rules! standard_store {
                 >,
             > {
                 Box::pin(async move {
-                    use $crate::deps::diesel::{
-                        ExpressionMethods as _, QueryDsl as _, SelectableHelper as _,
-                    };
+                    use $crate::deps::diesel::ExpressionMethods as _;
                     use $table::dsl as t;
-                    let query = $crate::deps::diesel::update(t::$table)
-                        .filter(t::organization_id.eq(org))
-                        .filter(t::id.eq(id))
-                        .set((
+                    $crate::standard_store!(@change $table, conn, org, id, (
                             t::revision.eq(t::revision + 1),
                             t::update_time.eq($crate::deps::diesel::dsl::now),
                             t::updated_by.eq(actor),
                         ))
-                        .returning((
-                            $crate::standard_columns!($table),
-                            <<Self as $crate::Resource>::Fields>::as_returning(),
-                        ));
-                    Ok(
-                        $crate::deps::diesel_async::RunQueryDsl::get_result(query, &mut { conn })
-                            .await
-                            .map($crate::Row::<<Self as $crate::Resource>::Fields>::from_pair)?,
-                    )
                 })
             }
 

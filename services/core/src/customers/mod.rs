@@ -3,7 +3,6 @@
 
 pub mod lifecycle;
 
-use chrono::{DateTime, Utc};
 use crm_auth::{MethodPolicy, permission};
 use crm_db::OrgId;
 use crm_db::filter::{self, Op};
@@ -14,9 +13,9 @@ use crm_proto::core_v1::{
     LifecycleStage, ListCustomersRequest, ListCustomersResponse, UndeleteCustomerRequest,
     UpdateCustomerRequest,
 };
-use crm_resource::{BoxFuture, Field, Input, Resource, Row};
+use crm_resource::{BoxFuture, Field, Input, Resource, Row, Store};
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use crate::schema::customers::{self, dsl as c};
@@ -219,17 +218,10 @@ crm_resource::standard_service! {
 /// # Errors
 /// FAILED_PRECONDITION `CUSTOMER_NOT_FOUND` / `CUSTOMER_DELETED` naming the customer.
 pub async fn require_live(conn: &AsyncPgConnection, org: OrgId, id: Uuid) -> Result<(), ApiError> {
-    let deleted: Option<Option<DateTime<Utc>>> = c::customers
-        .filter(c::organization_id.eq(org))
-        .filter(c::id.eq(id))
-        .select(c::delete_time)
-        .first(&mut { conn })
-        .await
-        .optional()?;
     let name = crm_platform::api::names::child_name(org.uuid(), "customers", id);
-    match deleted {
-        Some(None) => Ok(()),
-        Some(Some(_)) => Err(ApiError::FailedPrecondition {
+    match Customers::find(conn, org, id, false).await? {
+        Some(row) if !row.std.deleted() => Ok(()),
+        Some(_) => Err(ApiError::FailedPrecondition {
             reason: "CUSTOMER_DELETED",
             message: format!("customer {name} is deleted"),
         }),

@@ -116,14 +116,10 @@ impl MfaApi {
 }
 
 fn user_of(subject: &str) -> Result<UserId, ApiError> {
-    subject
-        .strip_prefix("users/")
-        .and_then(|id| Uuid::parse_str(id).ok())
-        .map(UserId)
-        .ok_or(ApiError::FailedPrecondition {
-            reason: "NOT_A_USER",
-            message: "only people have second factors".into(),
-        })
+    UserId::of_subject(subject).ok_or(ApiError::FailedPrecondition {
+        reason: "NOT_A_USER",
+        message: "only people have second factors".into(),
+    })
 }
 
 #[tonic::async_trait]

@@ -127,10 +127,7 @@ impl OAuthApi {
 }
 
 fn user_of(p: &Principal) -> Option<UserId> {
-    p.subject
-        .strip_prefix("users/")
-        .and_then(|id| Uuid::parse_str(id).ok())
-        .map(UserId)
+    UserId::of_subject(&p.subject)
 }
 
 impl OAuthApi {
