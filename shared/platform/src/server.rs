@@ -270,11 +270,24 @@ async fn monitor_health(
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut probes: Vec<(String, Option<Probe>)> = services
-        .into_iter()
-        .map(|(name, pool)| (name, pool.map(|pool| Probe { pool, conn: None })))
-        .collect();
-    let mut last: Vec<Option<bool>> = vec![None; probes.len()];
+    // One probe (and one dedicated connection) per proto package: the services of a package
+    // are one module sharing one pool.
+    let mut probes: Vec<(String, Probe)> = Vec::new();
+    let mut names: Vec<(String, Option<usize>)> = Vec::new();
+    for (name, pool) in services {
+        let package = name.rsplit_once('.').map_or("", |(p, _)| p).to_owned();
+        let probe = pool.map(|pool| {
+            probes
+                .iter()
+                .position(|(p, _)| *p == package)
+                .unwrap_or_else(|| {
+                    probes.push((package, Probe { pool, conn: None }));
+                    probes.len() - 1
+                })
+        });
+        names.push((name, probe));
+    }
+    let mut last: Vec<Option<bool>> = vec![None; names.len()];
     loop {
         if *stop.borrow() {
             return;
@@ -285,11 +298,12 @@ async fn monitor_health(
         if feed != Freshness::Fresh {
             tracing::debug!(?feed, "revocation feed not current: NOT_SERVING");
         }
-        for (i, (name, probe)) in probes.iter_mut().enumerate() {
-            let ok = match probe {
-                Some(p) => p.check(Duration::from_secs(1)).await,
-                None => true,
-            } && feed == Freshness::Fresh;
+        let mut up = Vec::with_capacity(probes.len());
+        for (_, probe) in &mut probes {
+            up.push(probe.check(Duration::from_secs(1)).await);
+        }
+        for (i, (name, probe)) in names.iter().enumerate() {
+            let ok = probe.is_none_or(|p| up[p]) && feed == Freshness::Fresh;
             all &= ok;
             if last[i] != Some(ok) {
                 if last[i].is_some() {
