@@ -32,6 +32,10 @@ pub struct Verification {
     pub needs_rehash: bool,
 }
 
+/// One hashing slot, held until dropped or used.
+#[derive(Debug)]
+pub struct Slot(tokio::sync::OwnedSemaphorePermit);
+
 /// The bounded argon2id hashing pool.
 #[derive(Clone)]
 pub struct PasswordHasher {
@@ -90,14 +94,32 @@ impl PasswordHasher {
         Arc::clone(&self.permits).try_acquire_owned().ok()
     }
 
+    /// Takes a hashing slot before the work that leads to the hash (reading the user, say), so
+    /// that a saturated pool refuses a caller before it costs anything else.
+    ///
+    /// # Errors
+    /// [`HashError::Busy`] when every slot is taken.
+    pub fn reserve(&self) -> Result<Slot, HashError> {
+        Arc::clone(&self.permits)
+            .try_acquire_owned()
+            .map(Slot)
+            .map_err(|_| HashError::Busy)
+    }
+
     async fn run<T, F>(&self, work: F) -> Result<T, HashError>
     where
         F: FnOnce() -> Result<T, HashError> + Send + 'static,
         T: Send + 'static,
     {
-        let permit = Arc::clone(&self.permits)
-            .try_acquire_owned()
-            .map_err(|_| HashError::Busy)?;
+        let slot = self.reserve()?;
+        Self::run_in(slot, work).await
+    }
+
+    async fn run_in<T, F>(Slot(permit): Slot, work: F) -> Result<T, HashError>
+    where
+        F: FnOnce() -> Result<T, HashError> + Send + 'static,
+        T: Send + 'static,
+    {
         tokio::task::spawn_blocking(move || {
             let out = work();
             drop(permit);
@@ -127,10 +149,24 @@ impl PasswordHasher {
         password: String,
         stored: Option<String>,
     ) -> Result<Verification, HashError> {
+        let slot = self.reserve()?;
+        self.verify_in(slot, password, stored).await
+    }
+
+    /// [`Self::verify`] in a slot taken earlier with [`Self::reserve`].
+    ///
+    /// # Errors
+    /// [`HashError::Internal`] for an unparsable hash.
+    pub async fn verify_in(
+        &self,
+        slot: Slot,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<Verification, HashError> {
         let known = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy.as_ref().clone());
         let params = self.params.clone();
-        self.run(move || {
+        Self::run_in(slot, move || {
             let parsed = PasswordHash::new(&phc).map_err(|e| HashError::Internal(e.to_string()))?;
             let matches = argon(&params)
                 .verify_password(password.as_bytes(), &parsed)

@@ -98,6 +98,15 @@ fn invalid_grant(message: &str) -> ApiError {
     }
 }
 
+/// Every hashing slot is taken.
+fn capacity_refusal() -> ApiError {
+    ApiError::ResourceExhausted {
+        reason: "LOGIN_CAPACITY",
+        message: "too many sign-ins at once; retry shortly".into(),
+        retry_after: Some(Duration::from_millis(200)),
+    }
+}
+
 /// Lockout length after the `n`-th lockout: `base` (30 s) doubling, at most 15 min.
 #[must_use]
 pub fn lockout_length(base: Duration, n: i32) -> Duration {
@@ -298,6 +307,9 @@ impl AuthApi {
             body.client_id
         };
         let email_key = body.email.trim().to_lowercase();
+        // The hashing slot first: a sign-in the pool cannot take is refused before it reads
+        // anything.
+        let slot = self.hasher.reserve().map_err(|_| capacity_refusal())?;
 
         if let Some(wait) = self.locked_for(&email_key).await? {
             return Err(ApiError::ResourceExhausted {
@@ -319,14 +331,10 @@ impl AuthApi {
         let stored = user.as_ref().and_then(|(_, h)| h.clone());
         let verification = self
             .hasher
-            .verify(body.password.clone(), stored.clone())
+            .verify_in(slot, body.password.clone(), stored.clone())
             .await
             .map_err(|e| match e {
-                HashError::Busy => ApiError::ResourceExhausted {
-                    reason: "LOGIN_CAPACITY",
-                    message: "too many sign-ins at once; retry shortly".into(),
-                    retry_after: Some(Duration::from_millis(200)),
-                },
+                HashError::Busy => capacity_refusal(),
                 HashError::Internal(detail) => ApiError::Internal(detail),
             })?;
 
