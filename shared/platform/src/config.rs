@@ -46,6 +46,18 @@ pub struct ServeArgs {
     /// Minutes between purge runs.
     #[arg(long, env = "CRM_PURGE_INTERVAL_MINUTES", default_value_t = 60)]
     pub purge_interval_minutes: u64,
+    /// Identity: sign-in attempts per minute per account (burst of the same size).
+    #[arg(long, env = "CRM_LOGIN_RATE_PER_ACCOUNT", default_value_t = 20)]
+    pub login_rate_per_account: u32,
+    /// Identity: sign-in, refresh and reset attempts per minute per client address (raise it
+    /// when many users share one address, e.g. behind a NAT).
+    #[arg(long, env = "CRM_CREDENTIAL_RATE_PER_ADDRESS", default_value_t = 120)]
+    pub credential_rate_per_address: u32,
+    /// Identity: password hashes computed at once (each takes one core for about 15 ms); a
+    /// sign-in finding none free is refused at once with RESOURCE_EXHAUSTED. Default: the
+    /// number of cores.
+    #[arg(long, env = "CRM_PASSWORD_HASH_SLOTS")]
+    pub password_hash_slots: Option<usize>,
 }
 
 impl ServeArgs {
