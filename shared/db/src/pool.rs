@@ -28,7 +28,9 @@ pub struct PoolSettings {
     pub application_name: String,
     /// Maximum connections (4 to 8 is right for most services).
     pub max_size: u32,
-    /// How long a caller waits for a connection before failing UNAVAILABLE.
+    /// How long a caller waits for a connection before failing UNAVAILABLE (200 ms: with the
+    /// rest of the call, a call fails within 250 ms of the database going away, PERFORMANCE.md
+    /// T8).
     pub acquire_timeout: Duration,
     /// Server-side limit of one statement.
     pub statement_timeout: Duration,
@@ -48,7 +50,7 @@ impl PoolSettings {
             application_name: format!("crm-{schema}"),
             schema,
             max_size: 8,
-            acquire_timeout: Duration::from_millis(250),
+            acquire_timeout: Duration::from_millis(200),
             statement_timeout: Duration::from_secs(5),
             idle_in_transaction_timeout: Duration::from_secs(10),
         }
