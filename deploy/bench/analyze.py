@@ -6,7 +6,7 @@ sections. Used by deploy/bench/run; standard library only.
     analyze.py recovery CALLS.csv LIMIT_US
     analyze.py outage CALLS.csv HEALTH.csv STOP_US START_US READY_US
     analyze.py sigterm CALLS.csv KILL_US EXIT_US NOTICE_MS
-    analyze.py merge REPORT.md SECTIONS_DIR HEADER.md
+    analyze.py merge REPORT.md SECTIONS_DIR HEADER.md NOTES.md
 """
 
 import csv
@@ -105,9 +105,9 @@ def sigterm(calls_path, kill_us, exit_us, notice_ms):
 SECTION = re.compile(r"<!-- (T\d+) -->\n.*?<!-- /\1 -->\n", re.S)
 
 
-def merge(report, sections_dir, header):
-    """The header, then every target's section: the new one when this run measured it, else
-    the one already in the report."""
+def merge(report, sections_dir, header, notes):
+    """The header, then every target's section (the new one when this run measured it, else
+    the one already in the report), then the hand-written notes."""
     old = {}
     if os.path.exists(report):
         with open(report) as f:
@@ -122,6 +122,9 @@ def merge(report, sections_dir, header):
         out = f.read().rstrip() + "\n\n"
     for key in sorted(set(old) | set(new), key=lambda k: int(k[1:])):
         out += new.get(key, old.get(key)) + "\n"
+    if os.path.exists(notes):
+        with open(notes) as f:
+            out += f.read()
     with open(report, "w") as f:
         f.write(out)
 

@@ -65,6 +65,11 @@ pub struct BenchArgs {
     /// Calls per second (open loop); overrides --concurrency.
     #[arg(long)]
     pub rate: Option<u64>,
+    /// Open loop: most calls outstanding at once; a call due while this many are outstanding
+    /// is not sent and counts as `skipped` (the generator's own memory stays bounded when the
+    /// server falls behind).
+    #[arg(long, default_value_t = 4096)]
+    pub max_outstanding: usize,
     /// Measured seconds (after the warm-up).
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
@@ -108,6 +113,8 @@ struct Outcome {
     /// Failed calls by gRPC code.
     codes: std::collections::BTreeMap<i32, u64>,
     samples: Vec<Sample>,
+    /// Open loop: calls not sent because too many were outstanding.
+    skipped: u64,
 }
 
 impl Outcome {
@@ -117,6 +124,7 @@ impl Outcome {
             failed: histogram()?,
             codes: std::collections::BTreeMap::new(),
             samples: Vec::new(),
+            skipped: 0,
         })
     }
 
@@ -157,6 +165,7 @@ impl Outcome {
             *self.codes.entry(code).or_default() += n;
         }
         self.samples.extend(other.samples);
+        self.skipped += other.skipped;
         Ok(())
     }
 }
@@ -299,7 +308,14 @@ async fn closed_loop(
     Ok(total)
 }
 
-async fn open_loop(callers: &[Caller], rate: u64, w: &Window) -> anyhow::Result<Outcome> {
+async fn open_loop(
+    callers: &[Caller],
+    rate: u64,
+    max_outstanding: usize,
+    w: &Window,
+) -> anyhow::Result<Outcome> {
+    let outstanding = Arc::new(tokio::sync::Semaphore::new(max_outstanding.max(1)));
+    let mut skipped = 0u64;
     let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
     type Report = (SystemTime, Duration, Result<(), tonic::Code>);
     // One collector; each call reports its latency from its scheduled start.
@@ -319,21 +335,30 @@ async fn open_loop(callers: &[Caller], rate: u64, w: &Window) -> anyhow::Result<
     while next < w.until {
         tokio::time::sleep_until(next.into()).await;
         let scheduled = next;
+        next += interval;
+        i += 1;
+        let Ok(permit) = Arc::clone(&outstanding).try_acquire_owned() else {
+            if scheduled >= w.from {
+                skipped += 1;
+            }
+            continue;
+        };
         let mut caller = callers[i % callers.len()].clone();
         let tx = tx.clone();
         let from = w.from;
         tokio::spawn(async move {
             let result = caller.call().await;
+            drop(permit);
             if scheduled >= from {
                 let wall = wall_start + (scheduled - start);
                 let _ = tx.send((wall, scheduled.elapsed(), result));
             }
         });
-        next += interval;
-        i += 1;
     }
     drop(tx);
-    collector.await?
+    let mut outcome = collector.await??;
+    outcome.skipped = skipped;
+    Ok(outcome)
 }
 
 /// Polls health until `stop` and returns each change with its time.
@@ -495,7 +520,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         keep: args.calls_csv.is_some(),
     };
     let outcome = match args.rate {
-        Some(rate) => open_loop(&callers, rate, &window).await?,
+        Some(rate) => open_loop(&callers, rate, args.max_outstanding, &window).await?,
         None => closed_loop(&callers, args.concurrency, &window).await?,
     };
     let _ = stop_tx.send(true);
@@ -528,7 +553,7 @@ fn print_summary(args: &BenchArgs, outcome: &Outcome) {
         .collect();
     println!(
         "rpc={:?} mode={} calls={} errors={} rps={rps:.0} p50_us={} p99_us={} p999_us={} \
-         max_us={} fail_p50_us={} fail_p99_us={} fail_max_us={} error_codes={}",
+         max_us={} fail_p50_us={} fail_p99_us={} fail_max_us={} skipped={} error_codes={}",
         args.rpc,
         args.rate.map_or_else(
             || format!("closed/{}", args.concurrency),
@@ -543,6 +568,7 @@ fn print_summary(args: &BenchArgs, outcome: &Outcome) {
         failed.value_at_quantile(0.50),
         failed.value_at_quantile(0.99),
         failed.max(),
+        outcome.skipped,
         if codes.is_empty() {
             "none".to_owned()
         } else {

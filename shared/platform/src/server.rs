@@ -48,7 +48,7 @@ impl Default for ServerSettings {
         Self {
             max_in_flight: 512,
             max_message_bytes: 4 * 1024 * 1024,
-            max_concurrent_streams: 1024,
+            max_concurrent_streams: 128,
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             drain_notice: Duration::from_millis(500),
