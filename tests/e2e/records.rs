@@ -837,3 +837,41 @@ async fn every_mutation_is_audited_once_in_order_and_tampering_is_detected() {
     assert!(!cut.intact);
     assert_eq!(cut.first_bad_sequence, 4, "{cut:?}");
 }
+
+#[tokio::test]
+async fn concurrent_writes_extend_one_intact_chain() {
+    let env = Env::new().await;
+    // The organization's first entries, all at once: the head row does not exist yet.
+    let names: Vec<String> = (0..24).map(|i| format!("Concurrent {i:02}")).collect();
+    futures_util::future::join_all(names.iter().map(|n| env.create(n))).await;
+    let mut sequences = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = audit(&env)
+            .list_audit_entries(env.req(ListAuditEntriesRequest {
+                parent: env.parent(),
+                page_size: 10,
+                page_token: page_token.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        sequences.extend(page.audit_entries.iter().map(|e| e.sequence));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    sequences.sort_unstable();
+    assert_eq!(sequences, (1..=24).collect::<Vec<i64>>());
+    let verdict = audit(&env)
+        .verify_audit_chain(env.req(VerifyAuditChainRequest {
+            parent: env.parent(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verdict.intact, "{verdict:?}");
+    assert_eq!(verdict.entries_checked, 24);
+}

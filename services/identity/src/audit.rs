@@ -104,7 +104,8 @@ pub async fn append(conn: &AsyncPgConnection, org: Uuid, entry: Entry<'_>) -> Qu
         [entry.kind, entry.actor, entry.subject, entry.detail],
         create_time.timestamp_micros(),
     );
-    diesel::insert_into(a::table)
+    // The entry and the head's move are sent together: one round trip under the chain's lock.
+    let insert = diesel::insert_into(a::table)
         .values((
             a::organization_id.eq(org),
             a::seq.eq(seq),
@@ -117,9 +118,11 @@ pub async fn append(conn: &AsyncPgConnection, org: Uuid, entry: Entry<'_>) -> Qu
             a::prev_hash.eq(&prev),
             a::hash.eq(hash.to_vec()),
         ))
-        .execute(&mut { conn })
-        .await?;
-    chain::advance(conn, org, seq, &hash).await?;
+        .execute(&mut { conn });
+    let (inserted, advanced) =
+        futures_util::future::join(insert, chain::advance(conn, org, seq, &hash)).await;
+    inserted?;
+    advanced?;
     Ok(())
 }
 

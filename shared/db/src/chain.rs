@@ -10,6 +10,8 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::fixed::FixedSql;
+
 /// The previous hash of the first entry.
 pub const GENESIS: [u8; 32] = [0; 32];
 
@@ -40,20 +42,29 @@ struct Head {
 }
 
 /// Takes the organization's chain for the rest of the transaction (appends are serialised per
-/// organization) and returns the next sequence number and the previous hash.
+/// organization) and returns the next sequence number and the previous hash, in one statement:
+/// the upsert locks the head row, waiting for an appender that holds it to finish, and then
+/// works on the newest committed version of the row (READ COMMITTED's rule for `ON CONFLICT
+/// DO UPDATE`), so it returns the head that appender left; an organization's first append
+/// creates the row at sequence 0 with the genesis hash. Were this a plain read after a lock
+/// taken inside the same statement, its snapshot would predate the lock and could miss the head
+/// just committed.
 ///
 /// # Errors
 /// The database error.
 pub async fn next(conn: &AsyncPgConnection, org: Uuid) -> diesel::QueryResult<(i64, Vec<u8>)> {
-    diesel::sql_query(
-        "SELECT pg_advisory_xact_lock(hashtextextended('crm-audit:' || $1::text, 0))",
+    let head: Head = FixedSql(
+        diesel::sql_query(
+            "INSERT INTO audit_heads (organization_id, seq, hash) VALUES ($1, 0, $2) \
+             ON CONFLICT (organization_id) DO UPDATE SET seq = audit_heads.seq \
+             RETURNING seq, hash",
+        )
+        .bind::<SqlUuid, _>(org)
+        .bind::<Bytea, _>(GENESIS.as_slice()),
     )
-    .bind::<SqlUuid, _>(org)
-    .execute(&mut { conn })
+    .get_result(&mut { conn })
     .await?;
-    Ok(head(conn, org)
-        .await?
-        .map_or((1, GENESIS.to_vec()), |(seq, hash)| (seq + 1, hash)))
+    Ok((head.seq + 1, head.hash))
 }
 
 /// The recorded head of the organization's chain.
@@ -83,13 +94,15 @@ pub async fn advance(
     seq: i64,
     hash: &[u8],
 ) -> diesel::QueryResult<()> {
-    diesel::sql_query(
-        "INSERT INTO audit_heads (organization_id, seq, hash) VALUES ($1, $2, $3) \
-         ON CONFLICT (organization_id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash",
+    FixedSql(
+        diesel::sql_query(
+            "INSERT INTO audit_heads (organization_id, seq, hash) VALUES ($1, $2, $3) \
+             ON CONFLICT (organization_id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash",
+        )
+        .bind::<SqlUuid, _>(org)
+        .bind::<Int8, _>(seq)
+        .bind::<Bytea, _>(hash),
     )
-    .bind::<SqlUuid, _>(org)
-    .bind::<Int8, _>(seq)
-    .bind::<Bytea, _>(hash)
     .execute(&mut { conn })
     .await?;
     Ok(())

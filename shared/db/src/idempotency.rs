@@ -78,11 +78,13 @@ pub async fn complete(
     request_id: Uuid,
     response: &[u8],
 ) -> QueryResult<()> {
-    diesel::update(keys::table)
-        .filter(keys::organization_id.eq(org))
-        .filter(keys::request_id.eq(request_id))
-        .set(keys::response.eq(response))
-        .execute(&mut { conn })
-        .await?;
+    crate::fixed::FixedSql(
+        diesel::update(keys::table)
+            .filter(keys::organization_id.eq(org))
+            .filter(keys::request_id.eq(request_id))
+            .set(keys::response.eq(response)),
+    )
+    .execute(&mut { conn })
+    .await?;
     Ok(())
 }

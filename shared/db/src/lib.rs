@@ -13,6 +13,7 @@ pub mod embedded;
 pub mod error;
 pub mod etag;
 pub mod filter;
+pub mod fixed;
 pub mod id;
 pub mod idempotency;
 pub mod migrate;

@@ -17,8 +17,7 @@ use crate::DbPool;
 /// # Errors
 /// The database error.
 pub async fn announce(conn: &AsyncPgConnection, channel: &str) -> diesel::QueryResult<()> {
-    diesel::sql_query("SELECT pg_notify($1, '')")
-        .bind::<Text, _>(channel)
+    crate::fixed::FixedSql(diesel::sql_query("SELECT pg_notify($1, '')").bind::<Text, _>(channel))
         .execute(&mut { conn })
         .await?;
     Ok(())

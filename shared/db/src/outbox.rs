@@ -51,9 +51,11 @@ pub async fn append(conn: &AsyncPgConnection, org: Uuid, event: NewEvent<'_>) ->
         .execute(&mut { conn })
         .await?;
     // Wakes the streams of every replica when the transaction commits.
-    diesel::sql_query("SELECT pg_notify('crm_outbox_' || current_schema(), '')")
-        .execute(&mut { conn })
-        .await?;
+    crate::fixed::FixedSql(diesel::sql_query(
+        "SELECT pg_notify('crm_outbox_' || current_schema(), '')",
+    ))
+    .execute(&mut { conn })
+    .await?;
     Ok(event_id)
 }
 

@@ -187,7 +187,8 @@ pub async fn record(
         hash: Vec::new(),
     };
     let hash = row_hash(&row, &row.prev_hash);
-    diesel::insert_into(a::table)
+    // The entry and the head's move are sent together: one round trip under the chain's lock.
+    let insert = diesel::insert_into(a::table)
         .values((
             a::organization_id.eq(org),
             a::seq.eq(seq),
@@ -204,9 +205,11 @@ pub async fn record(
             a::prev_hash.eq(&row.prev_hash),
             a::hash.eq(hash.to_vec()),
         ))
-        .execute(&mut { conn })
-        .await?;
-    chain::advance(conn, org, seq, &hash).await?;
+        .execute(&mut { conn });
+    let (inserted, advanced) =
+        futures_util::future::join(insert, chain::advance(conn, org, seq, &hash)).await;
+    inserted?;
+    advanced?;
     Ok(())
 }
 

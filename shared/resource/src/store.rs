@@ -20,6 +20,9 @@ macro_rules! standard_store {
                 $crate::standard_columns!($table),
                 <<Self as $crate::Resource>::Fields>::as_returning(),
             ));
+        // Every column of the resource is set, so the text is the same each time: keep it
+        // prepared (diesel would prepare every UPDATE afresh).
+        let query = $crate::deps::crm_db::fixed::FixedSql(query);
         Ok($crate::deps::diesel_async::RunQueryDsl::get_result(query, &mut { $conn })
             .await
             .map($crate::Row::<<Self as $crate::Resource>::Fields>::from_pair)?)
@@ -56,6 +59,9 @@ macro_rules! standard_store {
                             $crate::standard_columns!($table),
                             <<Self as $crate::Resource>::Fields>::as_returning(),
                         ));
+                    // One text per combination of optional columns left to their defaults:
+                    // few, each kept prepared.
+                    let query = $crate::deps::crm_db::fixed::FixedSql(query);
                     $crate::deps::diesel_async::RunQueryDsl::get_result(query, &mut { conn })
                         .await
                         .map($crate::Row::<<Self as $crate::Resource>::Fields>::from_pair)
