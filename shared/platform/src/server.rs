@@ -307,7 +307,13 @@ async fn monitor_health(
             all &= ok;
             if last[i] != Some(ok) {
                 if last[i].is_some() {
-                    tracing::warn!(service = %name, serving = ok, "health changed");
+                    // Losing health is news; regaining it (at every start, once the revocation
+                    // feed is current) is not.
+                    if ok {
+                        tracing::info!(service = %name, "serving again");
+                    } else {
+                        tracing::warn!(service = %name, "not serving");
+                    }
                 }
                 let status = if ok {
                     ServingStatus::Serving
