@@ -25,6 +25,7 @@ mod operations;
 mod outbox;
 mod pagination;
 mod platform;
+mod prepared;
 mod purge;
 mod records;
 mod support;
