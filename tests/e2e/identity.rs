@@ -734,10 +734,31 @@ async fn a_login_storm_is_refused_fast_while_other_calls_keep_answering() {
         };
         async move { auth.login(req).await }
     };
+    let login_as = |email: String, password: &'static str| {
+        let mut auth = AuthServiceClient::new(server.channel.clone());
+        let req = LoginRequest {
+            email,
+            password: password.into(),
+            organization: format!("organizations/{org}"),
+            ..Default::default()
+        };
+        async move { auth.login(req).await }
+    };
+    // An address locked by failures, for the check below.
+    let ghost = format!("ghost-{}@example.com", Uuid::now_v7().simple());
+    for _ in 0..5 {
+        let _ = login_as(ghost.clone(), "wrong").await;
+    }
+    let locked = login_as(ghost.clone(), "wrong").await.unwrap_err();
+    assert_eq!(reason(&locked), "ACCOUNT_LOCKED");
     // The one hashing slot is taken (as by a login in progress): every login of the storm must
     // be refused at once, not queue for it. Were they to queue, they would wait for the slot
     // that is only freed after they all returned, and the test would time out.
     let slot = server.identity().hasher.occupy().expect("a free slot");
+    // The slot is taken before anything is read: even the locked address is refused for
+    // capacity, without its lockout being looked up.
+    let busy = login_as(ghost.clone(), "wrong").await.unwrap_err();
+    assert_eq!(reason(&busy), "LOGIN_CAPACITY");
     let attempts: Vec<_> = (0..12).map(|_| tokio::spawn(login())).collect();
     // Meanwhile, other RPCs answer.
     let mut customers = crm_proto::core_v1::customer_service_client::CustomerServiceClient::new(
