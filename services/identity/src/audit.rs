@@ -104,7 +104,6 @@ pub async fn append(conn: &AsyncPgConnection, org: Uuid, entry: Entry<'_>) -> Qu
         [entry.kind, entry.actor, entry.subject, entry.detail],
         create_time.timestamp_micros(),
     );
-    // The entry and the head's move are sent together: one round trip under the chain's lock.
     let insert = diesel::insert_into(a::table)
         .values((
             a::organization_id.eq(org),
@@ -119,10 +118,7 @@ pub async fn append(conn: &AsyncPgConnection, org: Uuid, entry: Entry<'_>) -> Qu
             a::hash.eq(hash.to_vec()),
         ))
         .execute(&mut { conn });
-    let (inserted, advanced) =
-        futures_util::future::join(insert, chain::advance(conn, org, seq, &hash)).await;
-    inserted?;
-    advanced?;
+    chain::append(conn, org, seq, &hash, insert).await?;
     Ok(())
 }
 

@@ -296,7 +296,7 @@ impl RoleService for RoleApi {
         let org = listing.org;
         let after = listing.after.clone().and_then(|k| k.into_iter().next());
         let limit = listing.limit();
-        let mut rows: Vec<RoleRow> = tenant::transaction(&self.state.pool, org, move |conn| {
+        let mut rows: Vec<RoleRow> = tenant::read(&self.state.pool, org, move |conn| {
             Box::pin(async move {
                 let mut q = r::table
                     .filter(r::organization_id.eq(org))

@@ -84,6 +84,27 @@ pub async fn head(
     Ok(head.map(|h| (h.seq, h.hash)))
 }
 
+/// Appends an entry: runs `insert` (the entry's own INSERT, at `seq` with `hash`) and moves the
+/// head to it, both sent together so that they cost one round trip under the chain's lock.
+///
+/// # Errors
+/// The database error of either.
+pub async fn append<F>(
+    conn: &AsyncPgConnection,
+    org: Uuid,
+    seq: i64,
+    hash: &[u8],
+    insert: F,
+) -> diesel::QueryResult<()>
+where
+    F: std::future::Future<Output = diesel::QueryResult<usize>>,
+{
+    let (inserted, advanced) =
+        futures_util::future::join(insert, advance(conn, org, seq, hash)).await;
+    inserted?;
+    advanced
+}
+
 /// Moves the head to the entry just appended.
 ///
 /// # Errors

@@ -187,7 +187,6 @@ pub async fn record(
         hash: Vec::new(),
     };
     let hash = row_hash(&row, &row.prev_hash);
-    // The entry and the head's move are sent together: one round trip under the chain's lock.
     let insert = diesel::insert_into(a::table)
         .values((
             a::organization_id.eq(org),
@@ -206,10 +205,7 @@ pub async fn record(
             a::hash.eq(hash.to_vec()),
         ))
         .execute(&mut { conn });
-    let (inserted, advanced) =
-        futures_util::future::join(insert, chain::advance(conn, org, seq, &hash)).await;
-    inserted?;
-    advanced?;
+    chain::append(conn, org, seq, &hash, insert).await?;
     Ok(())
 }
 
