@@ -10,7 +10,7 @@ use tonic::{Code, Status};
 use uuid::Uuid;
 
 use crate::every_rpc::call;
-use crate::support::{Env, count};
+use crate::support::{Env, Suite, count};
 
 /// One standard resource, as the suite needs to know it.
 pub struct Fixture {
@@ -58,11 +58,15 @@ fn custom(service: &'static str, method: &'static str, body: Value, write: bool)
     }
 }
 
-/// What fixtures reference: a customer and a property of the organization under test.
+/// What fixtures reference: a customer and a property of the organization under test, active
+/// members (`users/{id}`, one per technician a fixture creates), a technician and a truck.
 pub struct World {
     pub customer: String,
     pub property: String,
     pub phone_base: u64,
+    pub users: Vec<String>,
+    pub technician: String,
+    pub truck: String,
 }
 
 fn text(i: usize, what: &str) -> String {
@@ -274,6 +278,147 @@ pub fn fixtures() -> Vec<Fixture> {
             redacted: &[],
             custom: no_custom,
         },
+        Fixture {
+            service: "crm.fieldops.v1.TechnicianService",
+            singular: "Technician",
+            plural: "Technicians",
+            field: "technician",
+            list_field: "technicians",
+            text_order: "display_name",
+            body: |w, i| {
+                json!({
+                    "user": w.users[i],
+                    "display_name": text(i, "Technician"),
+                    "skills": ["JOB_TYPE_PUMPING", "JOB_TYPE_GREASE_TRAP"],
+                    "home_zone": "north",
+                    "hourly_cost": {"currency_code": "USD", "units": 38, "nanos": 500_000_000},
+                })
+            },
+            update: ("home_zone", || json!("south")),
+            redacted: &[],
+            custom: no_custom,
+        },
+        Fixture {
+            service: "crm.fieldops.v1.TruckService",
+            singular: "Truck",
+            plural: "Trucks",
+            field: "truck",
+            list_field: "trucks",
+            text_order: "display_name",
+            body: |w, i| {
+                json!({
+                    "display_name": text(i, "Truck"),
+                    "plate": format!("TX-{i:04}"),
+                    "tank_capacity_gallons": 3500,
+                    "technician": w.technician,
+                    "active": true,
+                })
+            },
+            update: ("tank_capacity_gallons", || json!(4000)),
+            redacted: &[],
+            custom: no_custom,
+        },
+        Fixture {
+            service: "crm.fieldops.v1.DisposalFacilityService",
+            singular: "DisposalFacility",
+            plural: "DisposalFacilities",
+            field: "disposal_facility",
+            list_field: "disposal_facilities",
+            text_order: "display_name",
+            body: |_, i| {
+                json!({
+                    "display_name": text(i, "Plant"),
+                    "address": {"region_code": "US", "address_lines": ["900 Treatment Way"]},
+                    "location": {"latitude": 30.2, "longitude": -97.7},
+                    "permit_number": format!("TX-WQ-{i:05}"),
+                    "accepted_waste_kinds": ["WASTE_KIND_SEPTAGE", "WASTE_KIND_GREASE"],
+                    "opening_hours": [{"day_of_week": 1, "open_time": "07:00", "close_time": "16:30"}],
+                    "tipping_fee_per_gallon": {"currency_code": "USD", "units": 0, "nanos": 85_000_000},
+                    "active": true,
+                })
+            },
+            update: ("permit_number", || json!("TX-WQ-99999")),
+            redacted: &[],
+            custom: no_custom,
+        },
+        Fixture {
+            service: "crm.fieldops.v1.ShiftService",
+            singular: "Shift",
+            plural: "Shifts",
+            field: "shift",
+            list_field: "shifts",
+            text_order: "zone",
+            body: |w, i| {
+                // One day apart: a technician's shifts never overlap.
+                json!({
+                    "technician": w.technician,
+                    "start_time": format!("2027-03-{:02}T13:00:00Z", i + 1),
+                    "end_time": format!("2027-03-{:02}T21:00:00Z", i + 1),
+                    "zone": format!("zone-{i}"),
+                })
+            },
+            update: ("notes", || json!("covering for Sam")),
+            redacted: &[],
+            custom: no_custom,
+        },
+        Fixture {
+            service: "crm.fieldops.v1.TimeOffPeriodService",
+            singular: "TimeOffPeriod",
+            plural: "TimeOffPeriods",
+            field: "time_off_period",
+            list_field: "time_off_periods",
+            text_order: "reason",
+            body: |w, i| {
+                json!({
+                    "technician": w.technician,
+                    "start_time": "2027-04-01T00:00:00Z",
+                    "end_time": "2027-04-08T00:00:00Z",
+                    "reason": text(i, "Vacation"),
+                })
+            },
+            update: ("end_time", || json!("2027-04-09T00:00:00Z")),
+            redacted: &[],
+            custom: no_custom,
+        },
+        Fixture {
+            service: "crm.fieldops.v1.CertificationService",
+            singular: "Certification",
+            plural: "Certifications",
+            field: "certification",
+            list_field: "certifications",
+            text_order: "number",
+            body: |w, i| {
+                json!({
+                    "technician": w.technician,
+                    "kind": "CERTIFICATION_KIND_INSPECTION",
+                    "number": format!("NAWT-{i:05}"),
+                    "issuer": "NAWT",
+                    "expire_time": "2028-01-01T00:00:00Z",
+                })
+            },
+            update: ("expire_time", || json!("2029-01-01T00:00:00Z")),
+            redacted: &[],
+            custom: no_custom,
+        },
+        Fixture {
+            service: "crm.fieldops.v1.LicenseService",
+            singular: "License",
+            plural: "Licenses",
+            field: "license",
+            list_field: "licenses",
+            text_order: "number",
+            body: |w, i| {
+                json!({
+                    "truck": w.truck,
+                    "authority": "Travis County Health",
+                    "number": format!("HAUL-{i:05}"),
+                    "expire_time": "2028-01-01T00:00:00Z",
+                })
+            },
+            update: ("authority", || json!("Texas TCEQ")),
+            redacted: &[],
+            custom: no_custom,
+        },
     ]
 }
 
@@ -354,10 +499,72 @@ async fn world(env: &Env) -> World {
     )
     .await
     .unwrap();
+    // Active members, one per technician a fixture may create, and one for the world's own.
+    let identity = env.server.identity();
+    let mut users = Vec::new();
+    for n in 0..11 {
+        let id = crm_identity::bootstrap::ensure_member(
+            &identity.pool,
+            &identity.hasher,
+            &crm_identity::bootstrap::Member {
+                org: env.org,
+                org_display_name: "Conformance Co",
+                email: &format!("tech-{n}-{}@example.com", Uuid::now_v7().simple()),
+                password: "a long enough password",
+                roles: &["fieldops.technician"],
+                reset_password: false,
+            },
+        )
+        .await
+        .unwrap();
+        users.push(format!("users/{id}"));
+    }
+    let parent = env.parent();
+    let technician = rpc(
+        env,
+        &env.token,
+        "crm.fieldops.v1.TechnicianService",
+        "CreateTechnician",
+        json!({"parent": parent, "technician": {"user": users[10], "display_name": "World Tech"}}),
+    )
+    .await
+    .unwrap();
+    let technician = str_of(&technician, "name").to_owned();
+    let truck = rpc(
+        env,
+        &env.token,
+        "crm.fieldops.v1.TruckService",
+        "CreateTruck",
+        json!({"parent": parent, "truck": {"display_name": "World Truck", "plate": "WORLD-1",
+               "tank_capacity_gallons": 3000}}),
+    )
+    .await
+    .unwrap();
     World {
         customer,
         property: str_of(&property, "name").to_owned(),
         phone_base: 5_125_550_100,
+        users,
+        technician,
+        truck: str_of(&truck, "name").to_owned(),
+    }
+}
+
+/// `crm.fieldops.v1` of `crm.fieldops.v1.TruckService`.
+fn package(service: &str) -> &str {
+    service.rsplit_once('.').map_or(service, |(p, _)| p)
+}
+
+/// The service's schema: `fieldops` of `crm.fieldops.v1.TruckService`.
+fn schema_of(service: &str) -> &str {
+    package(service).split('.').nth(1).unwrap_or_default()
+}
+
+/// The catalog role that reads the service's resources and writes none.
+fn viewer_role(service: &str) -> &'static str {
+    match schema_of(service) {
+        "fieldops" => "fieldops.viewer",
+        _ => "crm.viewer",
     }
 }
 
@@ -548,7 +755,7 @@ async fn conforms(f: &Fixture) {
         );
     }
     // A read-only role cannot write.
-    let viewer = env.server.token(env.org, &["crm.viewer"]);
+    let viewer = env.server.token(env.org, &[viewer_role(s)]);
     for (method_name, body) in [
         (create.as_str(), create_body(8, "")),
         (update.as_str(), foreign),
@@ -619,7 +826,7 @@ async fn conforms(f: &Fixture) {
         let audit = rpc(
             &env,
             &token,
-            "crm.core.v1.AuditService",
+            &format!("{}.AuditService", package(s)),
             "ListAuditEntries",
             json!({"parent": parent, "filter": format!("resource = \"{name}\"")}),
         )
@@ -632,8 +839,9 @@ async fn conforms(f: &Fixture) {
         let in_events = count(
             &env.db,
             &format!(
-                "SELECT count(*) AS n FROM core.outbox WHERE position(convert_to('{secret}', \
-                 'UTF8') in payload) > 0"
+                "SELECT count(*) AS n FROM {}.outbox WHERE position(convert_to('{secret}', \
+                 'UTF8') in payload) > 0",
+                schema_of(s)
             ),
         )
         .await;
@@ -691,6 +899,13 @@ conformance! {
     call_dispositions_conform => "crm.core.v1.CallDispositionService",
     call_logs_conform => "crm.core.v1.CallLogService",
     sync_logs_conform => "crm.core.v1.SyncLogService",
+    technicians_conform => "crm.fieldops.v1.TechnicianService",
+    trucks_conform => "crm.fieldops.v1.TruckService",
+    disposal_facilities_conform => "crm.fieldops.v1.DisposalFacilityService",
+    shifts_conform => "crm.fieldops.v1.ShiftService",
+    time_off_periods_conform => "crm.fieldops.v1.TimeOffPeriodService",
+    certifications_conform => "crm.fieldops.v1.CertificationService",
+    licenses_conform => "crm.fieldops.v1.LicenseService",
 }
 
 #[test]

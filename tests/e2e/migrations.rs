@@ -107,6 +107,7 @@ fn diesel_type(udt: &str) -> Option<&'static str> {
         "timestamptz" => "Timestamptz",
         "jsonb" => "Jsonb",
         "_text" => "Array<Text>",
+        "_int2" => "Array<Int2>",
         // Not representable in diesel (xid8): read with raw SQL in crm-db's outbox reader.
         _ => return None,
     })
@@ -155,6 +156,11 @@ async fn diesel_schemas_match_the_migrated_database() {
             "identity",
             include_str!("../../services/identity/src/schema.rs"),
             "",
+        ),
+        (
+            "fieldops",
+            include_str!("../../services/fieldops/src/schema.rs"),
+            engine,
         ),
     ] {
         let cols: Vec<Col> = diesel::sql_query(

@@ -39,6 +39,8 @@ pub struct SuiteOptions {
     /// Concurrent password hashes, and whether they use the production argon2 parameters
     /// (tests use small ones unless they measure hashing itself).
     pub hashing: (usize, bool),
+    /// Where fieldops finds core, when not in the same server (a test of core being down).
+    pub core_url: Option<String>,
 }
 
 impl Default for SuiteOptions {
@@ -58,6 +60,7 @@ impl Default for SuiteOptions {
                 ..crm_identity::IdentitySettings::default()
             },
             hashing: (4, false),
+            core_url: None,
         }
     }
 }
@@ -82,6 +85,7 @@ pub async fn start(db: &TestDb, options: impl Into<SuiteOptions>) -> TestServer 
     };
     let hasher = crm_auth::password::PasswordHasher::new(options.hashing.0, params).unwrap();
     let identity = options.identity.clone();
+    let core_url = options.core_url.clone();
     TestServer::start_with(db, options.server, move |seeds| {
         let secrets = crm_suite::SuiteSecrets {
             kek: crm_identity::keys::Kek::generate().to_bytes(),
@@ -89,8 +93,11 @@ pub async fn start(db: &TestDb, options: impl Into<SuiteOptions>) -> TestServer 
             service_key: seeds.service_key.clone(),
             page_token_secret: uuid::Uuid::new_v4().as_bytes().to_vec(),
         };
+        let own = format!("http://{}", seeds.addr);
+        let core = core_url.unwrap_or_else(|| own.clone());
+        let peers = crm_fieldops::Peers::connect_lazy(&core, &own).expect("peer channels");
         // Rotation only when a test drives it.
-        crm_suite::modules(&secrets, hasher, identity, None)
+        crm_suite::modules(&secrets, hasher, identity, None, peers)
     })
     .await
     .expect("test server")

@@ -48,6 +48,7 @@ fn migrations() -> EmbeddedMigrations {
 pub const SCHEMA: ServiceSchema = ServiceSchema {
     name: "core",
     migrations,
+    extensions: &[],
 };
 
 /// Maps an error of this service to a status.
@@ -89,6 +90,7 @@ impl CoreState {
                 page_tokens: PageTokens::new(page_token_secret),
                 domain: DOMAIN,
                 events_written,
+                peers: Arc::new(()),
             },
             _listener: Arc::new(listener),
         }
@@ -152,7 +154,7 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
     );
     add!(
         AuditServiceServer,
-        audit::AuditApi::new(state.clone()),
+        audit::AuditApi::new(state.ctx.clone()),
         audit::policy()
     );
     add!(

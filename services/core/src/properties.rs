@@ -49,48 +49,20 @@ pub struct PropertyFields {
 
 /// Validates a postal address and writes it, trimmed, into the columns.
 fn set_address(i: &mut Input<'_>, a: Option<&PostalAddress>, f: &mut PropertyFields) {
-    let Some(a) = a else {
-        i.push("REQUIRED", "an address is required");
-        return;
-    };
-    let region = a.region_code.trim();
-    if region.len() != 2 || !region.bytes().all(|b| b.is_ascii_alphabetic()) {
-        i.push_at(
-            "region_code",
-            "INVALID_REGION_CODE",
-            "an ISO 3166-1 alpha-2 code such as US",
-        );
-    }
-    if a.address_lines.iter().all(|l| l.trim().is_empty()) {
-        let message = "at least one address line is required";
-        i.push_at("address_lines", "REQUIRED", message);
-    }
-    if a.address_lines.len() > 5 || a.address_lines.iter().any(|l| l.len() > 200) {
-        let message = "at most 5 lines of 200 characters";
-        i.push_at("address_lines", "TOO_LONG", message);
-    }
-    f.region_code = region.to_ascii_uppercase();
-    f.postal_code = i.text_at("postal_code", a.postal_code.trim(), 200);
-    f.administrative_area = i.text_at("administrative_area", a.administrative_area.trim(), 200);
-    f.locality = i.text_at("locality", a.locality.trim(), 200);
-    f.recipient = i.text_at("recipient", a.recipient.trim(), 200);
-    f.address_lines = (a.address_lines.iter().map(|l| l.trim().to_owned()))
-        .filter(|l| !l.is_empty())
-        .collect();
+    let a = i.address(a);
+    f.region_code = a.region_code;
+    f.postal_code = a.postal_code;
+    f.administrative_area = a.administrative_area;
+    f.locality = a.locality;
+    f.recipient = a.recipient;
+    f.address_lines = a.address_lines;
 }
 
 /// Validates a geo point and writes it into the columns (none is none).
 fn set_location(i: &mut Input<'_>, g: Option<&GeoPoint>, f: &mut PropertyFields) {
-    if let Some(g) = g {
-        if !(-90.0..=90.0).contains(&g.latitude) || !g.latitude.is_finite() {
-            i.push_at("latitude", "OUT_OF_RANGE", "-90 to 90");
-        }
-        if !(-180.0..=180.0).contains(&g.longitude) || !g.longitude.is_finite() {
-            i.push_at("longitude", "OUT_OF_RANGE", "-180 to 180");
-        }
-    }
-    f.latitude = g.map(|g| g.latitude);
-    f.longitude = g.map(|g| g.longitude);
+    let point = i.geo(g);
+    f.latitude = point.map(|p| p.0);
+    f.longitude = point.map(|p| p.1);
 }
 
 /// The property resource.

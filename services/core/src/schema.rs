@@ -115,14 +115,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    audit_heads (organization_id) {
-        organization_id -> Uuid,
-        seq -> Int8,
-        hash -> Bytea,
-    }
-}
-
-diesel::table! {
     conversations (organization_id, id) {
         organization_id -> Uuid,
         id -> Uuid,

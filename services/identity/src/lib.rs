@@ -53,6 +53,7 @@ fn migrations() -> EmbeddedMigrations {
 pub const SCHEMA: ServiceSchema = ServiceSchema {
     name: "identity",
     migrations,
+    extensions: &[],
 };
 
 /// Token lifetimes and names.

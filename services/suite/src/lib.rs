@@ -12,7 +12,7 @@ use crm_platform::module::ServiceModule;
 /// Every service schema, in migration order.
 #[must_use]
 pub fn schemas() -> Vec<ServiceSchema> {
-    vec![crm_identity::SCHEMA, crm_core::SCHEMA]
+    vec![crm_identity::SCHEMA, crm_core::SCHEMA, crm_fieldops::SCHEMA]
 }
 
 /// What the suite's modules are built from.
@@ -23,7 +23,7 @@ pub struct SuiteSecrets {
     pub token_secret: Vec<u8>,
     /// The internal service credential (revocation feed).
     pub service_key: String,
-    /// Core's page-token key.
+    /// Core's and fieldops' page-token key.
     pub page_token_secret: Vec<u8>,
 }
 
@@ -59,13 +59,22 @@ pub fn core(page_token_secret: &[u8]) -> Arc<dyn ServiceModule> {
     Arc::new(crm_core::CoreModule::new(page_token_secret))
 }
 
-/// Every service of the suite as modules, in the order of [`schemas`].
+/// Fieldops as a module, signing page tokens with `page_token_secret` and calling core and
+/// identity through `peers`.
+#[must_use]
+pub fn fieldops(page_token_secret: &[u8], peers: crm_fieldops::Peers) -> Arc<dyn ServiceModule> {
+    Arc::new(crm_fieldops::FieldopsModule::new(page_token_secret, peers))
+}
+
+/// Every service of the suite as modules, in the order of [`schemas`]; fieldops reaches core
+/// and identity through `peers` (in one process: the process's own address).
 #[must_use]
 pub fn modules(
     secrets: &SuiteSecrets,
     hasher: PasswordHasher,
     identity_settings: crm_identity::IdentitySettings,
     rotate_every: Option<Duration>,
+    peers: crm_fieldops::Peers,
 ) -> Vec<Arc<dyn ServiceModule>> {
     vec![
         identity(
@@ -77,5 +86,6 @@ pub fn modules(
             rotate_every,
         ),
         core(&secrets.page_token_secret),
+        fieldops(&secrets.page_token_secret, peers),
     ]
 }

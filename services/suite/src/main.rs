@@ -113,18 +113,24 @@ enum Service {
     Identity,
     /// CRM core.
     Core,
+    /// Field operations.
+    Fieldops,
 }
 
 #[derive(Debug, clap::Args)]
 struct ServeOne {
     /// The service to run.
     service: Service,
-    /// URL the service connects with: its `_app` role (`core_app` or `identity_app`).
+    /// URL the service connects with: its `_app` role (`identity_app`, `core_app`,
+    /// `fieldops_app`).
     #[arg(long, env = "SERVICE_DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// Identity's gRPC address, whose key set and revocations this service follows.
     #[arg(long, env = "CRM_IDENTITY_URL")]
     identity_url: Option<String>,
+    /// Core's gRPC address (fieldops checks customers and properties there).
+    #[arg(long, env = "CRM_CORE_URL")]
+    core_url: Option<String>,
     /// Extra static verification keys, `kid=<base64url Ed25519 public key>` separated by commas.
     #[arg(long, env = "CRM_TOKEN_PUBLIC_KEYS", default_value = "")]
     token_public_keys: String,
@@ -304,11 +310,18 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         service_key: service_key.clone(),
         page_token_secret: page_secret(&args.serve, Some(&args.data_dir))?,
     };
+    // Bound before the modules start: fieldops calls core and identity at this address.
+    let listener = TcpListener::bind(args.serve.listen)
+        .await
+        .with_context(|| format!("binding {}", args.serve.listen))?;
+    let addr = listener.local_addr()?;
+    let self_url = format!("http://{addr}");
     let modules = crm_suite::modules(
         &secrets,
         hasher(&args.serve)?,
         identity_settings(&args.serve),
         Some(Duration::from_secs(60)),
+        crm_fieldops::Peers::connect_lazy(&self_url, &self_url)?,
     );
 
     let jwks = Arc::new(JwksKeys::new());
@@ -323,14 +336,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .state::<crm_identity::IdentityState>()
         .context("identity did not start")?;
 
-    let listener = TcpListener::bind(args.serve.listen)
-        .await
-        .with_context(|| format!("binding {}", args.serve.listen))?;
-    let addr = listener.local_addr()?;
     let serving = tokio::spawn(server.serve(listener, shutdown_signal()));
 
     // Every service in this process follows identity like a remote one would.
-    let channel = crm_platform::client::channel(&format!("http://{addr}"))?;
+    let channel = crm_platform::client::channel(&self_url)?;
     let _followers = [
         crm_auth::remote::follow_jwks(channel.clone(), Arc::clone(&jwks)),
         crm_auth::remote::follow_revocations(channel, Arc::clone(&revocations), service_key),
@@ -479,6 +488,17 @@ async fn serve_one(args: ServeOne) -> anyhow::Result<()> {
                 )?;
                 let module = crm_suite::core(&page_secret(&args.serve, None)?);
                 (module, Some(url), service_key(None)?)
+            }
+            Service::Fieldops => {
+                let identity = args.identity_url.clone().context(
+                    "CRM_IDENTITY_URL is required: fieldops follows identity's keys and revocations",
+                )?;
+                let core = args.core_url.clone().context(
+                    "CRM_CORE_URL is required: fieldops checks work orders' customers and properties with core",
+                )?;
+                let peers = crm_fieldops::Peers::connect_lazy(&core, &identity)?;
+                let module = crm_suite::fieldops(&page_secret(&args.serve, None)?, peers);
+                (module, Some(identity), service_key(None)?)
             }
             Service::Identity => {
                 let key = service_key(Some(&args.data_dir))?;

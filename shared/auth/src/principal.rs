@@ -56,6 +56,28 @@ pub mod permission {
     pub const ORGANIZATION_WRITE: &str = "identity.organization.write";
     /// Exchange a person's token for a delegated one (services acting for people).
     pub const TOKENS_DELEGATE: &str = "identity.tokens.delegate";
+    /// Read work orders (a technician-only principal: only those assigned to them).
+    pub const WORK_ORDERS_READ: &str = "fieldops.workorders.read";
+    /// Create, schedule, assign, change and delete work orders.
+    pub const WORK_ORDERS_WRITE: &str = "fieldops.workorders.write";
+    /// Move work orders through their states (as the transition table allows the role).
+    pub const WORK_ORDERS_TRANSITION: &str = "fieldops.workorders.transition";
+    /// Read technicians, trucks, shifts and time off.
+    pub const TECHNICIANS_READ: &str = "fieldops.technicians.read";
+    /// Manage technicians, trucks, shifts and time off.
+    pub const TECHNICIANS_WRITE: &str = "fieldops.technicians.write";
+    /// Read licenses, certifications, inspections, disposal facilities and manifests.
+    pub const COMPLIANCE_READ: &str = "fieldops.compliance.read";
+    /// Manage licenses, certifications, inspections and disposal facilities.
+    pub const COMPLIANCE_WRITE: &str = "fieldops.compliance.write";
+    /// Record waste manifests (pickups, disposals, corrections).
+    pub const MANIFESTS_WRITE: &str = "fieldops.manifests.write";
+    /// Read the field operations event stream.
+    pub const FIELDOPS_EVENTS_READ: &str = "fieldops.events.read";
+    /// Read field operations' audit log.
+    pub const FIELDOPS_AUDIT_READ: &str = "fieldops.audit.read";
+    /// Change the organization's field operations settings (the emergency buffer).
+    pub const FIELDOPS_SETTINGS_WRITE: &str = "fieldops.settings.write";
 }
 
 /// Permissions that `org.admin`'s `*` does not include: they belong to services.
@@ -104,6 +126,47 @@ const ROLE_CATALOG: &[(&str, &[&str])] = &[
             permission::CONSENT_READ,
             permission::TICKETS_READ,
             permission::INVENTORY_READ,
+        ],
+    ),
+    (
+        // Plans the work: everything of field operations but its settings, and what checking a
+        // work order's customer, property and technician needs in core and identity.
+        "fieldops.dispatcher",
+        &[
+            permission::WORK_ORDERS_READ,
+            permission::WORK_ORDERS_WRITE,
+            permission::WORK_ORDERS_TRANSITION,
+            permission::TECHNICIANS_READ,
+            permission::TECHNICIANS_WRITE,
+            permission::COMPLIANCE_READ,
+            permission::COMPLIANCE_WRITE,
+            permission::MANIFESTS_WRITE,
+            permission::FIELDOPS_EVENTS_READ,
+            permission::CUSTOMERS_READ,
+            permission::PROPERTY_ACCESS_READ,
+            permission::MEMBERS_READ,
+        ],
+    ),
+    (
+        // Does the work: sees and moves only the work orders assigned to them.
+        "fieldops.technician",
+        &[
+            permission::WORK_ORDERS_READ,
+            permission::WORK_ORDERS_TRANSITION,
+            permission::TECHNICIANS_READ,
+            permission::COMPLIANCE_READ,
+            permission::MANIFESTS_WRITE,
+            permission::CUSTOMERS_READ,
+            permission::PROPERTY_ACCESS_READ,
+        ],
+    ),
+    (
+        "fieldops.viewer",
+        &[
+            permission::WORK_ORDERS_READ,
+            permission::TECHNICIANS_READ,
+            permission::COMPLIANCE_READ,
+            permission::CUSTOMERS_READ,
         ],
     ),
     ("analytics.viewer", &[permission::CUSTOMERS_READ]),

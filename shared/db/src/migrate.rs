@@ -19,6 +19,9 @@ pub struct ServiceSchema {
     pub name: &'static str,
     /// The service's embedded migrations (a function, since `EmbeddedMigrations` is not `Copy`).
     pub migrations: fn() -> EmbeddedMigrations,
+    /// Extensions its migrations need (e.g. `btree_gist`), created by [`provision`] with the
+    /// admin's rights before they run.
+    pub extensions: &'static [&'static str],
 }
 
 impl std::fmt::Debug for ServiceSchema {
@@ -109,6 +112,15 @@ pub async fn provision(
         "#
     );
     admin.batch_execute(&sql).await.map_err(DbError::from)?;
+    for extension in schema.extensions {
+        check_ident(extension)?;
+        // Tolerates a concurrent creator in the same database.
+        let sql = format!(
+            "DO $$ BEGIN CREATE EXTENSION IF NOT EXISTS {extension}; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;"
+        );
+        admin.batch_execute(&sql).await.map_err(DbError::from)?;
+    }
     Ok(())
 }
 

@@ -84,6 +84,14 @@ pub mod crm {
             generated!("crm.core.v1.rs");
         }
     }
+    /// The field operations service.
+    pub mod fieldops {
+        /// Version 1.
+        #[allow(clippy::all, clippy::pedantic, missing_docs)]
+        pub mod v1 {
+            generated!("crm.fieldops.v1.rs");
+        }
+    }
 }
 
 /// The `google.*` packages we define ourselves.
@@ -102,6 +110,7 @@ pub mod google {
 
 pub use crm::common::v1 as common_v1;
 pub use crm::core::v1 as core_v1;
+pub use crm::fieldops::v1 as fieldops_v1;
 pub use crm::identity::v1 as identity_v1;
 
 /// The descriptor set at run time: messages in the proto3 JSON mapping (audit records, the HTTP

@@ -374,3 +374,184 @@ pub async fn record_diff<M: prost::Message + prost::Name + Default>(
     let changes = diff(before, after, fields, redacted);
     record(conn, org, entry, &changes).await
 }
+
+/// A ListAuditEntries request.
+#[derive(Debug, Clone, Copy)]
+pub struct ListRequest<'a> {
+    /// `organizations/{organization}`.
+    pub parent: &'a str,
+    /// 0 means 100.
+    pub page_size: i32,
+    /// The previous page's token.
+    pub page_token: &'a str,
+    /// AIP-160 filter over resource, action, actor, method, request_id and create_time.
+    pub filter: &'a str,
+}
+
+/// One page of the log, as a service's ListAuditEntries answers it: the organization, the
+/// entries in chain order and the next page's token.
+///
+/// # Errors
+/// INVALID_ARGUMENT for a bad filter or page token, PERMISSION_DENIED for another organization.
+pub async fn list(
+    ctx: &crate::Context,
+    principal: &crm_auth::Principal,
+    req: ListRequest<'_>,
+) -> Result<(Uuid, Vec<Row>, String), ApiError> {
+    use crm_platform::api::listing::{Listing, MAX_PAGE_SIZE};
+    let mut v = crm_platform::api::validate::Violations::new();
+    let parsed = parse_filter(req.filter)
+        .map_err(|e| v.absorb(e.into()))
+        .ok()
+        .flatten();
+    v.finish()?;
+    let listing = Listing::begin(
+        principal,
+        &ctx.page_tokens,
+        "ListAuditEntries",
+        req.parent,
+        req.page_size,
+        req.page_token,
+        &[req.filter],
+        100,
+        MAX_PAGE_SIZE,
+    )?;
+    let org = listing.org;
+    let after = listing.after_i64()?.unwrap_or(0);
+    let limit = listing.limit();
+    let mut rows: Vec<Row> = crm_db::tenant::read(&ctx.pool, org, move |conn| {
+        Box::pin(async move { page(conn, org, after, limit, parsed.as_ref()).await })
+    })
+    .await?;
+    let next = listing.finish(&ctx.page_tokens, &mut rows, |r| vec![r.seq.to_string()]);
+    Ok((org, rows, next))
+}
+
+/// Verifies the chain of the organization `parent` names.
+///
+/// # Errors
+/// INVALID_ARGUMENT for a bad parent, PERMISSION_DENIED for another organization.
+pub async fn verify_parent(
+    ctx: &crate::Context,
+    principal: &crm_auth::Principal,
+    parent: &str,
+) -> Result<chain::Verdict, ApiError> {
+    let org = crm_platform::api::names::parse_organization(parent, "parent")?;
+    crm_platform::api::names::require_same_organization(principal, org)?;
+    crm_db::tenant::read(&ctx.pool, org, move |conn| {
+        Box::pin(async move { verify(conn, org).await })
+    })
+    .await
+}
+
+/// Declares a service's `AuditService` (ListAuditEntries, VerifyAuditChain) over its
+/// [`Context`](crate::Context), with its package's messages (`AuditEntry`, `FieldChange`, …).
+#[macro_export]
+macro_rules! audit_service {
+    (
+        service = $service:literal,
+        package = $($pkg:ident)::+,
+        api = $api:ident,
+        permission = $permission:expr $(,)?
+    ) => {
+        /// The handlers of the service's change log ([`crm_resource::audit`]).
+        #[derive(Debug, Clone)]
+        pub struct $api {
+            ctx: $crate::Context,
+        }
+
+        impl $api {
+            /// Handlers over `ctx`.
+            #[must_use]
+            pub fn new(ctx: $crate::Context) -> Self {
+                Self { ctx }
+            }
+
+            /// The permission of every RPC.
+            #[must_use]
+            pub fn policy() -> $crate::deps::crm_auth::MethodPolicy {
+                $crate::policy(
+                    $service,
+                    &[("ListAuditEntries", $permission), ("VerifyAuditChain", $permission)],
+                )
+            }
+
+            fn to_proto(org: $crate::deps::uuid::Uuid, r: $crate::audit::Row) -> $($pkg)::+::AuditEntry {
+                use $($pkg)::+ as p;
+                p::AuditEntry {
+                    name: format!("organizations/{org}/auditEntries/{}", r.seq),
+                    sequence: r.seq,
+                    actor_kind: i32::from(r.actor_kind),
+                    changes: r
+                        .changes()
+                        .into_iter()
+                        .map(|c| p::FieldChange {
+                            field: c.field,
+                            before: c.before,
+                            after: c.after,
+                        })
+                        .collect(),
+                    create_time: Some($crate::deps::crm_platform::api::time::timestamp(
+                        r.create_time,
+                    )),
+                    hash: r.hash.iter().map(|b| format!("{b:02x}")).collect(),
+                    actor: r.actor,
+                    delegate: r.delegate,
+                    request_id: r.request_id,
+                    method: r.method,
+                    resource: r.resource,
+                    action: r.action,
+                }
+            }
+        }
+
+        #[$crate::deps::tonic::async_trait]
+        impl $($pkg)::+::audit_service_server::AuditService for $api {
+            async fn list_audit_entries(
+                &self,
+                req: $crate::deps::tonic::Request<$($pkg)::+::ListAuditEntriesRequest>,
+            ) -> Result<
+                $crate::deps::tonic::Response<$($pkg)::+::ListAuditEntriesResponse>,
+                $crate::deps::tonic::Status,
+            > {
+                let principal = $crate::deps::crm_auth::layer::principal_of(&req)?;
+                let body = req.into_inner();
+                let request = $crate::audit::ListRequest {
+                    parent: &body.parent,
+                    page_size: body.page_size,
+                    page_token: &body.page_token,
+                    filter: &body.filter,
+                };
+                let (org, rows, next_page_token) =
+                    $crate::audit::list(&self.ctx, &principal, request)
+                        .await
+                        .map_err(|e| self.ctx.status(e))?;
+                Ok($crate::deps::tonic::Response::new($($pkg)::+::ListAuditEntriesResponse {
+                    audit_entries: rows.into_iter().map(|r| Self::to_proto(org, r)).collect(),
+                    next_page_token,
+                }))
+            }
+
+            async fn verify_audit_chain(
+                &self,
+                req: $crate::deps::tonic::Request<$($pkg)::+::VerifyAuditChainRequest>,
+            ) -> Result<
+                $crate::deps::tonic::Response<$($pkg)::+::VerifyAuditChainResponse>,
+                $crate::deps::tonic::Status,
+            > {
+                let principal = $crate::deps::crm_auth::layer::principal_of(&req)?;
+                let body = req.into_inner();
+                let verdict = $crate::audit::verify_parent(&self.ctx, &principal, &body.parent)
+                    .await
+                    .map_err(|e| self.ctx.status(e))?;
+                let (first_bad_sequence, problem) = verdict.broken.unwrap_or_default();
+                Ok($crate::deps::tonic::Response::new($($pkg)::+::VerifyAuditChainResponse {
+                    intact: problem.is_empty(),
+                    entries_checked: verdict.checked,
+                    first_bad_sequence,
+                    problem,
+                }))
+            }
+        }
+    };
+}

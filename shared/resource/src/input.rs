@@ -6,7 +6,77 @@ use chrono::{DateTime, Utc};
 use crm_platform::api::names;
 use crm_platform::api::time::from_timestamp;
 use crm_platform::api::validate::{self, Violations};
+use crm_proto::common_v1::{GeoPoint, Money, PostalAddress};
 use uuid::Uuid;
+
+/// A validated postal address, trimmed, as its columns store it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Address {
+    /// ISO 3166-1 alpha-2, upper case.
+    pub region_code: String,
+    /// Postal code.
+    pub postal_code: String,
+    /// State, province.
+    pub administrative_area: String,
+    /// City, town.
+    pub locality: String,
+    /// Street lines, none empty.
+    pub address_lines: Vec<String>,
+    /// Addressee.
+    pub recipient: String,
+}
+
+impl Address {
+    /// The address as its message.
+    #[must_use]
+    pub fn to_proto(&self) -> PostalAddress {
+        PostalAddress {
+            region_code: self.region_code.clone(),
+            postal_code: self.postal_code.clone(),
+            administrative_area: self.administrative_area.clone(),
+            locality: self.locality.clone(),
+            address_lines: self.address_lines.clone(),
+            recipient: self.recipient.clone(),
+        }
+    }
+}
+
+/// The largest amount of money a field holds, in major units (a billion).
+pub const MAX_MONEY_UNITS: i64 = 1_000_000_000;
+
+/// An exact amount of money as stored: the currency and the amount in nano units (10^-9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Amount {
+    /// ISO 4217 code, upper case.
+    pub currency: String,
+    /// `units * 10^9 + nanos`.
+    pub nanos: i64,
+}
+
+impl Amount {
+    /// The amount as its message.
+    #[must_use]
+    pub fn to_proto(&self) -> Money {
+        Money {
+            currency_code: self.currency.clone(),
+            units: self.nanos / 1_000_000_000,
+            // The remainder of a division by 10^9 fits an i32.
+            nanos: i32::try_from(self.nanos % 1_000_000_000).unwrap_or_default(),
+        }
+    }
+
+    /// The message of stored columns, none when either is missing.
+    #[must_use]
+    pub fn proto_of(currency: Option<&str>, nanos: Option<i64>) -> Option<Money> {
+        Some(
+            Self {
+                currency: currency?.to_owned(),
+                nanos: nanos?,
+            }
+            .to_proto(),
+        )
+    }
+}
 
 /// The violations of one write and the field being read.
 #[derive(Debug)]
@@ -223,5 +293,96 @@ impl<'a> Input<'a> {
             self.push("INVALID_TIME", "not a valid time");
         }
         t
+    }
+
+    /// A required postal address: a region code and at least one line, each part bounded.
+    pub fn address(&mut self, a: Option<&PostalAddress>) -> Address {
+        let Some(a) = a else {
+            self.push("REQUIRED", "an address is required");
+            return Address::default();
+        };
+        let region = a.region_code.trim();
+        if region.len() != 2 || !region.bytes().all(|b| b.is_ascii_alphabetic()) {
+            let message = "an ISO 3166-1 alpha-2 code such as US";
+            self.push_at("region_code", "INVALID_REGION_CODE", message);
+        }
+        if a.address_lines.iter().all(|l| l.trim().is_empty()) {
+            let message = "at least one address line is required";
+            self.push_at("address_lines", "REQUIRED", message);
+        }
+        if a.address_lines.len() > 5 || a.address_lines.iter().any(|l| l.len() > 200) {
+            let message = "at most 5 lines of 200 characters";
+            self.push_at("address_lines", "TOO_LONG", message);
+        }
+        for (i, line) in a.address_lines.iter().enumerate() {
+            validate::optional_text(
+                self.v,
+                &format!("{}.address_lines[{i}]", self.field),
+                line,
+                200,
+            );
+        }
+        Address {
+            region_code: region.to_ascii_uppercase(),
+            postal_code: self.text_at("postal_code", a.postal_code.trim(), 200),
+            administrative_area: self.text_at(
+                "administrative_area",
+                a.administrative_area.trim(),
+                200,
+            ),
+            locality: self.text_at("locality", a.locality.trim(), 200),
+            recipient: self.text_at("recipient", a.recipient.trim(), 200),
+            address_lines: (a.address_lines.iter().map(|l| l.trim().to_owned()))
+                .filter(|l| !l.is_empty())
+                .collect(),
+        }
+    }
+
+    /// An optional geo point: (latitude, longitude), each finite and in range.
+    pub fn geo(&mut self, g: Option<&GeoPoint>) -> Option<(f64, f64)> {
+        let g = g?;
+        if !(-90.0..=90.0).contains(&g.latitude) || !g.latitude.is_finite() {
+            self.push_at("latitude", "OUT_OF_RANGE", "-90 to 90");
+        }
+        if !(-180.0..=180.0).contains(&g.longitude) || !g.longitude.is_finite() {
+            self.push_at("longitude", "OUT_OF_RANGE", "-180 to 180");
+        }
+        Some((g.latitude, g.longitude))
+    }
+
+    /// An optional amount of money: an ISO 4217 code, `units` and `nanos` of one sign, `nanos`
+    /// within ±999,999,999, at most [`MAX_MONEY_UNITS`], negative only when `negative` may be.
+    pub fn money(&mut self, m: Option<&Money>, negative: bool) -> Option<Amount> {
+        let m = m?;
+        let code = m.currency_code.as_str();
+        if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+            let message = "an ISO 4217 code of three upper-case letters, such as USD";
+            self.push_at("currency_code", "INVALID_CURRENCY", message);
+        }
+        if !(-999_999_999..=999_999_999).contains(&m.nanos) {
+            self.push_at("nanos", "OUT_OF_RANGE", "-999,999,999 to 999,999,999");
+            return None;
+        }
+        if (m.units > 0 && m.nanos < 0) || (m.units < 0 && m.nanos > 0) {
+            let message = "units and nanos must have the same sign";
+            self.push("MIXED_SIGNS", message);
+            return None;
+        }
+        if m.units.abs() > MAX_MONEY_UNITS {
+            self.push_at(
+                "units",
+                "OUT_OF_RANGE",
+                format!("at most {MAX_MONEY_UNITS}"),
+            );
+            return None;
+        }
+        let nanos = m.units * 1_000_000_000 + i64::from(m.nanos);
+        if nanos < 0 && !negative {
+            self.push("NEGATIVE_AMOUNT", "must not be negative");
+        }
+        Some(Amount {
+            currency: code.to_owned(),
+            nanos,
+        })
     }
 }

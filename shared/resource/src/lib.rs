@@ -22,6 +22,7 @@
 //! 5. the service registered with its policy, and a fixture in the conformance suite.
 
 pub mod audit;
+pub mod events;
 pub mod input;
 pub mod list;
 pub mod schema;
@@ -76,6 +77,9 @@ pub struct Context {
     pub domain: &'static str,
     /// Woken after every commit that wrote events, so event streams deliver without polling.
     pub events_written: Arc<Notify>,
+    /// What the service's resources reach other services with (its clients), for
+    /// [`Resource::check_remote`]; `()` when it calls none.
+    pub peers: Arc<dyn std::any::Any + Send + Sync>,
 }
 
 impl std::fmt::Debug for Context {
@@ -87,6 +91,16 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
+    /// The service's peers of type `P` (see [`Context::peers`]).
+    ///
+    /// # Errors
+    /// INTERNAL when the service was built without them.
+    pub fn peers<P: std::any::Any + Send + Sync>(&self) -> Result<&P, ApiError> {
+        self.peers
+            .downcast_ref::<P>()
+            .ok_or_else(|| ApiError::Internal("the service was built without its peers".into()))
+    }
+
     /// Maps an error of this service to a status.
     #[must_use]
     pub fn status(&self, e: ApiError) -> tonic::Status {
@@ -323,6 +337,17 @@ pub trait Resource: Send + Sync + Sized + 'static {
     /// Validates a new resource as a whole (rules across fields, or that hold only at
     /// creation), after its fields were read into `fields`.
     fn validate_new(_v: &mut Violations, _fields: &Self::Fields) {}
+    /// The checks of a write against other services, before its transaction opens (so no
+    /// connection is held across a remote call): the references `paths` name in `fields` exist
+    /// there, asked with the caller's credentials, trace context and remaining deadline.
+    fn check_remote<'a>(
+        _ctx: &'a Context,
+        _call: &'a Call,
+        _fields: &'a Self::Fields,
+        _paths: &'a [&'static str],
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// The rules of a write, in its transaction, before the row is written: referenced
     /// resources exist, a state change is allowed, derived columns are set in `next`, another
     /// row must give way. `current` is `None` on create; `paths` are the fields written.
@@ -541,6 +566,8 @@ pub struct Call {
     pub deadline: Option<Deadline>,
     /// `crm.core.v1.ContactService/CreateContact`.
     pub method: String,
+    /// What calls to other services carry on (credentials, request id, deadline).
+    pub outbound: crm_platform::client::CallContext,
 }
 
 impl Call {
@@ -554,6 +581,7 @@ impl Call {
             principal,
             deadline: req.extensions().get::<Deadline>().copied(),
             method: format!("{service}/{}", camel(rpc)),
+            outbound: crm_platform::client::CallContext::of(req),
         })
     }
 
@@ -732,6 +760,7 @@ pub async fn create<R: Store, F: Message>(
     v.finish()?;
     let org = org.ok_or_else(|| ApiError::Internal("parent parsed without violation".into()))?;
     names::require_same_organization(&call.principal, org)?;
+    R::check_remote(ctx, &call, &fields, &create_fields::<R>()).await?;
     let id = id.unwrap_or_else(Uuid::now_v7);
     let request_id = req.request_id.to_owned();
     let deadline = call.deadline;
@@ -922,6 +951,7 @@ pub async fn update<R: Store, F: Message>(
     let (org, id) =
         parsed.ok_or_else(|| ApiError::Internal("name parsed without violation".into()))?;
     names::require_same_organization(&call.principal, org)?;
+    R::check_remote(ctx, &call, &scratch, &paths).await?;
     let request_id = req.request_id.to_owned();
     let deadline = call.deadline;
     let write = mutation::idempotent(ctx.pool.clone(), org, key, move |conn| {

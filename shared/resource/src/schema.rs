@@ -21,3 +21,12 @@ diesel::table! {
         hash -> Bytea,
     }
 }
+
+diesel::table! {
+    /// The head of the change log's chain (`<schema>.audit_heads`), see [`crm_db::chain`].
+    audit_heads (organization_id) {
+        organization_id -> Uuid,
+        seq -> Int8,
+        hash -> Bytea,
+    }
+}

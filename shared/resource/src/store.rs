@@ -325,6 +325,23 @@ pub fn reference_value(
         })
 }
 
+/// The id of a filter value naming a user (`user = "users/{id}"`).
+///
+/// # Errors
+/// A filter error when the value is not such a name.
+pub fn user_value(
+    field: &str,
+    value: &crm_db::filter::Value,
+) -> Result<uuid::Uuid, crm_db::filter::FilterError> {
+    value
+        .text()
+        .strip_prefix("users/")
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+        .ok_or_else(|| {
+            crm_db::filter::FilterError::new(format!("'{field}' takes a name such as users/{{id}}"))
+        })
+}
+
 /// A filter value that must be `true` or `false`.
 ///
 /// # Errors
@@ -353,6 +370,23 @@ macro_rules! filter_reference {
         let out: Result<BoxedPredicate<_>, FilterError> = match $op {
             Op::Eq => Ok(Box::new($column.eq(id))),
             Op::Ne => Ok(Box::new($column.ne(id))),
+            Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Has => Err(unsupported_op($field, $op)),
+        };
+        out
+    }};
+}
+
+/// Compiles `=` / `!=` on a nullable reference column (an optional reference): `!=` matches
+/// the rows without one too.
+#[macro_export]
+macro_rules! filter_optional_reference {
+    ($column:expr, $field:expr, $op:expr, $value:expr, $collection:expr) => {{
+        use $crate::deps::crm_db::filter::{BoxedPredicate, FilterError, Op, unsupported_op};
+        use $crate::deps::diesel::PgExpressionMethods as _;
+        let id = $crate::store::reference_value($field, $value, $collection)?;
+        let out: Result<BoxedPredicate<_>, FilterError> = match $op {
+            Op::Eq => Ok(Box::new($column.is_not_distinct_from(id))),
+            Op::Ne => Ok(Box::new($column.is_distinct_from(id))),
             Op::Lt | Op::Le | Op::Gt | Op::Ge | Op::Has => Err(unsupported_op($field, $op)),
         };
         out

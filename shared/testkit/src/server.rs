@@ -82,6 +82,9 @@ impl Default for TestServerOptions {
 pub struct Seeds {
     /// Base64url internal service credential.
     pub service_key: String,
+    /// The address the server will listen on (bound already), for modules that call the
+    /// server's other services.
+    pub addr: SocketAddr,
 }
 
 impl TestServer {
@@ -111,8 +114,11 @@ impl TestServer {
             keys,
             Arc::clone(&revocations),
         ));
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let modules = modules(&Seeds {
             service_key: service_key.clone(),
+            addr,
         });
         let pool_for = |schema: &ServiceSchema| {
             let url = options
@@ -137,8 +143,6 @@ impl TestServer {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async move {

@@ -19,8 +19,8 @@ use crm_platform::error::etag_error;
 use crm_platform::mutation::{self, IdempotencyKey};
 use crm_proto::identity_v1::member_service_server::MemberService;
 use crm_proto::identity_v1::{
-    CreateMemberRequest, ListMembersRequest, ListMembersResponse, Member, MemberStatus,
-    UpdateMemberRequest,
+    CreateMemberRequest, GetMemberRequest, ListMembersRequest, ListMembersResponse, Member,
+    MemberStatus, UpdateMemberRequest,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -41,6 +41,11 @@ pub fn policy() -> MethodPolicy {
             SERVICE,
             "CreateMember",
             Requirement::Permission(permission::MEMBERS_WRITE),
+        )
+        .with(
+            SERVICE,
+            "GetMember",
+            Requirement::Permission(permission::MEMBERS_READ),
         )
         .with(
             SERVICE,
@@ -295,6 +300,27 @@ impl MemberService for MemberApi {
             .await
             .map(Response::new)
             .map_err(status)
+    }
+
+    async fn get_member(&self, req: Request<GetMemberRequest>) -> Result<Response<Member>, Status> {
+        let principal = principal_of(&req)?;
+        let name = req.into_inner().name;
+        let (org, user) = names::parse_child(&name, COLLECTION, "name").map_err(status)?;
+        names::require_same_organization(&principal, org).map_err(status)?;
+        let row = crm_db::tenant::read(&self.state.pool, org, move |conn| {
+            Box::pin(async move {
+                Ok::<_, ApiError>(store::load(conn, OrgId(org), UserId(user)).await?)
+            })
+        })
+        .await
+        .map_err(status)?
+        .ok_or_else(|| {
+            status(ApiError::NotFound {
+                resource_type: "identity.crm/Member",
+                name: name.clone(),
+            })
+        })?;
+        Ok(Response::new(Member::from(row)))
     }
 
     async fn list_members(

@@ -1,0 +1,11 @@
+DROP TABLE licenses;
+DROP TABLE certifications;
+DROP TABLE time_off_periods;
+DROP TABLE shifts;
+DROP TABLE disposal_facilities;
+DROP TABLE trucks;
+DROP TABLE technicians;
+DROP TABLE audit_heads;
+DROP TABLE audit_entries;
+DROP TABLE outbox;
+DROP TABLE idempotency_keys;
