@@ -67,6 +67,8 @@ pub struct World {
     pub users: Vec<String>,
     pub technician: String,
     pub truck: String,
+    pub facility: String,
+    pub work_order: String,
 }
 
 fn text(i: usize, what: &str) -> String {
@@ -419,6 +421,63 @@ pub fn fixtures() -> Vec<Fixture> {
             redacted: &[],
             custom: no_custom,
         },
+        Fixture {
+            service: "crm.fieldops.v1.WorkOrderService",
+            singular: "WorkOrder",
+            plural: "WorkOrders",
+            field: "work_order",
+            list_field: "work_orders",
+            text_order: "summary",
+            body: |w, i| {
+                json!({
+                    "job_type": "JOB_TYPE_PUMPING",
+                    "priority": "WORK_ORDER_PRIORITY_HIGH",
+                    "summary": text(i, "Pump the tank"),
+                    "customer": w.customer,
+                    "property": w.property,
+                    "line_items": [{"description": "Pump-out", "quantity": 1,
+                                    "unit_price": {"currency_code": "USD", "units": 325}}],
+                })
+            },
+            update: ("notes", || json!("gate on the left")),
+            redacted: &[],
+            custom: |name| {
+                let s = "crm.fieldops.v1.WorkOrderService";
+                vec![
+                    custom(
+                        s,
+                        "TransitionWorkOrder",
+                        json!({"name": name, "to_status": "WORK_ORDER_STATUS_CANCELED",
+                               "reason": "customer called off"}),
+                        true,
+                    ),
+                    custom(s, "ListWorkOrderEvents", json!({"parent": name}), false),
+                ]
+            },
+        },
+        Fixture {
+            service: "crm.fieldops.v1.WasteManifestService",
+            singular: "WasteManifest",
+            plural: "WasteManifests",
+            field: "waste_manifest",
+            list_field: "waste_manifests",
+            text_order: "ticket_number",
+            body: |w, i| {
+                json!({
+                    "work_order": w.work_order,
+                    "truck": w.truck,
+                    "technician": w.technician,
+                    "disposal_facility": w.facility,
+                    "waste_kind": "WASTE_KIND_SEPTAGE",
+                    "gallons": 1000,
+                    "ticket_number": format!("T-{i:05}"),
+                    "pickup_time": "2026-11-30T15:00:00Z",
+                })
+            },
+            update: ("gallons", || json!(1200)),
+            redacted: &[],
+            custom: no_custom,
+        },
     ]
 }
 
@@ -536,7 +595,30 @@ async fn world(env: &Env) -> World {
         "crm.fieldops.v1.TruckService",
         "CreateTruck",
         json!({"parent": parent, "truck": {"display_name": "World Truck", "plate": "WORLD-1",
-               "tank_capacity_gallons": 3000}}),
+               "tank_capacity_gallons": 3000, "active": true}}),
+    )
+    .await
+    .unwrap();
+    let facility = rpc(
+        env,
+        &env.token,
+        "crm.fieldops.v1.DisposalFacilityService",
+        "CreateDisposalFacility",
+        json!({"parent": parent, "disposal_facility": {"display_name": "World Plant",
+               "address": {"region_code": "US", "address_lines": ["1 Plant Rd"]},
+               "permit_number": "WQ-1", "accepted_waste_kinds": ["WASTE_KIND_SEPTAGE"],
+               "active": true}}),
+    )
+    .await
+    .unwrap();
+    let work_order = rpc(
+        env,
+        &env.token,
+        "crm.fieldops.v1.WorkOrderService",
+        "CreateWorkOrder",
+        json!({"parent": parent, "work_order": {"job_type": "JOB_TYPE_PUMPING",
+               "summary": "World pumping", "customer": customer,
+               "property": str_of(&property, "name")}}),
     )
     .await
     .unwrap();
@@ -547,6 +629,8 @@ async fn world(env: &Env) -> World {
         users,
         technician,
         truck: str_of(&truck, "name").to_owned(),
+        facility: str_of(&facility, "name").to_owned(),
+        work_order: str_of(&work_order, "name").to_owned(),
     }
 }
 
@@ -906,6 +990,8 @@ conformance! {
     time_off_periods_conform => "crm.fieldops.v1.TimeOffPeriodService",
     certifications_conform => "crm.fieldops.v1.CertificationService",
     licenses_conform => "crm.fieldops.v1.LicenseService",
+    work_orders_conform => "crm.fieldops.v1.WorkOrderService",
+    waste_manifests_conform => "crm.fieldops.v1.WasteManifestService",
 }
 
 #[test]

@@ -108,6 +108,10 @@ fn diesel_type(udt: &str) -> Option<&'static str> {
         "jsonb" => "Jsonb",
         "_text" => "Array<Text>",
         "_int2" => "Array<Int2>",
+        "_int4" => "Array<Int4>",
+        "_int8" => "Array<Int8>",
+        "_uuid" => "Array<Uuid>",
+        "_timestamptz" => "Array<Timestamptz>",
         // Not representable in diesel (xid8): read with raw SQL in crm-db's outbox reader.
         _ => return None,
     })

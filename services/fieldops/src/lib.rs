@@ -9,11 +9,13 @@ pub mod audit;
 pub mod compliance;
 pub mod events;
 pub mod facilities;
+pub mod manifests;
 pub mod peers;
 pub mod schema;
 pub mod shifts;
 pub mod technicians;
 pub mod trucks;
+pub mod work_orders;
 
 use std::sync::Arc;
 
@@ -94,6 +96,8 @@ pub fn policy() -> MethodPolicy {
         facilities::policy(),
         shifts::policy(),
         compliance::policy(),
+        work_orders::policy(),
+        manifests::policy(),
     ]
     .iter()
     .fold(technicians::policy(), MethodPolicy::merge)
@@ -110,6 +114,8 @@ pub fn register(server: &mut GrpcServer, state: &FieldopsState) {
         technician_service_server::TechnicianServiceServer,
         time_off_period_service_server::TimeOffPeriodServiceServer,
         truck_service_server::TruckServiceServer,
+        waste_manifest_service_server::WasteManifestServiceServer,
+        work_order_service_server::WorkOrderServiceServer,
     };
 
     let pool = Some(state.ctx.pool.clone());
@@ -153,6 +159,16 @@ pub fn register(server: &mut GrpcServer, state: &FieldopsState) {
         LicenseServiceServer,
         compliance::LicenseApi::new(ctx.clone()),
         compliance::policy()
+    );
+    add!(
+        WorkOrderServiceServer,
+        work_orders::WorkOrderApi::new(ctx.clone()),
+        work_orders::policy()
+    );
+    add!(
+        WasteManifestServiceServer,
+        manifests::WasteManifestApi::new(ctx.clone()),
+        manifests::policy()
     );
     add!(
         EventServiceServer,

@@ -4,6 +4,11 @@
 //! fieldops never reads another service's schema.
 
 use crm_platform::ApiError;
+use crm_platform::api::names::child_name;
+use crm_proto::core_v1::customer_service_client::CustomerServiceClient;
+use crm_proto::core_v1::equipment_service_client::EquipmentServiceClient;
+use crm_proto::core_v1::property_service_client::PropertyServiceClient;
+use crm_proto::core_v1::{GetCustomerRequest, GetEquipmentRequest, GetPropertyRequest};
 use crm_proto::identity_v1::member_service_client::MemberServiceClient;
 use crm_proto::identity_v1::{GetMemberRequest, MemberStatus};
 use crm_resource::Call;
@@ -62,6 +67,95 @@ impl Peers {
                 message: format!("users/{user} is not an active member of the organization"),
             })
         }
+    }
+}
+
+/// What a work order names in core.
+#[derive(Debug, Clone, Copy)]
+pub struct Site {
+    /// The organization.
+    pub org: Uuid,
+    /// The customer.
+    pub customer: Uuid,
+    /// The customer's property.
+    pub property: Uuid,
+    /// Equipment at the property, if any.
+    pub equipment: Option<Uuid>,
+}
+
+fn deleted(name: &str) -> ApiError {
+    ApiError::FailedPrecondition {
+        reason: "REFERENCE_DELETED",
+        message: format!("{name} is deleted"),
+    }
+}
+
+impl Peers {
+    /// Fails unless the customer, its property and the equipment (at that property) exist in
+    /// core and are not deleted, asked with the caller's credentials (customer and property at
+    /// once, then the equipment).
+    ///
+    /// # Errors
+    /// FAILED_PRECONDITION `REFERENCE_NOT_FOUND`, `REFERENCE_DELETED`, `PROPERTY_OF_ANOTHER_CUSTOMER`,
+    /// `EQUIPMENT_AT_ANOTHER_PROPERTY`; what core answered for the caller; UNAVAILABLE when core
+    /// cannot be reached.
+    pub async fn require_site(&self, call: &Call, site: Site) -> Result<(), ApiError> {
+        let customer = child_name(site.org, "customers", site.customer);
+        let property = child_name(site.org, "properties", site.property);
+        let mut customer_req = tonic::Request::new(GetCustomerRequest {
+            name: customer.clone(),
+        });
+        call.outbound.apply(&mut customer_req);
+        let mut property_req = tonic::Request::new(GetPropertyRequest {
+            name: property.clone(),
+            ..GetPropertyRequest::default()
+        });
+        call.outbound.apply(&mut property_req);
+        let mut customers = CustomerServiceClient::new(self.core.clone());
+        let mut properties = PropertyServiceClient::new(self.core.clone());
+        let (c, p) = futures_util::future::join(
+            customers.get_customer(customer_req),
+            properties.get_property(property_req),
+        )
+        .await;
+        let c = c
+            .map_err(|s| remote_error("core", &customer, &s))?
+            .into_inner();
+        let p = p
+            .map_err(|s| remote_error("core", &property, &s))?
+            .into_inner();
+        if c.delete_time.is_some() {
+            return Err(deleted(&customer));
+        }
+        if p.delete_time.is_some() {
+            return Err(deleted(&property));
+        }
+        if p.customer != customer {
+            return Err(ApiError::FailedPrecondition {
+                reason: "PROPERTY_OF_ANOTHER_CUSTOMER",
+                message: format!("{property} belongs to {}, not {customer}", p.customer),
+            });
+        }
+        if let Some(equipment) = site.equipment {
+            let name = child_name(site.org, "equipment", equipment);
+            let mut req = tonic::Request::new(GetEquipmentRequest { name: name.clone() });
+            call.outbound.apply(&mut req);
+            let e = EquipmentServiceClient::new(self.core.clone())
+                .get_equipment(req)
+                .await
+                .map_err(|s| remote_error("core", &name, &s))?
+                .into_inner();
+            if e.delete_time.is_some() {
+                return Err(deleted(&name));
+            }
+            if e.property != property {
+                return Err(ApiError::FailedPrecondition {
+                    reason: "EQUIPMENT_AT_ANOTHER_PROPERTY",
+                    message: format!("{name} is at {}, not {property}", e.property),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

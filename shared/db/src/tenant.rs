@@ -36,10 +36,31 @@ where
     E: From<DbError> + From<diesel::result::Error> + Send,
     R: Send,
 {
+    transaction_as(pool, org, None, work).await
+}
+
+/// [`transaction`] for a caller who sees only part of the organization: `app.user_id` is also
+/// set transaction-locally (to `viewer`, when given), for the restrictive row-level-security
+/// policies that confine such a caller (a technician sees only their own work orders).
+///
+/// # Errors
+/// As [`transaction`].
+pub async fn transaction_as<R, E, F>(
+    pool: &DbPool,
+    org: Uuid,
+    viewer: Option<Uuid>,
+    work: F,
+) -> Result<R, E>
+where
+    F: for<'r> FnOnce(&'r AsyncPgConnection) -> TxFuture<'r, Result<R, E>> + Send,
+    E: From<DbError> + From<diesel::result::Error> + Send,
+    R: Send,
+{
     let mut conn = pool.get().await.map_err(DbError::from)?;
     conn.transaction(async move |conn| {
         let shared: &AsyncPgConnection = conn;
-        let (set, result) = futures_util::future::join(set_tenant(shared, org), work(shared)).await;
+        let (set, result) =
+            futures_util::future::join(set_scope(shared, org, viewer), work(shared)).await;
         set?;
         result
     })
@@ -66,6 +87,24 @@ where
     E: From<DbError> + From<diesel::result::Error> + Send,
     R: Send,
 {
+    read_as(pool, org, None, work).await
+}
+
+/// [`read`] with `app.user_id` also set to `viewer`, when given (see [`transaction_as`]).
+///
+/// # Errors
+/// As [`read`].
+pub async fn read_as<R, E, F>(
+    pool: &DbPool,
+    org: Uuid,
+    viewer: Option<Uuid>,
+    work: F,
+) -> Result<R, E>
+where
+    F: for<'r> FnOnce(&'r AsyncPgConnection) -> TxFuture<'r, Result<R, E>> + Send,
+    E: From<DbError> + From<diesel::result::Error> + Send,
+    R: Send,
+{
     let conn = pool.get().await.map_err(DbError::from)?;
     let shared: &AsyncPgConnection = &conn;
     let mut end = EndOnDrop {
@@ -77,7 +116,7 @@ where
         c.batch_execute("BEGIN READ ONLY").await
     };
     let (begun, set, result) =
-        futures_util::future::join3(begin, set_tenant(shared, org), work(shared)).await;
+        futures_util::future::join3(begin, set_scope(shared, org, viewer), work(shared)).await;
     if begun.is_ok() && set.is_ok() && result.is_ok() {
         end.sql = "COMMIT";
     }
@@ -101,6 +140,29 @@ impl Drop for EndOnDrop<'_> {
         // Dropped after its first poll: the statement is on its way, its answer is discarded.
         let _ = conn.batch_execute(self.sql).now_or_never();
     }
+}
+
+/// Sets `app.org_id` and, when given, `app.user_id` for the current transaction only, in one
+/// statement.
+///
+/// # Errors
+/// Returns the database error.
+pub async fn set_scope(
+    conn: &AsyncPgConnection,
+    org: Uuid,
+    viewer: Option<Uuid>,
+) -> Result<(), diesel::result::Error> {
+    let Some(viewer) = viewer else {
+        return set_tenant(conn, org).await;
+    };
+    let mut conn = conn;
+    diesel::select((
+        set_config("app.org_id", org.to_string(), true),
+        set_config("app.user_id", viewer.to_string(), true),
+    ))
+    .execute(&mut conn)
+    .await?;
+    Ok(())
 }
 
 /// Sets `app.org_id` for the current transaction only.

@@ -61,6 +61,25 @@ where
     idempotent_redacted(pool, org, key, work, R::clone).await
 }
 
+/// [`idempotent`] in a transaction that also sets `app.user_id` to `viewer`, when given
+/// (see [`crm_db::tenant::transaction_as`]).
+///
+/// # Errors
+/// As [`idempotent`].
+pub async fn idempotent_as<R, F>(
+    pool: DbPool,
+    org: Uuid,
+    viewer: Option<Uuid>,
+    key: Option<IdempotencyKey>,
+    work: F,
+) -> Result<R, ApiError>
+where
+    R: prost::Message + Default + Clone + Send + 'static,
+    F: for<'r> FnOnce(&'r AsyncPgConnection) -> TxFuture<'r, Result<R, ApiError>> + Send + 'static,
+{
+    claimed(pool, org, viewer, key, work, R::clone).await
+}
+
 /// As [`idempotent`], but what is stored for replays is `redact(response)`: for responses that
 /// carry something shown once (a new secret), a retry gets the rest of the response without it.
 ///
@@ -77,7 +96,22 @@ where
     R: prost::Message + Default + Clone + Send + 'static,
     F: for<'r> FnOnce(&'r AsyncPgConnection) -> TxFuture<'r, Result<R, ApiError>> + Send + 'static,
 {
-    tenant::transaction(&pool, org, move |conn| {
+    claimed(pool, org, None, key, work, redact).await
+}
+
+async fn claimed<R, F>(
+    pool: DbPool,
+    org: Uuid,
+    viewer: Option<Uuid>,
+    key: Option<IdempotencyKey>,
+    work: F,
+    redact: fn(&R) -> R,
+) -> Result<R, ApiError>
+where
+    R: prost::Message + Default + Clone + Send + 'static,
+    F: for<'r> FnOnce(&'r AsyncPgConnection) -> TxFuture<'r, Result<R, ApiError>> + Send + 'static,
+{
+    tenant::transaction_as(&pool, org, viewer, move |conn| {
         Box::pin(async move {
             if let Some(k) = &key {
                 match idempotency::claim(conn, org, k.request_id, &k.method, &k.hash).await? {

@@ -92,6 +92,16 @@ impl<'a> Input<'a> {
         Self { v, org, field }
     }
 
+    /// The part `suffix` of this field (`[2]`, `.unit_price`), recording into the same
+    /// violations.
+    pub fn sub(&mut self, suffix: &str) -> Input<'_> {
+        Input {
+            v: self.v,
+            org: self.org,
+            field: format!("{}{suffix}", self.field),
+        }
+    }
+
     /// The field's full path.
     #[must_use]
     pub fn field(&self) -> &str {

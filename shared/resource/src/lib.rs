@@ -196,6 +196,17 @@ impl<F> Row<F> {
     }
 }
 
+/// The part of an organization a caller sees of a resource, when not all of it: a filter ANDed
+/// to every read of the resource (in the query), and the user the transaction names in
+/// `app.user_id` for the restrictive row-level-security policy behind it (the second wall).
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// Over the resource's filter fields (usually a filter-only one).
+    pub filter: Filter,
+    /// The caller, as `app.user_id`.
+    pub viewer: Uuid,
+}
+
 /// How a field of the API message may be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -337,6 +348,29 @@ pub trait Resource: Send + Sync + Sized + 'static {
     /// Validates a new resource as a whole (rules across fields, or that hold only at
     /// creation), after its fields were read into `fields`.
     fn validate_new(_v: &mut Violations, _fields: &Self::Fields) {}
+    /// What `principal` may see of the resource, when less than its organization's (see
+    /// [`Scope`]).
+    fn scope(_principal: &Principal) -> Option<Scope> {
+        None
+    }
+    /// The rows a write derives from the resource's, in its transaction, after the row was
+    /// written (`before` is the row before the write, `None` on create): a work order's
+    /// bookings, the first step of its history.
+    fn after_write<'a>(
+        _conn: &'a AsyncPgConnection,
+        _w: Write<'a>,
+        _before: Option<&'a Row<Self::Fields>>,
+        _after: &'a Row<Self::Fields>,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Whether the resource may be deleted (`delete`) or undeleted as it stands.
+    ///
+    /// # Errors
+    /// FAILED_PRECONDITION naming the rule (a recorded manifest is final).
+    fn check_deletion(_current: &Row<Self::Fields>, _delete: bool) -> Result<(), ApiError> {
+        Ok(())
+    }
     /// The checks of a write against other services, before its transaction opens (so no
     /// connection is held across a remote call): the references `paths` name in `fields` exist
     /// there, asked with the caller's credentials, trace context and remaining deadline.
@@ -499,7 +533,18 @@ pub trait Store: Resource {
         org: OrgId,
         id: Uuid,
         lock: bool,
-    ) -> BoxFuture<'_, Result<Option<Row<Self::Fields>>, ApiError>>;
+    ) -> BoxFuture<'_, Result<Option<Row<Self::Fields>>, ApiError>> {
+        Self::find_in(conn, org, id, lock, None)
+    }
+    /// Reads one row if it also matches `scope` (see [`Resource::scope`]), locking it when
+    /// `lock`.
+    fn find_in<'a>(
+        conn: &'a AsyncPgConnection,
+        org: OrgId,
+        id: Uuid,
+        lock: bool,
+        scope: Option<&'a Filter>,
+    ) -> BoxFuture<'a, Result<Option<Row<Self::Fields>>, ApiError>>;
     /// Writes `fields`, bumps the revision, stamps the modifier.
     fn update<'a>(
         conn: &'a AsyncPgConnection,
@@ -712,6 +757,7 @@ pub async fn create_in<R: Store>(
     let fields = create_fields::<R>();
     R::before_write(conn, w.org, None, &mut next, &fields).await?;
     let row = R::insert(conn, w.org, id, &next, w.call.actor()).await?;
+    R::after_write(conn, w, None, &row).await?;
     let created = to_proto::<R>(row);
     let name = created.name().to_owned();
     emit(conn, w, "created", &for_event::<R>(&created), &name, None).await?;
@@ -812,8 +858,13 @@ pub async fn get<R: Store>(
     let (org, id) = names::parse_child(name, R::COLLECTION, "name")?;
     names::require_same_organization(principal, org)?;
     require_full_view::<R>(principal, full)?;
-    let row = crm_db::tenant::read(&ctx.pool, org, move |conn| {
-        Box::pin(async move { R::find(conn, OrgId(org), id, false).await })
+    let scope = R::scope(principal);
+    let viewer = scope.as_ref().map(|s| s.viewer);
+    let row = crm_db::tenant::read_as(&ctx.pool, org, viewer, move |conn| {
+        Box::pin(async move {
+            let filter = scope.as_ref().map(|s| &s.filter);
+            R::find_in(conn, OrgId(org), id, false, filter).await
+        })
     })
     .await?
     .ok_or_else(|| not_found::<R>(name))?;
@@ -848,7 +899,23 @@ pub async fn lock<R: Store>(
     etag: &str,
     etag_field: &str,
 ) -> Result<Row<R::Fields>, ApiError> {
-    let current = R::find(conn, org, id, true)
+    lock_in::<R>(conn, org, id, name, (etag, etag_field), None).await
+}
+
+/// [`lock`] of a row the caller's `scope` also matches (see [`Resource::scope`]); `etag` is
+/// the value and the field it came in.
+///
+/// # Errors
+/// NOT_FOUND (also outside the scope), ABORTED for a stale etag.
+pub async fn lock_in<R: Store>(
+    conn: &AsyncPgConnection,
+    org: OrgId,
+    id: Uuid,
+    name: &str,
+    (etag, etag_field): (&str, &str),
+    scope: Option<&Filter>,
+) -> Result<Row<R::Fields>, ApiError> {
+    let current = R::find_in(conn, org, id, true, scope)
         .await?
         .ok_or_else(|| not_found::<R>(name))?;
     crm_db::etag::check(etag, current.std.revision).map_err(|e| etag_error(etag_field, e))?;
@@ -871,7 +938,9 @@ pub async fn update_in<R: Store>(
     let org = w.org;
     let name = resource.name().to_owned();
     let etag_field = format!("{}.etag", R::FIELD);
-    let current = lock::<R>(conn, org, id, &name, resource.etag(), &etag_field).await?;
+    let scope = R::scope(&w.call.principal).map(|s| s.filter);
+    let etag = (resource.etag(), etag_field.as_str());
+    let current = lock_in::<R>(conn, org, id, &name, etag, scope.as_ref()).await?;
     if current.std.deleted() {
         return Err(ApiError::FailedPrecondition {
             reason: "RESOURCE_DELETED",
@@ -889,8 +958,10 @@ pub async fn update_in<R: Store>(
     input::<R>(&mut v, Some(org.uuid()), resource, paths, &mut next);
     v.finish()?;
     R::before_write(conn, org, Some(&current), &mut next, paths).await?;
+    let row = R::update(conn, org, id, &next, w.call.actor()).await?;
+    R::after_write(conn, w, Some(&current), &row).await?;
     let before = to_proto::<R>(current);
-    let updated = to_proto::<R>(R::update(conn, org, id, &next, w.call.actor()).await?);
+    let updated = to_proto::<R>(row);
     let mask = prost_types::FieldMask {
         paths: paths.iter().map(|p| (*p).to_owned()).collect(),
     };
@@ -954,7 +1025,8 @@ pub async fn update<R: Store, F: Message>(
     R::check_remote(ctx, &call, &scratch, &paths).await?;
     let request_id = req.request_id.to_owned();
     let deadline = call.deadline;
-    let write = mutation::idempotent(ctx.pool.clone(), org, key, move |conn| {
+    let viewer = R::scope(&call.principal).map(|s| s.viewer);
+    let write = mutation::idempotent_as(ctx.pool.clone(), org, viewer, key, move |conn| {
         Box::pin(async move {
             let w = Write {
                 org: OrgId(org),
@@ -994,7 +1066,8 @@ pub async fn set_deleted_in<R: Store>(
     delete: bool,
 ) -> Result<R::Proto, ApiError> {
     let org = w.org;
-    let current = lock::<R>(conn, org, id, name, etag, "etag").await?;
+    let scope = R::scope(&w.call.principal).map(|s| s.filter);
+    let current = lock_in::<R>(conn, org, id, name, (etag, "etag"), scope.as_ref()).await?;
     match (delete, current.std.deleted()) {
         (true, true) => {
             return Err(ApiError::FailedPrecondition {
@@ -1010,9 +1083,12 @@ pub async fn set_deleted_in<R: Store>(
         }
         (true, false) | (false, true) => {}
     }
-    let before = to_proto::<R>(current);
+    R::check_deletion(&current, delete)?;
     let retention = delete.then(|| chrono::Duration::days(R::RETENTION_DAYS));
-    let after = to_proto::<R>(R::set_deleted(conn, org, id, retention, w.call.actor()).await?);
+    let row = R::set_deleted(conn, org, id, retention, w.call.actor()).await?;
+    R::after_write(conn, w, Some(&current), &row).await?;
+    let before = to_proto::<R>(current);
+    let after = to_proto::<R>(row);
     let (change, action) = if delete {
         ("deleted", Action::Delete)
     } else {
@@ -1054,7 +1130,8 @@ pub async fn set_deleted<R: Store, F: Message>(
         req.delete,
     );
     let deadline = call.deadline;
-    let write = mutation::idempotent(ctx.pool.clone(), org, key, move |conn| {
+    let viewer = R::scope(&call.principal).map(|s| s.viewer);
+    let write = mutation::idempotent_as(ctx.pool.clone(), org, viewer, key, move |conn| {
         Box::pin(async move {
             let w = Write {
                 org: OrgId(org),

@@ -183,6 +183,11 @@ pub async fn list<R: Store>(
             )
         })?),
     };
+    let scope = R::scope(principal);
+    let filter = match (filter, scope.as_ref().map(|s| s.filter.clone())) {
+        (Some(f), Some(s)) => Some(Filter::And(vec![f, s])),
+        (f, s) => f.or(s),
+    };
     let query = ListQuery {
         order,
         after,
@@ -191,7 +196,8 @@ pub async fn list<R: Store>(
         filter,
     };
     let org = listing.org;
-    let mut rows = crm_db::tenant::read(&ctx.pool, org, move |conn| {
+    let viewer = scope.map(|s| s.viewer);
+    let mut rows = crm_db::tenant::read_as(&ctx.pool, org, viewer, move |conn| {
         Box::pin(async move { R::list(conn, crm_db::OrgId(org), &query).await })
     })
     .await?;

@@ -75,13 +75,14 @@ macro_rules! standard_store {
                 })
             }
 
-            fn find(
-                conn: &$crate::deps::diesel_async::AsyncPgConnection,
+            fn find_in<'a>(
+                conn: &'a $crate::deps::diesel_async::AsyncPgConnection,
                 org: $crate::deps::crm_db::OrgId,
                 id: $crate::deps::uuid::Uuid,
                 lock: bool,
+                scope: Option<&'a $crate::deps::crm_db::filter::Filter>,
             ) -> $crate::BoxFuture<
-                '_,
+                'a,
                 Result<
                     Option<$crate::Row<<Self as $crate::Resource>::Fields>>,
                     $crate::deps::crm_platform::ApiError,
@@ -100,16 +101,33 @@ macro_rules! standard_store {
                             $crate::standard_columns!($table),
                             <<Self as $crate::Resource>::Fields>::as_select(),
                         ));
-                    let row = if lock {
-                        $crate::deps::diesel_async::RunQueryDsl::first(query.for_update(), &mut {
-                            conn
-                        })
+                    let row = match (scope, lock) {
+                        (None, false) => {
+                            $crate::deps::diesel_async::RunQueryDsl::first(query, &mut { conn })
+                                .await
+                                .optional()
+                        }
+                        (None, true) => $crate::deps::diesel_async::RunQueryDsl::first(
+                            query.for_update(),
+                            &mut { conn },
+                        )
                         .await
-                        .optional()
-                    } else {
-                        $crate::deps::diesel_async::RunQueryDsl::first(query, &mut { conn })
-                            .await
-                            .optional()
+                        .optional(),
+                        (Some(f), false) => {
+                            let scoped = query
+                                .filter($crate::deps::crm_db::filter::compile(f, &Self::__leaf)?);
+                            $crate::deps::diesel_async::RunQueryDsl::first(scoped, &mut { conn })
+                                .await
+                                .optional()
+                        }
+                        (Some(f), true) => {
+                            let scoped = query
+                                .filter($crate::deps::crm_db::filter::compile(f, &Self::__leaf)?)
+                                .for_update();
+                            $crate::deps::diesel_async::RunQueryDsl::first(scoped, &mut { conn })
+                                .await
+                                .optional()
+                        }
                     };
                     Ok(row?.map($crate::Row::<<Self as $crate::Resource>::Fields>::from_pair))
                 })
