@@ -16,6 +16,7 @@ mod escalation;
 mod events;
 mod every_rpc;
 mod feeds;
+mod fieldops;
 mod health;
 mod identity;
 mod members;

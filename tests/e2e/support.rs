@@ -103,11 +103,6 @@ pub async fn start(db: &TestDb, options: impl Into<SuiteOptions>) -> TestServer 
     .expect("test server")
 }
 
-/// The suite with the default options.
-pub async fn server(db: &TestDb) -> TestServer {
-    start(db, SuiteOptions::default()).await
-}
-
 /// The states of the suite's services in a test server.
 pub trait Suite {
     fn identity(&self) -> Arc<crm_identity::IdentityState>;
@@ -123,8 +118,13 @@ impl Suite for TestServer {
 
 impl Env {
     pub async fn new() -> Self {
+        Self::with(SuiteOptions::default()).await
+    }
+
+    /// An organization on a suite started with `options`.
+    pub async fn with(options: SuiteOptions) -> Self {
         let db = test_db().await;
-        let server = server(&db).await;
+        let server = start(&db, options).await;
         let org = Uuid::now_v7();
         let token = server.token(org, &["org.admin"]);
         Self {

@@ -176,9 +176,18 @@ CREATE POLICY technician_view ON work_order_events AS RESTRICTIVE
                        WHERE w.organization_id = work_order_events.organization_id
                          AND w.id = work_order_events.work_order_id));
 
--- A recorded manifest never changes: the app role may not update it (nor delete any manifest).
-CREATE POLICY recorded_is_final ON waste_manifests AS RESTRICTIVE FOR UPDATE
-    USING (disposal_time IS NULL) WITH CHECK (true);
+-- A recorded manifest never changes: no role may update it (a trigger, so the row can still
+-- be read and locked), and the app role may delete no manifest at all.
+CREATE FUNCTION waste_manifest_is_final() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.disposal_time IS NOT NULL THEN
+        RAISE EXCEPTION 'waste manifest % is recorded and final; record a correction', OLD.id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'waste_manifests_recorded_is_final';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER recorded_is_final BEFORE UPDATE ON waste_manifests
+    FOR EACH ROW EXECUTE FUNCTION waste_manifest_is_final();
 REVOKE DELETE, TRUNCATE ON waste_manifests FROM fieldops_app;
 -- History is appended, never edited.
 REVOKE UPDATE, DELETE, TRUNCATE ON work_order_events FROM fieldops_app;

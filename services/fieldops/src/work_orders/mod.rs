@@ -18,11 +18,11 @@ use crm_platform::ApiError;
 use crm_platform::api::names::child_name;
 use crm_platform::api::time::optional_timestamp;
 use crm_proto::fieldops_v1::{
-    CreateWorkOrderRequest, DeleteWorkOrderRequest, GetWorkOrderRequest, JobType, LineItem,
-    ListWorkOrderEventsRequest, ListWorkOrderEventsResponse, ListWorkOrderTransitionsRequest,
-    ListWorkOrderTransitionsResponse, ListWorkOrdersRequest, ListWorkOrdersResponse,
+    CreateWorkOrderRequest, DeleteWorkOrderRequest, GetWorkOrderRequest,
+    GetWorkOrderTransitionTableRequest, JobType, LineItem, ListWorkOrderEventsRequest,
+    ListWorkOrderEventsResponse, ListWorkOrdersRequest, ListWorkOrdersResponse,
     TransitionWorkOrderRequest, UndeleteWorkOrderRequest, UpdateWorkOrderRequest, WorkOrder,
-    WorkOrderPriority, WorkOrderStatus,
+    WorkOrderPriority, WorkOrderStatus, WorkOrderTransitionTable,
 };
 use crm_resource::input::Amount;
 use crm_resource::{BoxFuture, Call, Context, Field, Input, Resource, Row, Scope, Write};
@@ -58,7 +58,7 @@ pub fn policy() -> MethodPolicy {
         )
         .with(
             SERVICE,
-            "ListWorkOrderTransitions",
+            "GetWorkOrderTransitionTable",
             Requirement::Permission(read),
         )
 }
@@ -627,17 +627,27 @@ crm_resource::standard_service! {
             .map_err(|e| self.ctx.status(e))
     }
 
-    async fn list_work_order_transitions(
+    async fn get_work_order_transition_table(
         &self,
-        req: tonic::Request<ListWorkOrderTransitionsRequest>,
-    ) -> Result<tonic::Response<ListWorkOrderTransitionsResponse>, tonic::Status> {
+        req: tonic::Request<GetWorkOrderTransitionTableRequest>,
+    ) -> Result<tonic::Response<WorkOrderTransitionTable>, tonic::Status> {
         let principal = crm_auth::layer::principal_of(&req)?;
-        let parent = req.into_inner().parent;
-        let org = crm_platform::api::names::parse_organization(&parent, "parent")
+        let name = req.into_inner().name;
+        let org = name
+            .strip_suffix("/workOrderTransitionTable")
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "name",
+                    "INVALID_NAME",
+                    "organizations/{organization}/workOrderTransitionTable",
+                )
+            })
+            .and_then(|parent| crm_platform::api::names::parse_organization(parent, "name"))
             .map_err(|e| self.ctx.status(e))?;
         crm_platform::api::names::require_same_organization(&principal, org)
             .map_err(|e| self.ctx.status(e))?;
-        Ok(tonic::Response::new(ListWorkOrderTransitionsResponse {
+        Ok(tonic::Response::new(WorkOrderTransitionTable {
+            name,
             transitions: transitions::table(),
         }))
     }

@@ -1,0 +1,978 @@
+//! Field operations: the work-order state machine, double booking under concurrency, the
+//! references checked with core, the technician view, certifications and waste manifests.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use crm_auth::token::TokenSigner;
+use crm_proto::common_v1::PostalAddress;
+use crm_proto::core_v1::property_service_client::PropertyServiceClient;
+use crm_proto::core_v1::{CreatePropertyRequest, DeletePropertyRequest, Property};
+use crm_proto::fieldops_v1::certification_service_client::CertificationServiceClient;
+use crm_proto::fieldops_v1::disposal_facility_service_client::DisposalFacilityServiceClient;
+use crm_proto::fieldops_v1::technician_service_client::TechnicianServiceClient;
+use crm_proto::fieldops_v1::truck_service_client::TruckServiceClient;
+use crm_proto::fieldops_v1::waste_manifest_service_client::WasteManifestServiceClient;
+use crm_proto::fieldops_v1::work_order_service_client::WorkOrderServiceClient;
+use crm_proto::fieldops_v1::{
+    Certification, CertificationKind, CreateCertificationRequest, CreateDisposalFacilityRequest,
+    CreateTechnicianRequest, CreateTruckRequest, CreateWasteManifestRequest,
+    CreateWorkOrderRequest, DeleteWasteManifestRequest, DisposalFacility, GetWasteManifestRequest,
+    GetWorkOrderRequest, GetWorkOrderTransitionTableRequest, JobType, ListWorkOrderEventsRequest,
+    ListWorkOrdersRequest, RecordDisposalRequest, Technician, TransitionWorkOrderRequest, Truck,
+    UpdateWasteManifestRequest, UpdateWorkOrderRequest, WasteKind, WasteManifest, WorkOrder,
+    WorkOrderStatus,
+};
+use crm_testkit::TestServer;
+use diesel::sql_types::Text;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+use crate::support::{Env, Suite, SuiteOptions, count, reason};
+
+use WorkOrderStatus as S;
+
+fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    crm_platform::api::time::timestamp(t)
+}
+
+/// Noon UTC on day `day` of March 2027, plus `hours`.
+fn at(day: u32, hours: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2027, 3, day, 12, 0, 0).unwrap() + chrono::Duration::hours(hours)
+}
+
+/// An organization with a customer, a property, a truck and a disposal facility.
+struct Ops {
+    env: Env,
+    customer: String,
+    property: String,
+    truck: String,
+    facility: String,
+}
+
+impl Ops {
+    async fn new() -> Self {
+        Self::on(Env::new().await).await
+    }
+
+    async fn on(env: Env) -> Self {
+        let customer = env.create("Harbor Diner").await.name;
+        let property = PropertyServiceClient::new(env.server.channel.clone())
+            .create_property(env.req(CreatePropertyRequest {
+                parent: env.parent(),
+                property: Some(property(&customer)),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .name;
+        let truck = TruckServiceClient::new(env.server.channel.clone())
+            .create_truck(env.req(CreateTruckRequest {
+                parent: env.parent(),
+                truck: Some(Truck {
+                    display_name: "Truck 1".into(),
+                    plate: "TX-1".into(),
+                    tank_capacity_gallons: 3000,
+                    active: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .name;
+        let facility = DisposalFacilityServiceClient::new(env.server.channel.clone())
+            .create_disposal_facility(env.req(CreateDisposalFacilityRequest {
+                parent: env.parent(),
+                disposal_facility: Some(DisposalFacility {
+                    display_name: "Walnut Creek Plant".into(),
+                    address: Some(address()),
+                    permit_number: "WQ-0001".into(),
+                    accepted_waste_kinds: vec![WasteKind::Septage as i32, WasteKind::Grease as i32],
+                    active: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .name;
+        Self {
+            env,
+            customer,
+            property,
+            truck,
+            facility,
+        }
+    }
+
+    fn channel(&self) -> Channel {
+        self.env.server.channel.clone()
+    }
+
+    fn orders(&self) -> WorkOrderServiceClient<Channel> {
+        WorkOrderServiceClient::new(self.channel())
+    }
+
+    fn manifests(&self) -> WasteManifestServiceClient<Channel> {
+        WasteManifestServiceClient::new(self.channel())
+    }
+
+    /// An active member of the organization with `roles`, and a token for them.
+    async fn member(&self, roles: &[&str]) -> (Uuid, String) {
+        let identity = self.env.server.identity();
+        let user = crm_identity::bootstrap::ensure_member(
+            &identity.pool,
+            &identity.hasher,
+            &crm_identity::bootstrap::Member {
+                org: self.env.org,
+                org_display_name: "Harbor Septic",
+                email: &format!("{}@example.com", Uuid::now_v7().simple()),
+                password: "a long enough password",
+                roles,
+                reset_password: false,
+            },
+        )
+        .await
+        .unwrap();
+        let server = &self.env.server;
+        let claims = TokenSigner::user_claims(
+            &server.verifier_settings,
+            user,
+            self.env.org,
+            roles,
+            Duration::from_secs(300),
+        );
+        (user, server.signer.sign(&claims))
+    }
+
+    /// A technician (a new member with the technician role) and their token.
+    async fn technician(&self) -> (String, String) {
+        let (user, token) = self.member(&["fieldops.technician"]).await;
+        let t = TechnicianServiceClient::new(self.channel())
+            .create_technician(self.env.req(CreateTechnicianRequest {
+                parent: self.env.parent(),
+                technician: Some(Technician {
+                    user: format!("users/{user}"),
+                    display_name: "Sam Ortiz".into(),
+                    skills: vec![JobType::Pumping as i32, JobType::GreaseTrap as i32],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        (t.name, token)
+    }
+
+    fn order(
+        &self,
+        job: JobType,
+        technicians: &[&str],
+        window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    ) -> WorkOrder {
+        WorkOrder {
+            job_type: job as i32,
+            summary: "Pump the tank".into(),
+            customer: self.customer.clone(),
+            property: self.property.clone(),
+            technicians: technicians.iter().map(|t| (*t).to_owned()).collect(),
+            scheduled_start_time: window.map(|w| ts(w.0)),
+            scheduled_end_time: window.map(|w| ts(w.1)),
+            ..Default::default()
+        }
+    }
+
+    async fn create(&self, order: WorkOrder) -> Result<WorkOrder, Status> {
+        self.orders()
+            .create_work_order(self.env.req(CreateWorkOrderRequest {
+                parent: self.env.parent(),
+                work_order: Some(order),
+                ..Default::default()
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn transition(
+        &self,
+        token: &str,
+        name: &str,
+        to: S,
+        reason: &str,
+    ) -> Result<WorkOrder, Status> {
+        self.orders()
+            .transition_work_order(TestServer::request(
+                token,
+                TransitionWorkOrderRequest {
+                    name: name.to_owned(),
+                    to_status: to as i32,
+                    reason: reason.to_owned(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn get(&self, token: &str, name: &str) -> Result<WorkOrder, Status> {
+        self.orders()
+            .get_work_order(TestServer::request(
+                token,
+                GetWorkOrderRequest {
+                    name: name.to_owned(),
+                },
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn manifest(&self, work_order: &str, technician: &str, gallons: i32) -> WasteManifest {
+        self.manifests()
+            .create_waste_manifest(self.env.req(CreateWasteManifestRequest {
+                parent: self.env.parent(),
+                waste_manifest: Some(WasteManifest {
+                    work_order: work_order.to_owned(),
+                    truck: self.truck.clone(),
+                    technician: technician.to_owned(),
+                    disposal_facility: self.facility.clone(),
+                    waste_kind: WasteKind::Grease as i32,
+                    gallons,
+                    pickup_time: Some(ts(Utc::now() - chrono::Duration::hours(2))),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn record(&self, manifest: &str, ticket: &str) -> Result<WasteManifest, Status> {
+        self.manifests()
+            .record_disposal(self.env.req(RecordDisposalRequest {
+                name: manifest.to_owned(),
+                ticket_number: ticket.to_owned(),
+                disposal_time: Some(ts(Utc::now() - chrono::Duration::minutes(30))),
+                ..Default::default()
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn work_order_rows(&self) -> i64 {
+        count(
+            &self.env.db,
+            "SELECT count(*) AS n FROM fieldops.work_orders",
+        )
+        .await
+    }
+}
+
+fn address() -> PostalAddress {
+    PostalAddress {
+        region_code: "US".into(),
+        address_lines: vec!["12 Harbor Rd".into()],
+        ..Default::default()
+    }
+}
+
+fn property(customer: &str) -> Property {
+    Property {
+        customer: customer.to_owned(),
+        display_name: "Kitchen".into(),
+        address: Some(address()),
+        ..Default::default()
+    }
+}
+
+#[track_caller]
+fn refused(r: &Result<WorkOrder, Status>, code: Code, why: &str) {
+    match r {
+        Err(s) => {
+            assert_eq!(s.code(), code, "{s:?}");
+            assert_eq!(reason(s), why, "{s:?}");
+        }
+        Ok(w) => panic!("accepted, expected {code:?} {why}: {w:?}"),
+    }
+}
+
+/// The path from a new work order (a draft) to each status, through allowed moves only.
+fn path_to(status: S) -> Vec<S> {
+    let working = vec![S::Scheduled, S::Enroute, S::OnSite, S::InProgress];
+    match status {
+        S::Unspecified | S::Draft => Vec::new(),
+        S::Scheduled => vec![S::Scheduled],
+        S::Confirmed => vec![S::Scheduled, S::Confirmed],
+        S::Enroute => vec![S::Scheduled, S::Enroute],
+        S::OnSite => vec![S::Scheduled, S::Enroute, S::OnSite],
+        S::InProgress => working,
+        S::OnHold => [working, vec![S::OnHold]].concat(),
+        S::Completed => [working, vec![S::Completed]].concat(),
+        S::Canceled => vec![S::Canceled],
+        S::RequiresFollowup => [working, vec![S::RequiresFollowup]].concat(),
+    }
+}
+
+const ALL: [S; 10] = [
+    S::Draft,
+    S::Scheduled,
+    S::Confirmed,
+    S::Enroute,
+    S::OnSite,
+    S::InProgress,
+    S::OnHold,
+    S::Completed,
+    S::Canceled,
+    S::RequiresFollowup,
+];
+
+#[tokio::test]
+async fn every_move_off_the_table_is_refused_and_every_move_on_it_is_recorded() {
+    let ops = Ops::new().await;
+    let token = ops.env.token.clone();
+    let (tech, _) = ops.technician().await;
+    let table = ops
+        .orders()
+        .get_work_order_transition_table(ops.env.req(GetWorkOrderTransitionTableRequest {
+            name: format!("{}/workOrderTransitionTable", ops.env.parent()),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .transitions;
+    let allowed = |from: S, to: S| {
+        table
+            .iter()
+            .any(|t| t.from_status == from as i32 && t.to_status == to as i32)
+    };
+    // Spot checks of the table itself.
+    assert!(!allowed(S::Draft, S::Completed));
+    assert!(!allowed(S::Draft, S::Enroute));
+    assert!(allowed(S::InProgress, S::Completed));
+    for closed in [S::Completed, S::Canceled, S::RequiresFollowup] {
+        assert!(
+            ALL.iter().all(|to| !allowed(closed, *to)),
+            "{closed:?} is not closed"
+        );
+    }
+
+    for (day, from) in (1..).zip(ALL) {
+        // A repair needs no manifest; each work order gets its own day.
+        let window = Some((at(day, 0), at(day, 2)));
+        let wo = ops
+            .create(ops.order(JobType::Repair, &[&tech], window))
+            .await
+            .unwrap();
+        for step in path_to(from) {
+            ops.transition(&token, &wo.name, step, "because")
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("{from:?}: the allowed move to {step:?} was refused: {e:?}")
+                });
+        }
+        let before = ops.get(&token, &wo.name).await.unwrap();
+        assert_eq!(before.status, from as i32);
+        for to in ALL.into_iter().filter(|to| !allowed(from, *to)) {
+            let r = ops.transition(&token, &wo.name, to, "because").await;
+            let s = r.expect_err(&format!("{from:?} → {to:?} was accepted"));
+            assert_eq!(
+                s.code(),
+                Code::FailedPrecondition,
+                "{from:?} → {to:?}: {s:?}"
+            );
+            assert_eq!(reason(&s), "TRANSITION_NOT_ALLOWED", "{from:?} → {to:?}");
+            assert!(s.message().contains(to.as_str_name()), "{}", s.message());
+        }
+        assert_eq!(
+            ops.get(&token, &wo.name).await.unwrap(),
+            before,
+            "{from:?}: a refused move changed it"
+        );
+
+        // The history: the creation, then each move, with its actor and time.
+        let events = ops
+            .orders()
+            .list_work_order_events(ops.env.req(ListWorkOrderEventsRequest {
+                parent: wo.name.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .work_order_events;
+        let path = path_to(from);
+        assert_eq!(events.len(), path.len() + 1, "{from:?}: {events:?}");
+        let mut prev = S::Unspecified;
+        for (e, to) in events.iter().zip([vec![S::Draft], path].concat()) {
+            assert_eq!((e.from_status, e.to_status), (prev as i32, to as i32));
+            assert!(e.actor.starts_with("users/"), "{e:?}");
+            assert!(e.create_time.is_some());
+            if matches!(
+                to,
+                S::Enroute | S::OnSite | S::InProgress | S::Completed | S::RequiresFollowup
+            ) {
+                assert_eq!(e.technician_times.len(), 1, "{to:?}: {e:?}");
+                assert_eq!(e.technician_times[0].technician, tech);
+            }
+            prev = to;
+        }
+        if from == S::RequiresFollowup {
+            let follow = &events.last().unwrap().follow_up;
+            let f = ops.get(&token, follow).await.unwrap();
+            assert_eq!(f.follow_up_of, wo.name);
+            assert_eq!(f.status, S::Draft as i32);
+            assert_eq!(
+                (f.customer.as_str(), f.property.as_str()),
+                (wo.customer.as_str(), wo.property.as_str())
+            );
+        }
+    }
+    // Moves that need evidence say which.
+    let bare = ops
+        .create(ops.order(JobType::Repair, &[], None))
+        .await
+        .unwrap();
+    refused(
+        &ops.transition(&token, &bare.name, S::Scheduled, "").await,
+        Code::FailedPrecondition,
+        "WINDOW_AND_TECHNICIAN_REQUIRED",
+    );
+    refused(
+        &ops.transition(&token, &bare.name, S::Canceled, "").await,
+        Code::FailedPrecondition,
+        "REASON_REQUIRED",
+    );
+    // A closed work order does not change.
+    let done = ops
+        .create(ops.order(JobType::Repair, &[], None))
+        .await
+        .unwrap();
+    let done = ops
+        .transition(&token, &done.name, S::Canceled, "duplicate")
+        .await
+        .unwrap();
+    let mut changed = done.clone();
+    changed.notes = "late note".into();
+    let r = ops
+        .orders()
+        .update_work_order(ops.env.req(UpdateWorkOrderRequest {
+            work_order: Some(changed),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["notes".into()],
+            }),
+            ..Default::default()
+        }))
+        .await
+        .map(tonic::Response::into_inner);
+    refused(&r, Code::FailedPrecondition, "WORK_ORDER_CLOSED");
+}
+
+#[tokio::test]
+async fn a_pumping_job_completes_only_with_a_recorded_manifest_and_manifests_are_final() {
+    let ops = Ops::new().await;
+    let token = ops.env.token.clone();
+    let (tech, tech_token) = ops.technician().await;
+    let wo = ops
+        .create(ops.order(JobType::GreaseTrap, &[&tech], Some((at(3, 0), at(3, 2)))))
+        .await
+        .unwrap();
+    ops.transition(&token, &wo.name, S::Scheduled, "")
+        .await
+        .unwrap();
+    for step in [S::Enroute, S::OnSite, S::InProgress] {
+        // The assigned technician moves their own job.
+        ops.transition(&tech_token, &wo.name, step, "")
+            .await
+            .unwrap();
+    }
+    refused(
+        &ops.transition(&tech_token, &wo.name, S::Completed, "")
+            .await,
+        Code::FailedPrecondition,
+        "WASTE_MANIFEST_REQUIRED",
+    );
+    let manifest = ops.manifest(&wo.name, &tech, 950).await;
+    assert_eq!(manifest.generator_customer, ops.customer);
+    assert_eq!(manifest.generator_property, ops.property);
+    refused(
+        &ops.transition(&tech_token, &wo.name, S::Completed, "")
+            .await,
+        Code::FailedPrecondition,
+        "WASTE_MANIFEST_REQUIRED",
+    );
+    let recorded = ops.record(&manifest.name, "WC-88121").await.unwrap();
+    assert!(recorded.disposal_time.is_some());
+    let done = ops
+        .transition(&tech_token, &wo.name, S::Completed, "")
+        .await
+        .unwrap();
+    assert_eq!(done.status, S::Completed as i32);
+    assert_eq!(done.gallons_pumped, 950, "gallons from the manifest");
+
+    // Recorded is final: the service refuses changes and deletion...
+    let mut changed = recorded.clone();
+    changed.gallons = 10;
+    let r = ops
+        .manifests()
+        .update_waste_manifest(ops.env.req(UpdateWasteManifestRequest {
+            waste_manifest: Some(changed),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["gallons".into()],
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (r.code(), reason(&r).as_str()),
+        (Code::FailedPrecondition, "MANIFEST_RECORDED")
+    );
+    let r = ops
+        .manifests()
+        .delete_waste_manifest(ops.env.req(DeleteWasteManifestRequest {
+            name: recorded.name.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (r.code(), reason(&r).as_str()),
+        (Code::FailedPrecondition, "MANIFEST_RECORDED")
+    );
+    assert_eq!(
+        ops.record(&recorded.name, "again")
+            .await
+            .map_err(|s| reason(&s))
+            .unwrap_err(),
+        "MANIFEST_RECORDED"
+    );
+
+    // ... and so does the database, to the app role itself.
+    let mut app = AsyncPgConnection::establish(&ops.env.db.app_url("fieldops"))
+        .await
+        .unwrap();
+    let id = recorded.name.rsplit('/').next().unwrap().to_owned();
+    app.batch_execute("BEGIN").await.unwrap();
+    diesel::sql_query("SELECT set_config('app.org_id', $1, true)")
+        .bind::<Text, _>(ops.env.org.to_string())
+        .execute(&mut app)
+        .await
+        .unwrap();
+    app.batch_execute("SAVEPOINT s").await.unwrap();
+    let updated = diesel::sql_query(
+        "UPDATE fieldops.waste_manifests SET gallons = 1, delete_time = now() WHERE id = $1::uuid",
+    )
+    .bind::<Text, _>(&id)
+    .execute(&mut app)
+    .await;
+    assert!(
+        updated.is_err(),
+        "the app role changed a recorded manifest: {updated:?}"
+    );
+    app.batch_execute("ROLLBACK TO SAVEPOINT s").await.unwrap();
+    let deleted = diesel::sql_query("DELETE FROM fieldops.waste_manifests WHERE id = $1::uuid")
+        .bind::<Text, _>(&id)
+        .execute(&mut app)
+        .await;
+    assert!(deleted.is_err(), "the app role may delete manifests");
+    app.batch_execute("ROLLBACK").await.unwrap();
+
+    // A correction is a new manifest; the original stays as it was.
+    let correction = ops
+        .manifests()
+        .create_waste_manifest(ops.env.req(CreateWasteManifestRequest {
+            parent: ops.env.parent(),
+            waste_manifest: Some(WasteManifest {
+                corrects: recorded.name.clone(),
+                gallons: 900,
+                ..recorded.clone()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(correction.corrects, recorded.name);
+    assert!(
+        correction.disposal_time.is_none(),
+        "a correction is recorded on its own"
+    );
+    let original = ops
+        .manifests()
+        .get_waste_manifest(ops.env.req(GetWasteManifestRequest {
+            name: recorded.name.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(original, recorded, "the original changed");
+    // A second correction of the same original is refused: correct the correction.
+    let again = ops
+        .manifests()
+        .create_waste_manifest(ops.env.req(CreateWasteManifestRequest {
+            parent: ops.env.parent(),
+            waste_manifest: Some(WasteManifest {
+                corrects: recorded.name.clone(),
+                ..recorded.clone()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&again), "ALREADY_CORRECTED");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_bookings_of_one_technician_leave_no_overlap() {
+    let ops = Ops::new().await;
+    let (tech, _) = ops.technician().await;
+    // 25 one-hour slots, each asked for twice: exactly one booking per slot can win.
+    let mut orders = Vec::new();
+    for k in 0..50 {
+        let slot = k / 2;
+        let window = (at(10, slot), at(10, slot + 1));
+        orders.push(
+            ops.create(ops.order(JobType::Pumping, &[&tech], Some(window)))
+                .await
+                .unwrap()
+                .name,
+        );
+    }
+    let mut tasks = Vec::new();
+    for name in orders {
+        let (channel, token) = (ops.channel(), ops.env.token.clone());
+        tasks.push(tokio::spawn(async move {
+            WorkOrderServiceClient::new(channel)
+                .transition_work_order(TestServer::request(
+                    &token,
+                    TransitionWorkOrderRequest {
+                        name,
+                        to_status: S::Scheduled as i32,
+                        ..Default::default()
+                    },
+                ))
+                .await
+        }));
+    }
+    let (mut booked, mut refused_count) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => booked += 1,
+            Err(s) => {
+                assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+                assert_eq!(reason(&s), "TECHNICIAN_DOUBLE_BOOKED", "{s:?}");
+                assert!(
+                    s.message().contains("/workOrders/"),
+                    "names the other: {}",
+                    s.message()
+                );
+                refused_count += 1;
+            }
+        }
+    }
+    assert_eq!((booked, refused_count), (25, 25));
+    let overlaps = count(
+        &ops.env.db,
+        "SELECT count(*) AS n FROM fieldops.work_order_assignments a \
+           JOIN fieldops.work_order_assignments b \
+             ON a.organization_id = b.organization_id AND a.technician_id = b.technician_id \
+            AND a.work_order_id < b.work_order_id \
+            AND tstzrange(a.start_time, a.end_time) && tstzrange(b.start_time, b.end_time) \
+          WHERE a.active AND b.active",
+    )
+    .await;
+    assert_eq!(overlaps, 0);
+    let scheduled = count(
+        &ops.env.db,
+        "SELECT count(*) AS n FROM fieldops.work_orders WHERE status = 2",
+    )
+    .await;
+    assert_eq!(
+        scheduled, 25,
+        "every refused booking left its work order a draft"
+    );
+}
+
+#[tokio::test]
+async fn a_work_order_names_only_live_core_records_of_its_own_organization() {
+    let ops = Ops::new().await;
+    let rows = ops.work_order_rows().await;
+    // Another organization's real customer and property.
+    let other = Ops::on(Env::new().await).await;
+    let mut foreign = ops.order(JobType::Pumping, &[], None);
+    foreign.customer = other.customer.clone();
+    foreign.property = other.property.clone();
+    let r = ops.create(foreign).await.unwrap_err();
+    assert_eq!(r.code(), Code::InvalidArgument, "{r:?}");
+    // A property that does not exist.
+    let mut missing = ops.order(JobType::Pumping, &[], None);
+    missing.property = format!("{}/properties/{}", ops.env.parent(), Uuid::now_v7());
+    refused(
+        &ops.create(missing).await,
+        Code::FailedPrecondition,
+        "REFERENCE_NOT_FOUND",
+    );
+    // A deleted property.
+    let mut props = PropertyServiceClient::new(ops.channel());
+    let doomed = props
+        .create_property(ops.env.req(CreatePropertyRequest {
+            parent: ops.env.parent(),
+            property: Some(property(&ops.customer)),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    props
+        .delete_property(ops.env.req(DeletePropertyRequest {
+            name: doomed.name.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let mut gone = ops.order(JobType::Pumping, &[], None);
+    gone.property = doomed.name.clone();
+    refused(
+        &ops.create(gone).await,
+        Code::FailedPrecondition,
+        "REFERENCE_DELETED",
+    );
+    // Another customer's property.
+    let second = ops.env.create("Second Customer").await.name;
+    let mut mismatched = ops.order(JobType::Pumping, &[], None);
+    mismatched.customer = second;
+    refused(
+        &ops.create(mismatched).await,
+        Code::FailedPrecondition,
+        "PROPERTY_OF_ANOTHER_CUSTOMER",
+    );
+    assert_eq!(
+        ops.work_order_rows().await,
+        rows,
+        "a refused work order was written"
+    );
+}
+
+#[tokio::test]
+async fn with_core_down_a_work_order_is_unavailable_and_nothing_is_written() {
+    // Fieldops looks for core on a port where nothing listens.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let env = Env::with(SuiteOptions {
+        core_url: Some(url),
+        ..SuiteOptions::default()
+    })
+    .await;
+    let ops = Ops::on(env).await;
+    let r = ops.create(ops.order(JobType::Pumping, &[], None)).await;
+    refused(&r, Code::Unavailable, "CORE_UNAVAILABLE");
+    assert_eq!(ops.work_order_rows().await, 0);
+}
+
+#[tokio::test]
+async fn inspections_go_only_to_technicians_with_a_valid_certification() {
+    let ops = Ops::new().await;
+    let mut certs = CertificationServiceClient::new(ops.channel());
+    let (none, _) = ops.technician().await;
+    let (expired, _) = ops.technician().await;
+    let (valid, _) = ops.technician().await;
+    for (tech, expires) in [(&expired, at(1, -24 * 30)), (&valid, at(1, 24 * 365))] {
+        certs
+            .create_certification(ops.env.req(CreateCertificationRequest {
+                parent: ops.env.parent(),
+                certification: Some(Certification {
+                    technician: tech.clone(),
+                    kind: CertificationKind::Inspection as i32,
+                    number: format!("NAWT-{}", Uuid::now_v7().simple()),
+                    expire_time: Some(ts(expires)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+    }
+    let window = Some((at(5, 0), at(5, 1)));
+    for tech in [&none, &expired] {
+        refused(
+            &ops.create(ops.order(JobType::Inspection, &[tech], window))
+                .await,
+            Code::FailedPrecondition,
+            "CERTIFICATION_REQUIRED",
+        );
+    }
+    // A camera inspection needs the camera kind, which nobody holds.
+    refused(
+        &ops.create(ops.order(JobType::CameraInspection, &[&valid], window))
+            .await,
+        Code::FailedPrecondition,
+        "CERTIFICATION_REQUIRED",
+    );
+    let wo = ops
+        .create(ops.order(JobType::Inspection, &[&valid], window))
+        .await
+        .unwrap();
+    // Adding an uncertified technician later is refused too.
+    let mut more = wo.clone();
+    more.technicians.push(none.clone());
+    let r = ops
+        .orders()
+        .update_work_order(ops.env.req(UpdateWorkOrderRequest {
+            work_order: Some(more),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["technicians".into()],
+            }),
+            ..Default::default()
+        }))
+        .await
+        .map(tonic::Response::into_inner);
+    refused(&r, Code::FailedPrecondition, "CERTIFICATION_REQUIRED");
+}
+
+#[tokio::test]
+async fn a_technician_sees_and_moves_only_their_own_work_orders() {
+    let ops = Ops::new().await;
+    let token = ops.env.token.clone();
+    let (mine, my_token) = ops.technician().await;
+    let (theirs, _) = ops.technician().await;
+    let own = ops
+        .create(ops.order(JobType::Pumping, &[&mine], Some((at(7, 0), at(7, 2)))))
+        .await
+        .unwrap();
+    let other = ops
+        .create(ops.order(JobType::Pumping, &[&theirs], Some((at(7, 0), at(7, 2)))))
+        .await
+        .unwrap();
+    for wo in [&own, &other] {
+        ops.transition(&token, &wo.name, S::Scheduled, "")
+            .await
+            .unwrap();
+    }
+    // Get and transition: the other's work order does not exist for them.
+    assert!(ops.get(&my_token, &own.name).await.is_ok());
+    let r = ops.get(&my_token, &other.name).await.unwrap_err();
+    assert_eq!(r.code(), Code::NotFound, "{r:?}");
+    let r = ops
+        .transition(&my_token, &other.name, S::Enroute, "")
+        .await
+        .unwrap_err();
+    assert_eq!(r.code(), Code::NotFound, "{r:?}");
+    let r = ops
+        .orders()
+        .list_work_order_events(TestServer::request(
+            &my_token,
+            ListWorkOrderEventsRequest {
+                parent: other.name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(r.code(), Code::NotFound, "{r:?}");
+    // List: only their own, whatever the filter asks.
+    let listed = ops
+        .orders()
+        .list_work_orders(TestServer::request(
+            &my_token,
+            ListWorkOrdersRequest {
+                parent: ops.env.parent(),
+                filter: format!("technician = \"{theirs}\""),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .work_orders;
+    assert!(listed.is_empty(), "{listed:?}");
+    let listed = ops
+        .orders()
+        .list_work_orders(TestServer::request(
+            &my_token,
+            ListWorkOrdersRequest {
+                parent: ops.env.parent(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .work_orders;
+    assert_eq!(
+        listed.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
+        [own.name.as_str()]
+    );
+    // They move their own; the other's is untouched.
+    ops.transition(&my_token, &own.name, S::Enroute, "")
+        .await
+        .unwrap();
+    assert_eq!(
+        ops.get(&token, &other.name).await.unwrap().status,
+        S::Scheduled as i32
+    );
+
+    // The second wall: a query that forgets the filter still sees only their work orders.
+    let user = ops.member_user_of(&my_token);
+    let mut app = AsyncPgConnection::establish(&ops.env.db.app_url("fieldops"))
+        .await
+        .unwrap();
+    app.batch_execute("BEGIN").await.unwrap();
+    diesel::sql_query(
+        "SELECT set_config('app.org_id', $1, true), set_config('app.user_id', $2, true)",
+    )
+    .bind::<Text, _>(ops.env.org.to_string())
+    .bind::<Text, _>(user)
+    .execute(&mut app)
+    .await
+    .unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let seen: N = diesel::sql_query("SELECT count(*) AS n FROM fieldops.work_orders")
+        .get_result(&mut app)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.n, 1,
+        "the policy let a technician see another's work order"
+    );
+    let id = other.name.rsplit('/').next().unwrap().to_owned();
+    let changed =
+        diesel::sql_query("UPDATE fieldops.work_orders SET notes = 'x' WHERE id = $1::uuid")
+            .bind::<Text, _>(id)
+            .execute(&mut app)
+            .await
+            .unwrap();
+    assert_eq!(
+        changed, 0,
+        "the policy let a technician change another's work order"
+    );
+    app.batch_execute("ROLLBACK").await.unwrap();
+}
+
+impl Ops {
+    /// The user id in a token's subject.
+    fn member_user_of(&self, token: &str) -> String {
+        use base64::Engine as _;
+        let payload = token.split('.').nth(1).unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        claims["sub"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("users/")
+            .to_owned()
+    }
+}
