@@ -10,18 +10,22 @@ use crm_proto::core_v1::property_service_client::PropertyServiceClient;
 use crm_proto::core_v1::{CreatePropertyRequest, DeletePropertyRequest, Property};
 use crm_proto::fieldops_v1::certification_service_client::CertificationServiceClient;
 use crm_proto::fieldops_v1::disposal_facility_service_client::DisposalFacilityServiceClient;
+use crm_proto::fieldops_v1::scheduling_service_client::SchedulingServiceClient;
+use crm_proto::fieldops_v1::shift_service_client::ShiftServiceClient;
 use crm_proto::fieldops_v1::technician_service_client::TechnicianServiceClient;
 use crm_proto::fieldops_v1::truck_service_client::TruckServiceClient;
 use crm_proto::fieldops_v1::waste_manifest_service_client::WasteManifestServiceClient;
 use crm_proto::fieldops_v1::work_order_service_client::WorkOrderServiceClient;
 use crm_proto::fieldops_v1::{
-    Certification, CertificationKind, CreateCertificationRequest, CreateDisposalFacilityRequest,
-    CreateTechnicianRequest, CreateTruckRequest, CreateWasteManifestRequest,
-    CreateWorkOrderRequest, DeleteWasteManifestRequest, DisposalFacility, GetWasteManifestRequest,
-    GetWorkOrderRequest, GetWorkOrderTransitionTableRequest, JobType, ListWorkOrderEventsRequest,
-    ListWorkOrdersRequest, RecordDisposalRequest, Technician, TransitionWorkOrderRequest, Truck,
+    BookWorkOrderRequest, Certification, CertificationKind, CreateCertificationRequest,
+    CreateDisposalFacilityRequest, CreateShiftRequest, CreateTechnicianRequest, CreateTruckRequest,
+    CreateWasteManifestRequest, CreateWorkOrderRequest, DeleteWasteManifestRequest,
+    DisposalFacility, GetWasteManifestRequest, GetWorkOrderRequest,
+    GetWorkOrderTransitionTableRequest, JobType, ListAvailableSlotsRequest,
+    ListWorkOrderEventsRequest, ListWorkOrdersRequest, RecordDisposalRequest, SchedulingSettings,
+    Shift, Technician, TransitionWorkOrderRequest, Truck, UpdateSchedulingSettingsRequest,
     UpdateWasteManifestRequest, UpdateWorkOrderRequest, WasteKind, WasteManifest, WorkOrder,
-    WorkOrderStatus,
+    WorkOrderPriority, WorkOrderStatus,
 };
 use crm_testkit::TestServer;
 use diesel::sql_types::Text;
@@ -288,6 +292,7 @@ fn property(customer: &str) -> Property {
         customer: customer.to_owned(),
         display_name: "Kitchen".into(),
         address: Some(address()),
+        zone: "north".into(),
         ..Default::default()
     }
 }
@@ -975,4 +980,135 @@ impl Ops {
             .trim_start_matches("users/")
             .to_owned()
     }
+}
+
+impl Ops {
+    fn scheduling(&self) -> SchedulingServiceClient<Channel> {
+        SchedulingServiceClient::new(self.channel())
+    }
+
+    /// The starts of the slots offered for a grease-trap job at the property on `day`.
+    async fn slot_starts(
+        &self,
+        day: u32,
+        priority: WorkOrderPriority,
+    ) -> Vec<(DateTime<Utc>, bool)> {
+        let slots = self
+            .scheduling()
+            .list_available_slots(self.env.req(ListAvailableSlotsRequest {
+                parent: self.env.parent(),
+                job_type: JobType::GreaseTrap as i32,
+                property: self.property.clone(),
+                start_time: Some(ts(at(day, -12))),
+                end_time: Some(ts(at(day, 12))),
+                priority: priority as i32,
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .slots;
+        slots
+            .into_iter()
+            .map(|s| {
+                let t = s.start_time.unwrap();
+                let start = DateTime::from_timestamp(t.seconds, 0).unwrap();
+                (start, s.uses_emergency_buffer)
+            })
+            .collect()
+    }
+
+    async fn book(
+        &self,
+        priority: WorkOrderPriority,
+        tech: &str,
+        start: DateTime<Utc>,
+    ) -> Result<WorkOrder, Status> {
+        let mut order = self.order(JobType::GreaseTrap, &[], None);
+        order.priority = priority as i32;
+        let wo = self.create(order).await.unwrap();
+        self.scheduling()
+            .book_work_order(self.env.req(BookWorkOrderRequest {
+                name: wo.name,
+                technician: tech.to_owned(),
+                start_time: Some(ts(start)),
+                ..Default::default()
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+#[tokio::test]
+async fn slots_are_what_shifts_leave_and_only_urgent_work_uses_the_buffer() {
+    let ops = Ops::new().await;
+    let (tech, _) = ops.technician().await;
+    ops.scheduling()
+        .update_scheduling_settings(ops.env.req(UpdateSchedulingSettingsRequest {
+            scheduling_settings: Some(SchedulingSettings {
+                name: format!("{}/schedulingSettings", ops.env.parent()),
+                emergency_buffer_percent: 25,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["emergency_buffer_percent".into()],
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    // One 8-hour shift, 08:00 to 16:00, in the property's zone.
+    let day = 12;
+    let hour = |h: i64| at(day, h - 12);
+    ShiftServiceClient::new(ops.channel())
+        .create_shift(ops.env.req(CreateShiftRequest {
+            parent: ops.env.parent(),
+            shift: Some(Shift {
+                technician: tech.clone(),
+                start_time: Some(ts(hour(8))),
+                end_time: Some(ts(hour(16))),
+                zone: "north".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let normal = WorkOrderPriority::Normal;
+    let starts =
+        |hours: &[i64], buffer: bool| hours.iter().map(|h| (hour(*h), buffer)).collect::<Vec<_>>();
+    assert_eq!(
+        ops.slot_starts(day, normal).await,
+        starts(&[8, 9, 10, 11, 12, 13, 14], false)
+    );
+    // Two 2-hour jobs booked: what remains is offered, all of it within the normal capacity.
+    ops.book(normal, &tech, hour(8)).await.unwrap();
+    ops.book(normal, &tech, hour(10)).await.unwrap();
+    assert_eq!(
+        ops.slot_starts(day, normal).await,
+        starts(&[12, 13, 14], false)
+    );
+    // A third fills the 6 hours a normal job may use; the last 2 hours are the buffer.
+    let third = ops.book(normal, &tech, hour(12)).await.unwrap();
+    assert_eq!(third.status, S::Scheduled as i32);
+    assert_eq!(ops.slot_starts(day, normal).await, Vec::new());
+    assert_eq!(
+        ops.slot_starts(day, WorkOrderPriority::Emergency).await,
+        starts(&[14], true)
+    );
+    // Booking follows the same rules: a normal job cannot take the buffer, an emergency can,
+    // and a slot just taken is refused cleanly.
+    let r = ops.book(normal, &tech, hour(14)).await;
+    refused(&r, Code::FailedPrecondition, "SLOT_TAKEN");
+    ops.book(WorkOrderPriority::Emergency, &tech, hour(14))
+        .await
+        .unwrap();
+    let r = ops
+        .book(WorkOrderPriority::Emergency, &tech, hour(14))
+        .await;
+    refused(&r, Code::FailedPrecondition, "SLOT_TAKEN");
+    assert_eq!(
+        ops.slot_starts(day, WorkOrderPriority::Emergency).await,
+        Vec::new()
+    );
 }

@@ -1,9 +1,12 @@
 //! Field operations service: technicians, trucks, shifts and time off, disposal facilities,
 //! licenses and certifications — the people, vehicles, sites and credentials work is planned
-//! with — on the shared resource engine, with its own outbox and audit chain.
+//! with — work orders with their state machine and bookings ([`work_orders`]), booking
+//! capacity ([`scheduling`]) and waste manifests ([`manifests`]), on the shared resource
+//! engine, with its own outbox and audit chain.
 //!
 //! References to other services are checked through their APIs with the caller's credentials
-//! ([`peers`]): a technician's user with identity.
+//! ([`peers`]): a technician's user with identity, a work order's customer, property and
+//! equipment with core.
 
 pub mod audit;
 pub mod compliance;
@@ -11,6 +14,7 @@ pub mod events;
 pub mod facilities;
 pub mod manifests;
 pub mod peers;
+pub mod scheduling;
 pub mod schema;
 pub mod shifts;
 pub mod technicians;
@@ -98,6 +102,7 @@ pub fn policy() -> MethodPolicy {
         compliance::policy(),
         work_orders::policy(),
         manifests::policy(),
+        scheduling::policy(),
     ]
     .iter()
     .fold(technicians::policy(), MethodPolicy::merge)
@@ -110,6 +115,7 @@ pub fn register(server: &mut GrpcServer, state: &FieldopsState) {
         certification_service_server::CertificationServiceServer,
         disposal_facility_service_server::DisposalFacilityServiceServer,
         event_service_server::EventServiceServer, license_service_server::LicenseServiceServer,
+        scheduling_service_server::SchedulingServiceServer,
         shift_service_server::ShiftServiceServer,
         technician_service_server::TechnicianServiceServer,
         time_off_period_service_server::TimeOffPeriodServiceServer,
@@ -169,6 +175,11 @@ pub fn register(server: &mut GrpcServer, state: &FieldopsState) {
         WasteManifestServiceServer,
         manifests::WasteManifestApi::new(ctx.clone()),
         manifests::policy()
+    );
+    add!(
+        SchedulingServiceServer,
+        scheduling::SchedulingApi::new(ctx.clone()),
+        scheduling::policy()
     );
     add!(
         EventServiceServer,

@@ -159,6 +159,36 @@ impl Peers {
     }
 }
 
+impl Peers {
+    /// The zone of `property` in core (empty when it has none), asked with the caller's
+    /// credentials.
+    ///
+    /// # Errors
+    /// As [`Peers::require_site`].
+    pub async fn property_zone(
+        &self,
+        call: &Call,
+        org: Uuid,
+        property: Uuid,
+    ) -> Result<String, ApiError> {
+        let name = child_name(org, "properties", property);
+        let mut req = tonic::Request::new(GetPropertyRequest {
+            name: name.clone(),
+            ..GetPropertyRequest::default()
+        });
+        call.outbound.apply(&mut req);
+        let p = PropertyServiceClient::new(self.core.clone())
+            .get_property(req)
+            .await
+            .map_err(|s| remote_error("core", &name, &s))?
+            .into_inner();
+        if p.delete_time.is_some() {
+            return Err(deleted(&name));
+        }
+        Ok(p.zone)
+    }
+}
+
 /// What a refusal by `service` about `reference` means for the write that named it.
 #[must_use]
 pub fn remote_error(service: &'static str, reference: &str, s: &Status) -> ApiError {

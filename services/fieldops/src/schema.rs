@@ -245,3 +245,14 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(work_orders, work_order_assignments, technicians);
+
+diesel::table! {
+    scheduling_settings (organization_id) {
+        organization_id -> Uuid,
+        emergency_buffer_percent -> Int2,
+        slot_step_minutes -> Int2,
+        update_time -> Timestamptz,
+        revision -> Int8,
+        updated_by -> Text,
+    }
+}

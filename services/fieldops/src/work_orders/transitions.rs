@@ -557,28 +557,53 @@ async fn apply(
         .as_str_name()
         .trim_start_matches("WORK_ORDER_STATUS_")
         .to_ascii_lowercase();
+    let fields = ["status", "gallons_pumped"];
+    announce(
+        conn,
+        w,
+        &mv.name,
+        (&before, &after),
+        &change,
+        ("transition", &fields),
+    )
+    .await?;
+    Ok(after)
+}
+
+/// Emits a work order's move as `change` (`crm.fieldops.v1.WorkOrder.<change>`) and audits it
+/// as `verb` over `fields`.
+///
+/// # Errors
+/// The database error.
+pub async fn announce(
+    conn: &AsyncPgConnection,
+    w: Write<'_>,
+    name: &str,
+    (before, after): (&WorkOrder, &WorkOrder),
+    change: &str,
+    (verb, fields): (&'static str, &[&str]),
+) -> Result<(), ApiError> {
     let mask = prost_types::FieldMask {
-        paths: vec!["status".to_owned()],
+        paths: fields.iter().map(|f| (*f).to_owned()).collect(),
     };
     emit(
         conn,
         w,
-        &change,
-        &for_event::<WorkOrders>(&after),
-        &mv.name,
+        change,
+        &for_event::<WorkOrders>(after),
+        name,
         Some(mask),
     )
     .await?;
     audit::record_change::<WorkOrders>(
         conn,
         w.org,
-        w.entry(&mv.name, Action::Custom("transition")),
-        Some(&before),
-        &after,
-        &["status", "gallons_pumped"],
+        w.entry(name, Action::Custom(verb)),
+        Some(before),
+        after,
+        fields,
     )
-    .await?;
-    Ok(after)
+    .await
 }
 
 fn follow_summary(summary: &str) -> String {
