@@ -400,6 +400,40 @@ pub fn fixtures() -> Vec<Fixture> {
             },
             update: ("expire_time", || json!("2029-01-01T00:00:00Z")),
             redacted: &[],
+            custom: |name| {
+                let org = name
+                    .split("/certifications/")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                vec![custom(
+                    "crm.fieldops.v1.CertificationService",
+                    "ListExpiringCredentials",
+                    json!({"parent": org, "within": "864000s"}),
+                    false,
+                )]
+            },
+        },
+        Fixture {
+            service: "crm.fieldops.v1.InspectionService",
+            singular: "Inspection",
+            plural: "Inspections",
+            field: "inspection",
+            list_field: "inspections",
+            text_order: "report_reference",
+            body: |w, i| {
+                json!({
+                    "property": w.property,
+                    "kind": "INSPECTION_KIND_GREASE_TRAP",
+                    "result": "INSPECTION_RESULT_CONDITIONAL",
+                    "findings": "outlet baffle cracked",
+                    "report_reference": text(i, "FOG report"),
+                    "inspector": w.technician,
+                    "inspect_time": "2026-11-30T15:00:00Z",
+                })
+            },
+            update: ("result", || json!("INSPECTION_RESULT_PASS")),
+            redacted: &[],
             custom: no_custom,
         },
         Fixture {
@@ -991,6 +1025,7 @@ conformance! {
     certifications_conform => "crm.fieldops.v1.CertificationService",
     licenses_conform => "crm.fieldops.v1.LicenseService",
     work_orders_conform => "crm.fieldops.v1.WorkOrderService",
+    inspections_conform => "crm.fieldops.v1.InspectionService",
     waste_manifests_conform => "crm.fieldops.v1.WasteManifestService",
 }
 

@@ -10,6 +10,7 @@ use crm_proto::core_v1::property_service_client::PropertyServiceClient;
 use crm_proto::core_v1::{CreatePropertyRequest, DeletePropertyRequest, Property};
 use crm_proto::fieldops_v1::certification_service_client::CertificationServiceClient;
 use crm_proto::fieldops_v1::disposal_facility_service_client::DisposalFacilityServiceClient;
+use crm_proto::fieldops_v1::license_service_client::LicenseServiceClient;
 use crm_proto::fieldops_v1::scheduling_service_client::SchedulingServiceClient;
 use crm_proto::fieldops_v1::shift_service_client::ShiftServiceClient;
 use crm_proto::fieldops_v1::technician_service_client::TechnicianServiceClient;
@@ -27,6 +28,7 @@ use crm_proto::fieldops_v1::{
     UpdateWasteManifestRequest, UpdateWorkOrderRequest, WasteKind, WasteManifest, WorkOrder,
     WorkOrderPriority, WorkOrderStatus,
 };
+use crm_proto::fieldops_v1::{CreateLicenseRequest, License, ListExpiringCredentialsRequest};
 use crm_testkit::TestServer;
 use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
@@ -1111,4 +1113,84 @@ async fn slots_are_what_shifts_leave_and_only_urgent_work_uses_the_buffer() {
         ops.slot_starts(day, WorkOrderPriority::Emergency).await,
         Vec::new()
     );
+}
+
+#[tokio::test]
+async fn expiring_credentials_are_listed_soonest_first_with_the_expired_ones() {
+    let ops = Ops::new().await;
+    let (tech, _) = ops.technician().await;
+    let now = Utc::now();
+    let mut certs = CertificationServiceClient::new(ops.channel());
+    let mut made = Vec::new();
+    for days in [-3, 400, 20] {
+        let c = certs
+            .create_certification(ops.env.req(CreateCertificationRequest {
+                parent: ops.env.parent(),
+                certification: Some(Certification {
+                    technician: tech.clone(),
+                    kind: CertificationKind::Hazmat as i32,
+                    number: format!("C{days}"),
+                    expire_time: Some(ts(now + chrono::Duration::days(days))),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        made.push(c.name);
+    }
+    let license = LicenseServiceClient::new(ops.channel())
+        .create_license(ops.env.req(CreateLicenseRequest {
+            parent: ops.env.parent(),
+            license: Some(License {
+                truck: ops.truck.clone(),
+                authority: "County".into(),
+                number: "HAUL-1".into(),
+                expire_time: Some(ts(now + chrono::Duration::days(10))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let list = |page_token: String| {
+        let mut certs = certs.clone();
+        let req = ops.env.req(ListExpiringCredentialsRequest {
+            parent: ops.env.parent(),
+            within: Some(prost_types::Duration {
+                seconds: 30 * 86_400,
+                nanos: 0,
+            }),
+            page_size: 2,
+            page_token,
+        });
+        async move {
+            certs
+                .list_expiring_credentials(req)
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let first = list(String::new()).await;
+    let second = list(first.next_page_token.clone()).await;
+    let got: Vec<(String, bool)> = first
+        .credentials
+        .iter()
+        .chain(&second.credentials)
+        .map(|c| (c.credential.clone(), c.expired))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (made[0].clone(), true),
+            (license.name.clone(), false),
+            (made[2].clone(), false)
+        ]
+    );
+    assert!(second.next_page_token.is_empty());
+    assert_eq!(second.credentials.last().unwrap().holder, tech);
+    assert_eq!(first.credentials[1].holder, ops.truck);
 }

@@ -6,18 +6,20 @@ use chrono::{DateTime, Utc};
 use crm_auth::{MethodPolicy, permission};
 use crm_db::OrgId;
 use crm_platform::ApiError;
+use crm_platform::api::listing::Listing;
 use crm_platform::api::names::child_name;
 use crm_platform::api::time::timestamp;
 use crm_proto::fieldops_v1::{
     Certification, CertificationKind, CreateCertificationRequest, CreateLicenseRequest,
-    DeleteCertificationRequest, DeleteLicenseRequest, GetCertificationRequest, GetLicenseRequest,
-    License, ListCertificationsRequest, ListCertificationsResponse, ListLicensesRequest,
+    DeleteCertificationRequest, DeleteLicenseRequest, ExpiringCredential, GetCertificationRequest,
+    GetLicenseRequest, License, ListCertificationsRequest, ListCertificationsResponse,
+    ListExpiringCredentialsRequest, ListExpiringCredentialsResponse, ListLicensesRequest,
     ListLicensesResponse, UndeleteCertificationRequest, UndeleteLicenseRequest,
     UpdateCertificationRequest, UpdateLicenseRequest,
 };
 use crm_resource::{BoxFuture, Field, Resource, Row};
 use diesel::prelude::*;
-use diesel_async::AsyncPgConnection;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::schema::certifications::{self, dsl as c};
@@ -29,7 +31,13 @@ use crate::trucks::Trucks;
 #[must_use]
 pub fn policy() -> MethodPolicy {
     let (read, write) = (permission::COMPLIANCE_READ, permission::COMPLIANCE_WRITE);
-    CertificationApi::policy(read, write, write).merge(&LicenseApi::policy(read, write, write))
+    CertificationApi::policy(read, write, write)
+        .merge(&LicenseApi::policy(read, write, write))
+        .with(
+            "crm.fieldops.v1.CertificationService",
+            "ListExpiringCredentials",
+            crm_auth::Requirement::Permission(read),
+        )
 }
 
 /// The columns of `fieldops.certifications` besides the standard ones.
@@ -142,6 +150,164 @@ crm_resource::standard_service! {
     update = update_certification(UpdateCertificationRequest);
     delete = delete_certification(DeleteCertificationRequest);
     undelete = undelete_certification(UndeleteCertificationRequest);
+
+    async fn list_expiring_credentials(
+        &self,
+        req: tonic::Request<ListExpiringCredentialsRequest>,
+    ) -> Result<tonic::Response<ListExpiringCredentialsResponse>, tonic::Status> {
+        let principal = crm_auth::layer::principal_of(&req)?;
+        expiring(&self.ctx, &principal, &req.into_inner())
+            .await
+            .map(tonic::Response::new)
+            .map_err(|e| self.ctx.status(e))
+    }
+}
+
+/// The longest look-ahead of ListExpiringCredentials.
+const MAX_WITHIN: i64 = 366 * 86_400;
+
+/// One credential about to expire, from either table.
+struct Expiring {
+    expire_time: DateTime<Utc>,
+    id: Uuid,
+    proto: ExpiringCredential,
+}
+
+/// Serves ListExpiringCredentials: licenses and certifications expiring before now + `within`
+/// (expired ones too), soonest first, keyed by (expiry, id).
+async fn expiring(
+    ctx: &crm_resource::Context,
+    principal: &crm_auth::Principal,
+    body: &ListExpiringCredentialsRequest,
+) -> Result<ListExpiringCredentialsResponse, ApiError> {
+    let within = match &body.within {
+        Some(d) if d.nanos == 0 && (86_400..=MAX_WITHIN).contains(&d.seconds) => d.seconds,
+        _ => {
+            return Err(ApiError::invalid(
+                "within",
+                "OUT_OF_RANGE",
+                "whole seconds, 1 day (86400s) to 366 days",
+            ));
+        }
+    };
+    let listing = Listing::begin(
+        principal,
+        &ctx.page_tokens,
+        "ListExpiringCredentials",
+        &body.parent,
+        body.page_size,
+        &body.page_token,
+        &[&within.to_string()],
+        50,
+        crm_platform::api::listing::MAX_PAGE_SIZE,
+    )?;
+    let org = listing.org;
+    let after = match &listing.after {
+        None => None,
+        Some(key) => match key.as_slice() {
+            [t, id] => Some((
+                DateTime::parse_from_rfc3339(t)
+                    .map_err(|_| page_error())?
+                    .with_timezone(&Utc),
+                Uuid::parse_str(id).map_err(|_| page_error())?,
+            )),
+            _ => return Err(page_error()),
+        },
+    };
+    let now = Utc::now();
+    let until = now + chrono::Duration::seconds(within);
+    let limit = listing.limit();
+    let mut rows = crm_db::tenant::read(&ctx.pool, org, move |conn| {
+        Box::pin(async move {
+            let certs: Vec<(Uuid, Uuid, String, DateTime<Utc>)> = c::certifications
+                .filter(c::organization_id.eq(org))
+                .filter(c::delete_time.is_null())
+                .filter(c::expire_time.le(until))
+                .order((c::expire_time.asc(), c::id.asc()))
+                .limit(limit)
+                .select((c::id, c::technician_id, c::number, c::expire_time))
+                .load(&mut { conn })
+                .await?;
+            let lics: Vec<LicenseExpiry> = l::licenses
+                .filter(l::organization_id.eq(org))
+                .filter(l::delete_time.is_null())
+                .filter(l::expire_time.le(until))
+                .order((l::expire_time.asc(), l::id.asc()))
+                .limit(limit)
+                .select((
+                    l::id,
+                    l::truck_id,
+                    l::technician_id,
+                    l::number,
+                    l::expire_time,
+                ))
+                .load(&mut { conn })
+                .await?;
+            Ok::<_, ApiError>((certs, lics))
+        })
+    })
+    .await
+    .map(|(certs, lics)| {
+        let mut all: Vec<Expiring> = certs
+            .into_iter()
+            .map(|(id, tech, number, expire_time)| Expiring {
+                expire_time,
+                id,
+                proto: ExpiringCredential {
+                    credential: child_name(org, "certifications", id),
+                    holder: child_name(org, "technicians", tech),
+                    r#type: "certification".to_owned(),
+                    number,
+                    expire_time: Some(timestamp(expire_time)),
+                    expired: expire_time <= now,
+                },
+            })
+            .collect();
+        all.extend(
+            lics.into_iter()
+                .map(|(id, truck, tech, number, expire_time)| {
+                    let holder = match (truck, tech) {
+                        (Some(t), _) => child_name(org, "trucks", t),
+                        (None, Some(t)) => child_name(org, "technicians", t),
+                        (None, None) => format!("organizations/{org}"),
+                    };
+                    Expiring {
+                        expire_time,
+                        id,
+                        proto: ExpiringCredential {
+                            credential: child_name(org, "licenses", id),
+                            holder,
+                            r#type: "license".to_owned(),
+                            number,
+                            expire_time: Some(timestamp(expire_time)),
+                            expired: expire_time <= now,
+                        },
+                    }
+                }),
+        );
+        all.sort_by_key(|e| (e.expire_time, e.id));
+        all
+    })?;
+    rows.retain(|e| after.is_none_or(|a| (e.expire_time, e.id) > a));
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_page_token = listing.finish(&ctx.page_tokens, &mut rows, |e| {
+        vec![e.expire_time.to_rfc3339(), e.id.to_string()]
+    });
+    Ok(ListExpiringCredentialsResponse {
+        credentials: rows.into_iter().map(|e| e.proto).collect(),
+        next_page_token,
+    })
+}
+
+/// A license's id, holders, number and expiry.
+type LicenseExpiry = (Uuid, Option<Uuid>, Option<Uuid>, String, DateTime<Utc>);
+
+fn page_error() -> ApiError {
+    ApiError::invalid(
+        "page_token",
+        "INVALID_PAGE_TOKEN",
+        "page_token is malformed",
+    )
 }
 
 /// The columns of `fieldops.licenses` besides the standard ones.

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod compliance;
 pub mod events;
 pub mod facilities;
+pub mod inspections;
 pub mod manifests;
 pub mod peers;
 pub mod scheduling;
@@ -103,6 +104,7 @@ pub fn policy() -> MethodPolicy {
         work_orders::policy(),
         manifests::policy(),
         scheduling::policy(),
+        inspections::policy(),
     ]
     .iter()
     .fold(technicians::policy(), MethodPolicy::merge)
@@ -114,7 +116,9 @@ pub fn register(server: &mut GrpcServer, state: &FieldopsState) {
         audit_service_server::AuditServiceServer,
         certification_service_server::CertificationServiceServer,
         disposal_facility_service_server::DisposalFacilityServiceServer,
-        event_service_server::EventServiceServer, license_service_server::LicenseServiceServer,
+        event_service_server::EventServiceServer,
+        inspection_service_server::InspectionServiceServer,
+        license_service_server::LicenseServiceServer,
         scheduling_service_server::SchedulingServiceServer,
         shift_service_server::ShiftServiceServer,
         technician_service_server::TechnicianServiceServer,
@@ -182,6 +186,11 @@ pub fn register(server: &mut GrpcServer, state: &FieldopsState) {
         scheduling::policy()
     );
     add!(
+        InspectionServiceServer,
+        inspections::InspectionApi::new(ctx.clone()),
+        inspections::policy()
+    );
+    add!(
         EventServiceServer,
         events::EventApi::new(ctx.clone()),
         events::policy()
@@ -206,6 +215,7 @@ pub fn purge_rules(retention: &crm_db::purge::Retention) -> Vec<crm_db::purge::R
         "time_off_periods",
         "certifications",
         "licenses",
+        "inspections",
         "trucks",
         "disposal_facilities",
         "technicians",

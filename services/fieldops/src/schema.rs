@@ -256,3 +256,27 @@ diesel::table! {
         updated_by -> Text,
     }
 }
+
+diesel::table! {
+    inspections (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        property_id -> Uuid,
+        work_order_id -> Nullable<Uuid>,
+        kind -> Int2,
+        result -> Int2,
+        findings -> Text,
+        report_reference -> Text,
+        inspector_id -> Uuid,
+        inspect_time -> Timestamptz,
+        latitude -> Nullable<Float8>,
+        longitude -> Nullable<Float8>,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
