@@ -1194,3 +1194,69 @@ async fn expiring_credentials_are_listed_soonest_first_with_the_expired_ones() {
     assert_eq!(second.credentials.last().unwrap().holder, tech);
     assert_eq!(first.credentials[1].holder, ops.truck);
 }
+
+#[tokio::test]
+async fn each_technician_keeps_their_own_times_and_technicians_make_only_their_moves() {
+    let ops = Ops::new().await;
+    let token = ops.env.token.clone();
+    let (a, a_token) = ops.technician().await;
+    let (b, b_token) = ops.technician().await;
+    let wo = ops
+        .create(ops.order(JobType::Repair, &[&a, &b], Some((at(20, 0), at(20, 3)))))
+        .await
+        .unwrap();
+    // Scheduling is the dispatcher's move, not a technician's.
+    let r = ops.transition(&a_token, &wo.name, S::Scheduled, "").await;
+    refused(&r, Code::PermissionDenied, "TRANSITION_ROLE");
+    ops.transition(&token, &wo.name, S::Scheduled, "")
+        .await
+        .unwrap();
+    // A leaves first, B checks in to the same step later; A cannot check in twice.
+    ops.transition(&a_token, &wo.name, S::Enroute, "")
+        .await
+        .unwrap();
+    let joined = ops
+        .transition(&b_token, &wo.name, S::Enroute, "")
+        .await
+        .unwrap();
+    assert_eq!(joined.status, S::Enroute as i32);
+    let r = ops.transition(&a_token, &wo.name, S::Enroute, "").await;
+    refused(&r, Code::FailedPrecondition, "TRANSITION_NOT_ALLOWED");
+    // Canceling is the dispatcher's too.
+    let r = ops
+        .transition(&b_token, &wo.name, S::Canceled, "rain")
+        .await;
+    refused(&r, Code::PermissionDenied, "TRANSITION_ROLE");
+    let events = ops
+        .orders()
+        .list_work_order_events(ops.env.req(ListWorkOrderEventsRequest {
+            parent: wo.name.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .work_order_events;
+    let enroute: Vec<_> = events
+        .iter()
+        .filter(|e| e.to_status == S::Enroute as i32)
+        .collect();
+    assert_eq!(enroute.len(), 2, "{events:?}");
+    let whose: Vec<&str> = enroute
+        .iter()
+        .map(|e| {
+            assert_eq!(e.technician_times.len(), 1, "{e:?}");
+            e.technician_times[0].technician.as_str()
+        })
+        .collect();
+    assert_eq!(whose, [a.as_str(), b.as_str()]);
+    assert_ne!(
+        enroute[0].actor, enroute[1].actor,
+        "each recorded with its own actor"
+    );
+    assert_eq!(
+        enroute[1].from_status,
+        S::Enroute as i32,
+        "a check-in keeps the status"
+    );
+}
