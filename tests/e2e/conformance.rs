@@ -281,6 +281,75 @@ pub fn fixtures() -> Vec<Fixture> {
             custom: no_custom,
         },
         Fixture {
+            service: "crm.core.v1.CatalogItemService",
+            singular: "CatalogItem",
+            plural: "CatalogItems",
+            field: "catalog_item",
+            list_field: "catalog_items",
+            text_order: "display_name",
+            body: |_, i| {
+                json!({
+                    "code": format!("pump-{i}"),
+                    "display_name": text(i, "Grease trap pump-out"),
+                    "job_type": "JOB_TYPE_GREASE_TRAP",
+                    "unit": "visit",
+                    "base_price": {"currency_code": "USD", "units": 325},
+                    "included_gallons": 1000,
+                    "taxable": true,
+                    "active": true,
+                })
+            },
+            update: ("included_gallons", || json!(1500)),
+            redacted: &[],
+            custom: no_custom,
+        },
+        Fixture {
+            service: "crm.core.v1.PricingZoneService",
+            singular: "PricingZone",
+            plural: "PricingZones",
+            field: "pricing_zone",
+            list_field: "pricing_zones",
+            text_order: "display_name",
+            body: |_, i| {
+                json!({"code": format!("zone-{i}"), "display_name": text(i, "Zone"),
+                       "multiplier": "1.15", "travel_band": 2})
+            },
+            update: ("multiplier", || json!("1.2")),
+            redacted: &[],
+            custom: no_custom,
+        },
+        Fixture {
+            service: "crm.core.v1.PricingTierService",
+            singular: "PricingTier",
+            plural: "PricingTiers",
+            field: "pricing_tier",
+            list_field: "pricing_tiers",
+            text_order: "display_name",
+            body: |_, i| {
+                json!({"code": format!("tier-{i}"), "display_name": text(i, "Tier"),
+                       "discount_percent": "7.5"})
+            },
+            update: ("discount_percent", || json!("10")),
+            redacted: &[],
+            custom: no_custom,
+        },
+        Fixture {
+            service: "crm.core.v1.PricingRuleService",
+            singular: "PricingRule",
+            plural: "PricingRules",
+            field: "pricing_rule",
+            list_field: "pricing_rules",
+            text_order: "display_name",
+            body: |_, i| {
+                json!({"display_name": text(i, "After hours"), "kind": "PRICING_RULE_KIND_AFTER_HOURS",
+                       "percent": "50", "business_start_time": "08:00", "business_end_time": "17:00",
+                       "order": 10, "active": true})
+            },
+            update: ("percent", || json!("25")),
+            redacted: &[],
+            custom: no_custom,
+        },
+        Fixture {
             service: "crm.fieldops.v1.TechnicianService",
             singular: "Technician",
             plural: "Technicians",
@@ -528,7 +597,7 @@ fn method(service: &str, name: &str) -> MethodDescriptor {
 }
 
 /// Calls `service/name` with the proto3 JSON `body`; answers the response as JSON.
-async fn rpc(
+pub async fn rpc(
     env: &Env,
     token: &str,
     service: &str,
@@ -1017,6 +1086,10 @@ conformance! {
     call_dispositions_conform => "crm.core.v1.CallDispositionService",
     call_logs_conform => "crm.core.v1.CallLogService",
     sync_logs_conform => "crm.core.v1.SyncLogService",
+    catalog_items_conform => "crm.core.v1.CatalogItemService",
+    pricing_zones_conform => "crm.core.v1.PricingZoneService",
+    pricing_tiers_conform => "crm.core.v1.PricingTierService",
+    pricing_rules_conform => "crm.core.v1.PricingRuleService",
     technicians_conform => "crm.fieldops.v1.TechnicianService",
     trucks_conform => "crm.fieldops.v1.TruckService",
     disposal_facilities_conform => "crm.fieldops.v1.DisposalFacilityService",

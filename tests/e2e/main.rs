@@ -27,6 +27,7 @@ mod outbox;
 mod pagination;
 mod platform;
 mod prepared;
+mod pricing;
 mod purge;
 mod records;
 mod support;

@@ -17,6 +17,7 @@ pub mod events;
 pub mod ids;
 pub mod inventory;
 pub mod messages;
+pub mod pricing;
 pub mod properties;
 pub mod schema;
 pub mod search;
@@ -115,6 +116,7 @@ pub fn policy() -> MethodPolicy {
         call_dispositions::policy(),
         call_logs::policy(),
         sync_logs::policy(),
+        pricing::policy(),
     ]
     .iter()
     .fold(customers::policy(), MethodPolicy::merge)
@@ -134,6 +136,13 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
         message_service_server::MessageServiceServer,
         property_service_server::PropertyServiceServer,
         sync_log_service_server::SyncLogServiceServer, ticket_service_server::TicketServiceServer,
+    };
+    use crm_proto::core_v1::{
+        catalog_item_service_server::CatalogItemServiceServer,
+        price_service_server::PriceServiceServer,
+        pricing_rule_service_server::PricingRuleServiceServer,
+        pricing_tier_service_server::PricingTierServiceServer,
+        pricing_zone_service_server::PricingZoneServiceServer,
     };
 
     let pool = Some(state.ctx.pool.clone());
@@ -217,6 +226,32 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
         sync_logs::SyncLogApi::new(state.ctx.clone()),
         sync_logs::policy()
     );
+    let ctx = &state.ctx;
+    add!(
+        CatalogItemServiceServer,
+        pricing::book::CatalogItemApi::new(ctx.clone()),
+        pricing::policy()
+    );
+    add!(
+        PricingZoneServiceServer,
+        pricing::book::PricingZoneApi::new(ctx.clone()),
+        pricing::policy()
+    );
+    add!(
+        PricingTierServiceServer,
+        pricing::book::PricingTierApi::new(ctx.clone()),
+        pricing::policy()
+    );
+    add!(
+        PricingRuleServiceServer,
+        pricing::book::PricingRuleApi::new(ctx.clone()),
+        pricing::policy()
+    );
+    add!(
+        PriceServiceServer,
+        pricing::PriceApi::new(ctx.clone()),
+        pricing::policy()
+    );
 }
 
 /// What core's purge job removes, children before parents: idempotency keys and events past
@@ -237,6 +272,10 @@ pub fn purge_rules(retention: &crm_db::purge::Retention) -> Vec<crm_db::purge::R
         keep: std::time::Duration::ZERO,
     });
     for table in [
+        "pricing_rules",
+        "pricing_zones",
+        "pricing_tiers",
+        "catalog_items",
         "equipment",
         "contacts",
         "activities",

@@ -339,3 +339,90 @@ diesel::table! {
         updated_by -> Text,
     }
 }
+
+diesel::table! {
+    catalog_items (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        code -> Text,
+        display_name -> Text,
+        job_type -> Int2,
+        unit -> Text,
+        currency -> Text,
+        base_price_nanos -> Int8,
+        included_gallons -> Int4,
+        taxable -> Bool,
+        active -> Bool,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    pricing_zones (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        code -> Text,
+        display_name -> Text,
+        multiplier_e4 -> Int4,
+        travel_band -> Int2,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    pricing_tiers (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        code -> Text,
+        display_name -> Text,
+        discount_e4 -> Int4,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    pricing_rules (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        display_name -> Text,
+        kind -> Int2,
+        catalog_item_id -> Nullable<Uuid>,
+        currency -> Nullable<Text>,
+        amount_nanos -> Nullable<Int8>,
+        percent_e4 -> Nullable<Int4>,
+        rule_order -> Int4,
+        valid_from -> Nullable<Timestamptz>,
+        valid_until -> Nullable<Timestamptz>,
+        business_start_minute -> Nullable<Int2>,
+        business_end_minute -> Nullable<Int2>,
+        travel_band -> Int2,
+        min_gallons -> Int4,
+        max_gallons -> Int4,
+        active -> Bool,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
