@@ -281,6 +281,30 @@ pub fn fixtures() -> Vec<Fixture> {
             custom: no_custom,
         },
         Fixture {
+            service: "crm.core.v1.InvoiceService",
+            singular: "Invoice",
+            plural: "Invoices",
+            field: "invoice",
+            list_field: "invoices",
+            // Drafts have no number yet: the order falls to the id.
+            text_order: "number",
+            body: |w, i| {
+                json!({
+                    "customer": w.customer,
+                    "lines": [{"description": text(i, "Pump-out"), "quantity": 1,
+                               "unit_price": {"currency_code": "USD", "units": 325}, "taxable": true}],
+                    "tax_percent": "8.25",
+                    "terms_days": 30,
+                })
+            },
+            update: ("notes", || json!("thank you")),
+            redacted: &[],
+            custom: |name| {
+                let s = "crm.core.v1.InvoiceService";
+                vec![custom(s, "ListPayments", json!({"parent": name}), false)]
+            },
+        },
+        Fixture {
             service: "crm.core.v1.CatalogItemService",
             singular: "CatalogItem",
             plural: "CatalogItems",
@@ -1087,6 +1111,7 @@ conformance! {
     call_logs_conform => "crm.core.v1.CallLogService",
     sync_logs_conform => "crm.core.v1.SyncLogService",
     catalog_items_conform => "crm.core.v1.CatalogItemService",
+    invoices_conform => "crm.core.v1.InvoiceService",
     pricing_zones_conform => "crm.core.v1.PricingZoneService",
     pricing_tiers_conform => "crm.core.v1.PricingTierService",
     pricing_rules_conform => "crm.core.v1.PricingRuleService",

@@ -8,6 +8,7 @@
     reason = "test code"
 )]
 
+mod billing;
 mod calls;
 mod conformance;
 mod core_tenancy;

@@ -107,6 +107,7 @@ fn diesel_type(udt: &str) -> Option<&'static str> {
         "timestamptz" => "Timestamptz",
         "jsonb" => "Jsonb",
         "_text" => "Array<Text>",
+        "_bool" => "Array<Bool>",
         "_int2" => "Array<Int2>",
         "_int4" => "Array<Int4>",
         "_int8" => "Array<Int8>",

@@ -16,6 +16,7 @@ pub mod equipment;
 pub mod events;
 pub mod ids;
 pub mod inventory;
+pub mod invoices;
 pub mod messages;
 pub mod pricing;
 pub mod properties;
@@ -117,6 +118,7 @@ pub fn policy() -> MethodPolicy {
         call_logs::policy(),
         sync_logs::policy(),
         pricing::policy(),
+        invoices::policy(),
     ]
     .iter()
     .fold(customers::policy(), MethodPolicy::merge)
@@ -139,7 +141,7 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
     };
     use crm_proto::core_v1::{
         catalog_item_service_server::CatalogItemServiceServer,
-        price_service_server::PriceServiceServer,
+        invoice_service_server::InvoiceServiceServer, price_service_server::PriceServiceServer,
         pricing_rule_service_server::PricingRuleServiceServer,
         pricing_tier_service_server::PricingTierServiceServer,
         pricing_zone_service_server::PricingZoneServiceServer,
@@ -248,6 +250,11 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
         pricing::policy()
     );
     add!(
+        InvoiceServiceServer,
+        invoices::InvoiceApi::new(ctx.clone()),
+        invoices::policy()
+    );
+    add!(
         PriceServiceServer,
         pricing::PriceApi::new(ctx.clone()),
         pricing::policy()
@@ -272,6 +279,7 @@ pub fn purge_rules(retention: &crm_db::purge::Retention) -> Vec<crm_db::purge::R
         keep: std::time::Duration::ZERO,
     });
     for table in [
+        "invoices",
         "pricing_rules",
         "pricing_zones",
         "pricing_tiers",

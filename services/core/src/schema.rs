@@ -426,3 +426,70 @@ diesel::table! {
         updated_by -> Text,
     }
 }
+
+diesel::table! {
+    invoices (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        customer_id -> Uuid,
+        work_order -> Text,
+        status -> Int2,
+        number -> Text,
+        line_descriptions -> Array<Text>,
+        line_quantities -> Array<Int4>,
+        line_unit_price_nanos -> Array<Int8>,
+        line_taxable -> Array<Bool>,
+        currency -> Nullable<Text>,
+        tax_milli -> Int4,
+        terms_days -> Int4,
+        notes -> Text,
+        subtotal_nanos -> Int8,
+        tax_nanos -> Int8,
+        total_nanos -> Int8,
+        paid_nanos -> Int8,
+        issue_time -> Nullable<Timestamptz>,
+        due_time -> Nullable<Timestamptz>,
+        void_reason -> Text,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    invoice_counters (organization_id) {
+        organization_id -> Uuid,
+        last -> Int8,
+    }
+}
+
+diesel::table! {
+    payments (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        invoice_id -> Uuid,
+        method -> Int2,
+        currency -> Text,
+        amount_nanos -> Int8,
+        refunded_nanos -> Int8,
+        external_reference -> Text,
+        receive_time -> Timestamptz,
+        created_by -> Text,
+    }
+}
+
+diesel::table! {
+    refunds (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        payment_id -> Uuid,
+        amount_nanos -> Int8,
+        reason -> Text,
+        created_by -> Text,
+        create_time -> Timestamptz,
+    }
+}

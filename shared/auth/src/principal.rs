@@ -56,6 +56,12 @@ pub mod permission {
     pub const ORGANIZATION_WRITE: &str = "identity.organization.write";
     /// Exchange a person's token for a delegated one (services acting for people).
     pub const TOKENS_DELEGATE: &str = "identity.tokens.delegate";
+    /// Read invoices and payments.
+    pub const BILLING_READ: &str = "billing.invoices.read";
+    /// Draft, issue and void invoices.
+    pub const BILLING_WRITE: &str = "billing.invoices.write";
+    /// Record payments and refunds.
+    pub const PAYMENTS_WRITE: &str = "billing.payments.write";
     /// Read work orders (a technician-only principal: only those assigned to them).
     pub const WORK_ORDERS_READ: &str = "fieldops.workorders.read";
     /// Create, schedule, assign, change and delete work orders.
@@ -167,6 +173,16 @@ const ROLE_CATALOG: &[(&str, &[&str])] = &[
             permission::TECHNICIANS_READ,
             permission::COMPLIANCE_READ,
             permission::CUSTOMERS_READ,
+        ],
+    ),
+    (
+        // Bills customers and takes their payments.
+        "billing.clerk",
+        &[
+            permission::CUSTOMERS_READ,
+            permission::BILLING_READ,
+            permission::BILLING_WRITE,
+            permission::PAYMENTS_WRITE,
         ],
     ),
     ("analytics.viewer", &[permission::CUSTOMERS_READ]),

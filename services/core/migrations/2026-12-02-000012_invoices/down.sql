@@ -1,0 +1,4 @@
+DROP TABLE refunds;
+DROP TABLE payments;
+DROP TABLE invoice_counters;
+DROP TABLE invoices;
