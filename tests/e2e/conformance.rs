@@ -305,6 +305,36 @@ pub fn fixtures() -> Vec<Fixture> {
             },
         },
         Fixture {
+            service: "crm.core.v1.QuoteService",
+            singular: "Quote",
+            plural: "Quotes",
+            field: "quote",
+            list_field: "quotes",
+            text_order: "title",
+            body: |w, i| {
+                json!({
+                    "customer": w.customer,
+                    "property": w.property,
+                    "title": text(i, "Pump-out options"),
+                    "options": [{"level": "QUOTE_LEVEL_GOOD", "title": "Pump only",
+                                 "lines": [{"description": "Pump-out", "quantity": 1,
+                                            "unit_price": {"currency_code": "USD", "units": 300}}]}],
+                    "tax_percent": "8.25",
+                    "valid_until": "2030-01-01T00:00:00Z",
+                })
+            },
+            update: ("tax_percent", || json!("6.25")),
+            redacted: &[],
+            custom: |name| {
+                vec![custom(
+                    "crm.core.v1.QuoteService",
+                    "TransitionQuote",
+                    json!({"name": name, "to_status": "QUOTE_STATUS_SENT"}),
+                    true,
+                )]
+            },
+        },
+        Fixture {
             service: "crm.core.v1.CatalogItemService",
             singular: "CatalogItem",
             plural: "CatalogItems",
@@ -1112,6 +1142,7 @@ conformance! {
     sync_logs_conform => "crm.core.v1.SyncLogService",
     catalog_items_conform => "crm.core.v1.CatalogItemService",
     invoices_conform => "crm.core.v1.InvoiceService",
+    quotes_conform => "crm.core.v1.QuoteService",
     pricing_zones_conform => "crm.core.v1.PricingZoneService",
     pricing_tiers_conform => "crm.core.v1.PricingTierService",
     pricing_rules_conform => "crm.core.v1.PricingRuleService",

@@ -30,6 +30,7 @@ mod platform;
 mod prepared;
 mod pricing;
 mod purge;
+mod quotes;
 mod records;
 mod support;
 mod tenancy;

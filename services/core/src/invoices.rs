@@ -150,7 +150,7 @@ fn totals(f: &mut InvoiceFields) -> Result<(), ApiError> {
 }
 
 /// A percent with at most 3 places as thousandths (`8.25` → 8250).
-fn tax_milli(text: &str) -> Option<i32> {
+pub(crate) fn tax_milli(text: &str) -> Option<i32> {
     if text.is_empty() {
         return Some(0);
     }
@@ -171,7 +171,7 @@ fn tax_milli(text: &str) -> Option<i32> {
         .filter(|m| (0..=30_000).contains(m))
 }
 
-fn show_milli(m: i32) -> String {
+pub(crate) fn show_milli(m: i32) -> String {
     let (whole, part) = (m / 1000, m % 1000);
     if part == 0 {
         whole.to_string()

@@ -20,6 +20,7 @@ pub mod invoices;
 pub mod messages;
 pub mod pricing;
 pub mod properties;
+pub mod quotes;
 pub mod schema;
 pub mod search;
 pub mod sync_logs;
@@ -119,6 +120,7 @@ pub fn policy() -> MethodPolicy {
         sync_logs::policy(),
         pricing::policy(),
         invoices::policy(),
+        quotes::policy(),
     ]
     .iter()
     .fold(customers::policy(), MethodPolicy::merge)
@@ -145,6 +147,7 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
         pricing_rule_service_server::PricingRuleServiceServer,
         pricing_tier_service_server::PricingTierServiceServer,
         pricing_zone_service_server::PricingZoneServiceServer,
+        quote_service_server::QuoteServiceServer,
     };
 
     let pool = Some(state.ctx.pool.clone());
@@ -255,6 +258,11 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
         invoices::policy()
     );
     add!(
+        QuoteServiceServer,
+        quotes::QuoteApi::new(ctx.clone()),
+        quotes::policy()
+    );
+    add!(
         PriceServiceServer,
         pricing::PriceApi::new(ctx.clone()),
         pricing::policy()
@@ -279,6 +287,7 @@ pub fn purge_rules(retention: &crm_db::purge::Retention) -> Vec<crm_db::purge::R
         keep: std::time::Duration::ZERO,
     });
     for table in [
+        "quotes",
         "invoices",
         "pricing_rules",
         "pricing_zones",

@@ -493,3 +493,25 @@ diesel::table! {
         create_time -> Timestamptz,
     }
 }
+
+diesel::table! {
+    quotes (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        customer_id -> Uuid,
+        property_id -> Nullable<Uuid>,
+        title -> Text,
+        options -> Bytea,
+        tax_milli -> Int4,
+        valid_until -> Timestamptz,
+        status -> Int2,
+        accepted_level -> Int2,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}

@@ -56,6 +56,8 @@ pub mod permission {
     pub const ORGANIZATION_WRITE: &str = "identity.organization.write";
     /// Exchange a person's token for a delegated one (services acting for people).
     pub const TOKENS_DELEGATE: &str = "identity.tokens.delegate";
+    /// Prepare, send and settle quotes.
+    pub const QUOTES_WRITE: &str = "crm.quotes.write";
     /// Read invoices and payments.
     pub const BILLING_READ: &str = "billing.invoices.read";
     /// Draft, issue and void invoices.
@@ -97,6 +99,7 @@ const ROLE_CATALOG: &[(&str, &[&str])] = &[
     (
         "crm.sales",
         &[
+            permission::QUOTES_WRITE,
             permission::CUSTOMERS_READ,
             permission::CUSTOMERS_WRITE,
             permission::CUSTOMERS_DELETE,
