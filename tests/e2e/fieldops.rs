@@ -1260,3 +1260,55 @@ async fn each_technician_keeps_their_own_times_and_technicians_make_only_their_m
         "a check-in keeps the status"
     );
 }
+
+#[tokio::test]
+async fn a_completed_work_order_is_invoiced_once_through_fieldops_api() {
+    use serde_json::json;
+    let ops = Ops::new().await;
+    let token = ops.env.token.clone();
+    let (tech, _) = ops.technician().await;
+    let mut order = ops.order(JobType::Repair, &[&tech], Some((at(25, 0), at(25, 2))));
+    order.line_items = vec![crm_proto::fieldops_v1::LineItem {
+        description: "Replace outlet baffle".into(),
+        quantity: 1,
+        unit_price: Some(crm_proto::common_v1::Money {
+            currency_code: "USD".into(),
+            units: 180,
+            nanos: 0,
+        }),
+    }];
+    let wo = ops.create(order).await.unwrap();
+    let invoice = |wo: &str| json!({"parent": ops.env.parent(), "work_order": wo, "tax_percent": "8.25", "terms_days": 30});
+    let s = "crm.core.v1.InvoiceService";
+    let m = "CreateInvoiceFromWorkOrder";
+    let r = crate::conformance::rpc(&ops.env, &token, s, m, invoice(&wo.name))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&r), "WORK_ORDER_NOT_COMPLETED", "{r:?}");
+    for step in path_to(S::Completed) {
+        ops.transition(&token, &wo.name, step, "").await.unwrap();
+    }
+    let inv = crate::conformance::rpc(&ops.env, &token, s, m, invoice(&wo.name))
+        .await
+        .unwrap();
+    assert_eq!(inv["status"], "INVOICE_STATUS_DRAFT");
+    assert_eq!(inv["customer"], ops.customer);
+    assert_eq!(inv["work_order"], wo.name);
+    assert_eq!(inv["lines"][0]["description"], "Replace outlet baffle");
+    // 180.00 + 8.25 % = 194.85.
+    assert_eq!(inv["total"]["units"], "194", "{inv:#}");
+    let again = crate::conformance::rpc(&ops.env, &token, s, m, invoice(&wo.name))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+    // Another organization's work order name is refused before fieldops is asked.
+    let other = format!(
+        "organizations/{}/workOrders/{}",
+        Uuid::now_v7(),
+        Uuid::now_v7()
+    );
+    let r = crate::conformance::rpc(&ops.env, &token, s, m, invoice(&other))
+        .await
+        .unwrap_err();
+    assert_eq!(r.code(), Code::InvalidArgument, "{r:?}");
+}

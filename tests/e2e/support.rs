@@ -97,7 +97,8 @@ pub async fn start(db: &TestDb, options: impl Into<SuiteOptions>) -> TestServer 
         let core = core_url.unwrap_or_else(|| own.clone());
         let peers = crm_fieldops::Peers::connect_lazy(&core, &own).expect("peer channels");
         // Rotation only when a test drives it.
-        crm_suite::modules(&secrets, hasher, identity, None, peers)
+        let fieldops = crm_platform::client::channel(&own).expect("fieldops channel");
+        crm_suite::modules(&secrets, hasher, identity, None, peers, fieldops)
     })
     .await
     .expect("test server")

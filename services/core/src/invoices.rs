@@ -15,10 +15,11 @@ use crm_platform::api::time::{optional_timestamp, timestamp};
 use crm_platform::api::validate::{self, Violations};
 use crm_platform::mutation::{self, IdempotencyKey};
 use crm_proto::core_v1::{
-    CreateInvoiceRequest, DeleteInvoiceRequest, GetInvoiceRequest, Invoice, InvoiceLine,
-    InvoiceStatus, IssueInvoiceRequest, ListInvoicesRequest, ListInvoicesResponse,
-    ListPaymentsRequest, ListPaymentsResponse, Payment, PaymentMethod, RecordPaymentRequest,
-    RefundPaymentRequest, UndeleteInvoiceRequest, UpdateInvoiceRequest, VoidInvoiceRequest,
+    CreateInvoiceFromWorkOrderRequest, CreateInvoiceRequest, DeleteInvoiceRequest,
+    GetInvoiceRequest, Invoice, InvoiceLine, InvoiceStatus, IssueInvoiceRequest,
+    ListInvoicesRequest, ListInvoicesResponse, ListPaymentsRequest, ListPaymentsResponse, Payment,
+    PaymentMethod, RecordPaymentRequest, RefundPaymentRequest, UndeleteInvoiceRequest,
+    UpdateInvoiceRequest, VoidInvoiceRequest,
 };
 use crm_resource::input::Amount;
 use crm_resource::{BoxFuture, Call, Context, Field, Input, Resource, Row, Store, Write};
@@ -46,6 +47,11 @@ pub fn policy() -> MethodPolicy {
     let pay = permission::PAYMENTS_WRITE;
     InvoiceApi::policy(read, write, write)
         .with(SERVICE, "IssueInvoice", Requirement::Permission(write))
+        .with(
+            SERVICE,
+            "CreateInvoiceFromWorkOrder",
+            Requirement::Permission(write),
+        )
         .with(SERVICE, "VoidInvoice", Requirement::Permission(write))
         .with(SERVICE, "RecordPayment", Requirement::Permission(pay))
         .with(SERVICE, "RefundPayment", Requirement::Permission(pay))
@@ -823,6 +829,146 @@ async fn list_payments(
     })
 }
 
+/// Drafts the invoice of a completed work order read from fieldops (caller's credentials).
+async fn from_work_order(
+    ctx: &Context,
+    call: Call,
+    body: CreateInvoiceFromWorkOrderRequest,
+) -> Result<Invoice, ApiError> {
+    use crm_proto::fieldops_v1::work_order_service_client::WorkOrderServiceClient;
+    use crm_proto::fieldops_v1::{GetWorkOrderRequest, WorkOrderStatus};
+    let mut v = Violations::new();
+    let org = names::parse_organization(&body.parent, "parent")
+        .map_err(|e| v.absorb(e))
+        .ok();
+    Input::new(&mut v, org, "work_order".to_owned()).reference(&body.work_order, "workOrders");
+    let tax = tax_milli(&body.tax_percent);
+    if tax.is_none() {
+        v.push(
+            "tax_percent",
+            "INVALID_PERCENT",
+            "a percentage from 0 to 30 with at most 3 places",
+        );
+    }
+    if !(0..=365).contains(&body.terms_days) {
+        v.push("terms_days", "OUT_OF_RANGE", "0 to 365 days");
+    }
+    let mut fingerprint = body.clone();
+    fingerprint.request_id.clear();
+    let key = IdempotencyKey::from_request(&mut v, &call.method, &body.request_id, &fingerprint);
+    v.finish()?;
+    let (Some(org), Some(tax)) = (org, tax) else {
+        return Err(ApiError::Internal("parsed without violation".into()));
+    };
+    names::require_same_organization(&call.principal, org)?;
+    let channel =
+        ctx.peers::<crate::CorePeers>()?
+            .fieldops
+            .clone()
+            .ok_or(ApiError::Unavailable {
+                reason: "FIELDOPS_NOT_CONFIGURED",
+            })?;
+    let mut req = tonic::Request::new(GetWorkOrderRequest {
+        name: body.work_order.clone(),
+    });
+    call.outbound.apply(&mut req);
+    let wo = WorkOrderServiceClient::new(channel)
+        .get_work_order(req)
+        .await
+        .map_err(|s| match s.code() {
+            tonic::Code::NotFound => ApiError::FailedPrecondition {
+                reason: "REFERENCE_NOT_FOUND",
+                message: format!("{} does not exist", body.work_order),
+            },
+            tonic::Code::PermissionDenied => ApiError::PermissionDenied {
+                reason: "REFERENCE_NOT_READABLE",
+                message: "the caller may not read the work order in fieldops".to_owned(),
+            },
+            tonic::Code::Unauthenticated => ApiError::Unauthenticated {
+                reason: "REMOTE_UNAUTHENTICATED",
+                message: "fieldops did not accept the caller's credentials".to_owned(),
+            },
+            tonic::Code::DeadlineExceeded => ApiError::DeadlineExceeded,
+            tonic::Code::Ok
+            | tonic::Code::Cancelled
+            | tonic::Code::Unknown
+            | tonic::Code::InvalidArgument
+            | tonic::Code::AlreadyExists
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::Aborted
+            | tonic::Code::OutOfRange
+            | tonic::Code::Unimplemented
+            | tonic::Code::Internal
+            | tonic::Code::Unavailable
+            | tonic::Code::DataLoss => ApiError::Unavailable {
+                reason: "FIELDOPS_UNAVAILABLE",
+            },
+        })?
+        .into_inner();
+    if wo.status != WorkOrderStatus::Completed as i32 || wo.delete_time.is_some() {
+        return Err(ApiError::FailedPrecondition {
+            reason: "WORK_ORDER_NOT_COMPLETED",
+            message: "only a completed work order is invoiced".to_owned(),
+        });
+    }
+    if wo.line_items.is_empty() {
+        return Err(ApiError::FailedPrecondition {
+            reason: "WORK_ORDER_HAS_NO_LINES",
+            message: "the work order has no line items to invoice".to_owned(),
+        });
+    }
+    let (_, customer_id) = names::parse_child(&wo.customer, "customers", "work_order.customer")?;
+    let lines: Vec<InvoiceLine> = wo
+        .line_items
+        .iter()
+        .map(|l| InvoiceLine {
+            description: l.description.clone(),
+            quantity: l.quantity,
+            unit_price: l.unit_price.clone(),
+            taxable: true,
+        })
+        .collect();
+    let mut fields = InvoiceFields {
+        customer_id,
+        work_order: body.work_order.clone(),
+        tax_milli: tax,
+        terms_days: body.terms_days,
+        ..InvoiceFields::default()
+    };
+    let mut lv = Violations::new();
+    set_lines(
+        &mut Input::new(&mut lv, Some(org), "work_order.line_items".to_owned()),
+        &lines,
+        &mut fields,
+    );
+    lv.finish()?;
+    let request_id = body.request_id.clone();
+    let deadline = call.deadline;
+    let write = mutation::idempotent(ctx.pool.clone(), org, key, move |conn| {
+        Box::pin(async move {
+            let w = Write {
+                org: OrgId(org),
+                call: &call,
+                request_id: &request_id,
+            };
+            crm_resource::create_in::<Invoices>(conn, w, Uuid::now_v7(), fields)
+                .await
+                .map_err(|e| {
+                    if matches!(e, ApiError::AlreadyExists { .. }) {
+                        ApiError::AlreadyExists {
+                            resource_type: "core.crm/Invoice",
+                            detail: "work_order: the work order is invoiced already".to_owned(),
+                        }
+                    } else {
+                        e
+                    }
+                })
+        })
+    });
+    ctx.commit(deadline, write).await
+}
+
 fn page_error() -> ApiError {
     ApiError::invalid(
         "page_token",
@@ -843,6 +989,14 @@ crm_resource::standard_service! {
     update = update_invoice(UpdateInvoiceRequest);
     delete = delete_invoice(DeleteInvoiceRequest);
     undelete = undelete_invoice(UndeleteInvoiceRequest);
+
+    async fn create_invoice_from_work_order(
+        &self,
+        req: tonic::Request<CreateInvoiceFromWorkOrderRequest>,
+    ) -> Result<tonic::Response<Invoice>, tonic::Status> {
+        let call = Call::of(&req, SERVICE, "create_invoice_from_work_order")?;
+        from_work_order(&self.ctx, call, req.into_inner()).await.map(tonic::Response::new).map_err(|e| self.ctx.status(e))
+    }
 
     async fn issue_invoice(
         &self,

@@ -60,6 +60,13 @@ pub fn status(e: crm_platform::ApiError) -> tonic::Status {
     e.into_status(DOMAIN)
 }
 
+/// The services core calls: fieldops (invoicing a completed work order), when configured.
+#[derive(Debug, Clone, Default)]
+pub struct CorePeers {
+    /// Field operations.
+    pub fieldops: Option<tonic::transport::Channel>,
+}
+
 /// What the core handlers share.
 #[derive(Clone)]
 pub struct CoreState {
@@ -80,7 +87,7 @@ impl CoreState {
     /// State over `pool`, signing page tokens with `page_token_secret`.
     #[must_use]
     /// Must run inside a tokio runtime (it starts the outbox listener).
-    pub fn new(pool: DbPool, page_token_secret: &[u8]) -> Self {
+    pub fn new(pool: DbPool, page_token_secret: &[u8], peers: CorePeers) -> Self {
         let events_written = Arc::new(Notify::new());
         let listener = crm_db::notify::spawn_listener(
             pool.clone(),
@@ -93,7 +100,7 @@ impl CoreState {
                 page_tokens: PageTokens::new(page_token_secret),
                 domain: DOMAIN,
                 events_written,
-                peers: Arc::new(()),
+                peers: Arc::new(peers),
             },
             _listener: Arc::new(listener),
         }
@@ -318,14 +325,17 @@ pub fn purge_rules(retention: &crm_db::purge::Retention) -> Vec<crm_db::purge::R
 #[derive(Debug, Clone)]
 pub struct CoreModule {
     page_token_secret: Vec<u8>,
+    peers: CorePeers,
 }
 
 impl CoreModule {
-    /// Core signing List page tokens with `page_token_secret` (shared by every replica).
+    /// Core signing List page tokens with `page_token_secret` (shared by every replica),
+    /// calling `peers`.
     #[must_use]
-    pub fn new(page_token_secret: &[u8]) -> Self {
+    pub fn new(page_token_secret: &[u8], peers: CorePeers) -> Self {
         Self {
             page_token_secret: page_token_secret.to_vec(),
+            peers,
         }
     }
 }
@@ -343,7 +353,7 @@ impl crm_platform::module::ServiceModule for CoreModule {
         Result<crm_platform::module::Started, crm_platform::module::StartError>,
     > {
         Box::pin(async move {
-            let state = CoreState::new(pool, &self.page_token_secret);
+            let state = CoreState::new(pool, &self.page_token_secret, self.peers.clone());
             Ok(crm_platform::module::Started::new(state, register))
         })
     }

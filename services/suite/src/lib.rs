@@ -53,10 +53,17 @@ pub fn identity(
     ))
 }
 
-/// Core as a module, signing page tokens with `page_token_secret`.
+/// Core as a module, signing page tokens with `page_token_secret`, calling fieldops through
+/// `fieldops` when given.
 #[must_use]
-pub fn core(page_token_secret: &[u8]) -> Arc<dyn ServiceModule> {
-    Arc::new(crm_core::CoreModule::new(page_token_secret))
+pub fn core(
+    page_token_secret: &[u8],
+    fieldops: Option<tonic::transport::Channel>,
+) -> Arc<dyn ServiceModule> {
+    Arc::new(crm_core::CoreModule::new(
+        page_token_secret,
+        crm_core::CorePeers { fieldops },
+    ))
 }
 
 /// Fieldops as a module, signing page tokens with `page_token_secret` and calling core and
@@ -67,7 +74,8 @@ pub fn fieldops(page_token_secret: &[u8], peers: crm_fieldops::Peers) -> Arc<dyn
 }
 
 /// Every service of the suite as modules, in the order of [`schemas`]; fieldops reaches core
-/// and identity through `peers` (in one process: the process's own address).
+/// and identity through `peers`, core reaches fieldops through `fieldops` (in one process: the
+/// process's own address).
 #[must_use]
 pub fn modules(
     secrets: &SuiteSecrets,
@@ -75,6 +83,7 @@ pub fn modules(
     identity_settings: crm_identity::IdentitySettings,
     rotate_every: Option<Duration>,
     peers: crm_fieldops::Peers,
+    fieldops_channel: tonic::transport::Channel,
 ) -> Vec<Arc<dyn ServiceModule>> {
     vec![
         identity(
@@ -85,7 +94,7 @@ pub fn modules(
             identity_settings,
             rotate_every,
         ),
-        core(&secrets.page_token_secret),
+        core(&secrets.page_token_secret, Some(fieldops_channel)),
         fieldops(&secrets.page_token_secret, peers),
     ]
 }

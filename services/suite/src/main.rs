@@ -131,6 +131,9 @@ struct ServeOne {
     /// Core's gRPC address (fieldops checks customers and properties there).
     #[arg(long, env = "CRM_CORE_URL")]
     core_url: Option<String>,
+    /// Fieldops' gRPC address (core invoices completed work orders from it); optional.
+    #[arg(long, env = "CRM_FIELDOPS_URL")]
+    fieldops_url: Option<String>,
     /// Extra static verification keys, `kid=<base64url Ed25519 public key>` separated by commas.
     #[arg(long, env = "CRM_TOKEN_PUBLIC_KEYS", default_value = "")]
     token_public_keys: String,
@@ -322,6 +325,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         identity_settings(&args.serve),
         Some(Duration::from_secs(60)),
         crm_fieldops::Peers::connect_lazy(&self_url, &self_url)?,
+        crm_platform::client::channel(&self_url)?,
     );
 
     let jwks = Arc::new(JwksKeys::new());
@@ -486,7 +490,11 @@ async fn serve_one(args: ServeOne) -> anyhow::Result<()> {
                 let url = args.identity_url.clone().context(
                     "CRM_IDENTITY_URL is required: core follows identity's keys and revocations",
                 )?;
-                let module = crm_suite::core(&page_secret(&args.serve, None)?);
+                let fieldops = match &args.fieldops_url {
+                    Some(u) => Some(crm_platform::client::channel(u)?),
+                    None => None,
+                };
+                let module = crm_suite::core(&page_secret(&args.serve, None)?, fieldops);
                 (module, Some(url), service_key(None)?)
             }
             Service::Fieldops => {

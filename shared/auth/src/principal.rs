@@ -183,6 +183,7 @@ const ROLE_CATALOG: &[(&str, &[&str])] = &[
         "billing.clerk",
         &[
             permission::CUSTOMERS_READ,
+            permission::WORK_ORDERS_READ,
             permission::BILLING_READ,
             permission::BILLING_WRITE,
             permission::PAYMENTS_WRITE,
