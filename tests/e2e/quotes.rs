@@ -254,4 +254,70 @@ async fn a_good_better_best_quote_is_priced_sent_and_accepted_once() {
         (Code::FailedPrecondition, "QUOTE_EXPIRED"),
         "{r:?}"
     );
+
+    // Accepting can create the draft work order in fieldops, through its API.
+    let job_item = core(
+        &env,
+        "CatalogItemService",
+        "CreateCatalogItem",
+        json!({"parent": p, "catalog_item":
+        {"code": "trap", "display_name": "Grease trap service", "job_type": "JOB_TYPE_GREASE_TRAP",
+         "base_price": usd(300), "active": true}}),
+    )
+    .await
+    .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let q2 = core(
+        &env,
+        "QuoteService",
+        "CreateQuote",
+        json!({"parent": p, "quote": {
+        "customer": customer, "property": property, "title": "Quarterly service",
+        "valid_until": "2030-01-01T00:00:00Z", "options": [
+            option("QUOTE_LEVEL_GOOD", json!([{"catalog_item": job_item, "quantity": 1}]))]}}),
+    )
+    .await
+    .unwrap();
+    let q2_name = q2["name"].as_str().unwrap().to_owned();
+    core(
+        &env,
+        "QuoteService",
+        "TransitionQuote",
+        json!({"name": q2_name, "to_status": "QUOTE_STATUS_SENT"}),
+    )
+    .await
+    .unwrap();
+    let accepted = core(
+        &env,
+        "QuoteService",
+        "AcceptQuote",
+        json!({"name": q2_name,
+        "level": "QUOTE_LEVEL_GOOD", "create_work_order": true}),
+    )
+    .await
+    .unwrap();
+    let wo_name = accepted["work_order"].as_str().unwrap().to_owned();
+    assert!(wo_name.contains("/workOrders/"), "{accepted:#}");
+    let wo = rpc(
+        &env,
+        &env.token,
+        "crm.fieldops.v1.WorkOrderService",
+        "GetWorkOrder",
+        json!({"name": wo_name}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(wo["status"], "WORK_ORDER_STATUS_DRAFT");
+    assert_eq!(wo["job_type"], "JOB_TYPE_GREASE_TRAP");
+    assert_eq!(
+        (wo["customer"].as_str(), wo["property"].as_str()),
+        (Some(customer.as_str()), Some(property.as_str()))
+    );
+    assert_eq!(
+        cents(&wo["line_items"][0]["unit_price"]),
+        33_000,
+        "priced by the engine: 300 × 1.1"
+    );
 }

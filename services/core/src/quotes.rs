@@ -61,6 +61,7 @@ pub struct QuoteFields {
     pub valid_until: DateTime<Utc>,
     pub status: i16,
     pub accepted_level: i16,
+    pub work_order: String,
 }
 
 fn decode(bytes: &[u8]) -> Vec<QuoteOption> {
@@ -302,6 +303,7 @@ impl Resource for Quotes {
             crm_db::filter_enum!(q::status, n, op, number)
         }),
         Field::<Self>::output("accepted_level"),
+        Field::<Self>::output("work_order"),
     ];
 
     fn to_proto(org: Uuid, f: QuoteFields) -> Quote {
@@ -317,6 +319,7 @@ impl Resource for Quotes {
             valid_until: Some(timestamp(f.valid_until)),
             status: i32::from(f.status),
             accepted_level: i32::from(f.accepted_level),
+            work_order: f.work_order,
             ..Quote::default()
         }
     }
@@ -501,6 +504,152 @@ async fn transition(
     .await
 }
 
+/// Whether `f` can accept `level` now.
+fn check_accept(f: &QuoteFields, level: QuoteLevel) -> Result<(), ApiError> {
+    let from = status_of(f.status);
+    if ![QuoteStatus::Sent, QuoteStatus::Viewed].contains(&from) {
+        return Err(ApiError::FailedPrecondition {
+            reason: "TRANSITION_NOT_ALLOWED",
+            message: format!(
+                "a {} quote cannot be accepted; only a sent or viewed one",
+                from.as_str_name()
+            ),
+        });
+    }
+    if f.valid_until <= Utc::now() {
+        return Err(ApiError::FailedPrecondition {
+            reason: "QUOTE_EXPIRED",
+            message: "the quote's validity has passed".to_owned(),
+        });
+    }
+    if !decode(&f.options).iter().any(|o| o.level == level as i32) {
+        return Err(ApiError::FailedPrecondition {
+            reason: "NO_SUCH_OPTION",
+            message: format!("the quote has no {} option", level.as_str_name()),
+        });
+    }
+    Ok(())
+}
+
+/// Creates (or finds, on a retry) the draft work order of quote `id`'s accepted option in
+/// fieldops, with the caller's credentials; answers its name.
+async fn create_work_order(
+    ctx: &Context,
+    call: &Call,
+    (org, id): (Uuid, Uuid),
+    f: &QuoteFields,
+    level: QuoteLevel,
+) -> Result<String, ApiError> {
+    use crm_proto::fieldops_v1::work_order_service_client::WorkOrderServiceClient;
+    use crm_proto::fieldops_v1::{CreateWorkOrderRequest, LineItem, WorkOrder};
+    let property = f.property_id.ok_or_else(|| ApiError::FailedPrecondition {
+        reason: "QUOTE_WITHOUT_PROPERTY",
+        message: "a work order needs the quote's property".to_owned(),
+    })?;
+    let option = decode(&f.options)
+        .into_iter()
+        .find(|o| o.level == level as i32)
+        .unwrap_or_default();
+    let items: Vec<Uuid> = option
+        .lines
+        .iter()
+        .filter_map(|l| {
+            names::parse_child(&l.catalog_item, "catalogItems", "")
+                .ok()
+                .map(|p| p.1)
+        })
+        .collect();
+    let job_types: Vec<i16> = crm_db::tenant::read(&ctx.pool, org, move |conn| {
+        Box::pin(async move {
+            Ok::<_, ApiError>(
+                ci::catalog_items
+                    .filter(ci::organization_id.eq(org))
+                    .filter(ci::id.eq_any(items))
+                    .filter(ci::job_type.ne(0))
+                    .select(ci::job_type)
+                    .load(&mut { conn })
+                    .await?,
+            )
+        })
+    })
+    .await?;
+    let job_type =
+        job_types
+            .as_slice()
+            .first()
+            .copied()
+            .ok_or_else(|| ApiError::FailedPrecondition {
+                reason: "NO_JOB_TYPE",
+                message: "no line of the option names a catalog item with a job type".to_owned(),
+            })?;
+    let channel =
+        ctx.peers::<crate::CorePeers>()?
+            .fieldops
+            .clone()
+            .ok_or(ApiError::Unavailable {
+                reason: "FIELDOPS_NOT_CONFIGURED",
+            })?;
+    let mut req = tonic::Request::new(CreateWorkOrderRequest {
+        parent: format!("organizations/{org}"),
+        work_order: Some(WorkOrder {
+            job_type: i32::from(job_type),
+            summary: f.title.clone(),
+            customer: child_name(org, "customers", f.customer_id),
+            property: child_name(org, "properties", property),
+            line_items: option
+                .lines
+                .iter()
+                .map(|l| LineItem {
+                    description: l.description.clone(),
+                    quantity: l.quantity,
+                    unit_price: l.unit_price.clone(),
+                })
+                .collect(),
+            ..WorkOrder::default()
+        }),
+        // The quote's id: a retry of the acceptance finds the same work order.
+        work_order_id: id.to_string(),
+        request_id: id.to_string(),
+    });
+    call.outbound.apply(&mut req);
+    let name = child_name(org, "workOrders", id);
+    match WorkOrderServiceClient::new(channel)
+        .create_work_order(req)
+        .await
+    {
+        Ok(r) => Ok(r.into_inner().name),
+        Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(name),
+        Err(s) => Err(match s.code() {
+            tonic::Code::PermissionDenied => ApiError::PermissionDenied {
+                reason: "WORK_ORDER_NOT_ALLOWED",
+                message: "the caller may not create work orders in fieldops".to_owned(),
+            },
+            tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
+                ApiError::FailedPrecondition {
+                    reason: "WORK_ORDER_REFUSED",
+                    message: format!("fieldops refused the work order: {}", s.message()),
+                }
+            }
+            tonic::Code::DeadlineExceeded => ApiError::DeadlineExceeded,
+            tonic::Code::Ok
+            | tonic::Code::Cancelled
+            | tonic::Code::Unknown
+            | tonic::Code::NotFound
+            | tonic::Code::AlreadyExists
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Aborted
+            | tonic::Code::OutOfRange
+            | tonic::Code::Unimplemented
+            | tonic::Code::Internal
+            | tonic::Code::Unavailable
+            | tonic::Code::DataLoss
+            | tonic::Code::Unauthenticated => ApiError::Unavailable {
+                reason: "FIELDOPS_UNAVAILABLE",
+            },
+        }),
+    }
+}
+
 async fn accept(ctx: &Context, call: Call, body: AcceptQuoteRequest) -> Result<Quote, ApiError> {
     let mut v = Violations::new();
     let level = QuoteLevel::try_from(body.level).unwrap_or(QuoteLevel::Unspecified);
@@ -511,39 +660,35 @@ async fn accept(ctx: &Context, call: Call, body: AcceptQuoteRequest) -> Result<Q
             "QUOTE_LEVEL_GOOD, _BETTER or _BEST",
         );
     }
+    let parsed = crm_resource::parse_name::<Quotes>(&mut v, &body.name, "name");
     let mut fingerprint = body.clone();
     fingerprint.request_id.clear();
     let key = IdempotencyKey::from_request(&mut v, &call.method, &body.request_id, &fingerprint);
     v.finish()?;
+    let (org, id) =
+        parsed.ok_or_else(|| ApiError::Internal("name parsed without violation".into()))?;
+    names::require_same_organization(&call.principal, org)?;
+    // The work order first (fieldops, idempotent by the quote's id), then the acceptance.
+    let work_order = if body.create_work_order {
+        let current = crm_db::tenant::read(&ctx.pool, org, move |conn| {
+            Box::pin(async move { Quotes::find(conn, OrgId(org), id, false).await })
+        })
+        .await?
+        .filter(|r| !r.std.deleted())
+        .ok_or_else(|| crm_resource::not_found::<Quotes>(&body.name))?;
+        check_accept(&current.fields, level)?;
+        Some(create_work_order(ctx, &call, (org, id), &current.fields, level).await?)
+    } else {
+        None
+    };
     on_quote(
         ctx,
         call,
         (&body.name, &body.etag, &body.request_id),
         key,
         move |f| {
-            let from = status_of(f.status);
-            if ![QuoteStatus::Sent, QuoteStatus::Viewed].contains(&from) {
-                return Err(ApiError::FailedPrecondition {
-                    reason: "TRANSITION_NOT_ALLOWED",
-                    message: format!(
-                        "a {} quote cannot be accepted; only a sent or viewed one",
-                        from.as_str_name()
-                    ),
-                });
-            }
-            if f.valid_until <= Utc::now() {
-                return Err(ApiError::FailedPrecondition {
-                    reason: "QUOTE_EXPIRED",
-                    message: "the quote's validity has passed".to_owned(),
-                });
-            }
+            check_accept(f, level)?;
             let mut options = decode(&f.options);
-            if !options.iter().any(|o| o.level == level as i32) {
-                return Err(ApiError::FailedPrecondition {
-                    reason: "NO_SUCH_OPTION",
-                    message: format!("the quote has no {} option", level.as_str_name()),
-                });
-            }
             for o in &mut options {
                 o.state = if o.level == level as i32 {
                     QuoteOptionState::Accepted as i32
@@ -555,6 +700,9 @@ async fn accept(ctx: &Context, call: Call, body: AcceptQuoteRequest) -> Result<Q
             next.options = encode(options);
             next.status = status(QuoteStatus::Accepted);
             next.accepted_level = i16::try_from(level as i32).unwrap_or_default();
+            if let Some(w) = work_order {
+                next.work_order = w;
+            }
             Ok((next, "accepted"))
         },
     )

@@ -513,5 +513,6 @@ diesel::table! {
         revision -> Int8,
         created_by -> Text,
         updated_by -> Text,
+        work_order -> Text,
     }
 }

@@ -1,0 +1,1 @@
+ALTER TABLE quotes ADD COLUMN work_order text NOT NULL DEFAULT '';
