@@ -6,23 +6,12 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::conformance::rpc;
-use crate::support::{Env, count, reason};
+use crate::support::{Env, cents, count, reason, usd_cents};
 
 const S: &str = "crm.core.v1.InvoiceService";
 
 async fn call(env: &Env, method: &str, body: Value) -> Result<Value, tonic::Status> {
     rpc(env, &env.token, S, method, body).await
-}
-
-fn cents(v: &Value) -> i64 {
-    let units: i64 = v["units"]
-        .as_str()
-        .map_or_else(|| v["units"].as_i64().unwrap_or(0), |s| s.parse().unwrap());
-    units * 100 + v["nanos"].as_i64().unwrap_or(0) / 10_000_000
-}
-
-fn usd(cents: i64) -> Value {
-    json!({"currency_code": "USD", "units": cents / 100, "nanos": (cents % 100) * 10_000_000})
 }
 
 /// An issued invoice of one untaxed line of `cents`.
@@ -32,7 +21,7 @@ async fn issued(env: &Env, customer: &str, cents: i64) -> Value {
         "CreateInvoice",
         json!({"parent": env.parent(), "invoice": {
         "customer": customer,
-        "lines": [{"description": "Pump-out", "quantity": 1, "unit_price": usd(cents)}]}}),
+        "lines": [{"description": "Pump-out", "quantity": 1, "unit_price": usd_cents(cents)}]}}),
     )
     .await
     .unwrap();
@@ -51,7 +40,7 @@ async fn invoice_numbers_have_no_gaps_under_concurrent_issuing() {
         let lines = if i % 4 == 3 {
             json!([])
         } else {
-            json!([{"description": "Pump-out", "quantity": 1, "unit_price": usd(32_500), "taxable": true}])
+            json!([{"description": "Pump-out", "quantity": 1, "unit_price": usd_cents(32_500), "taxable": true}])
         };
         let d = call(
             &env,
@@ -128,7 +117,7 @@ async fn a_payment_retried_twenty_times_is_recorded_once() {
             } else {
                 Uuid::new_v4().to_string()
             };
-            let body = json!({"invoice": name, "method": "PAYMENT_METHOD_CARD", "amount": usd(10_000),
+            let body = json!({"invoice": name, "method": "PAYMENT_METHOD_CARD", "amount": usd_cents(10_000),
                               "external_reference": reference, "request_id": rid});
             let (channel, token) = (env.server.channel.clone(), env.token.clone());
             tasks.push(tokio::spawn(async move {
@@ -179,7 +168,7 @@ async fn a_payment_retried_twenty_times_is_recorded_once() {
         &env,
         "RecordPayment",
         json!({"invoice": name, "method": "PAYMENT_METHOD_CARD",
-        "amount": usd(5_000), "external_reference": reference}),
+        "amount": usd_cents(5_000), "external_reference": reference}),
     )
     .await
     .unwrap_err();
@@ -194,7 +183,7 @@ async fn concurrent_partial_payments_never_overpay_and_refunds_are_bounded() {
     let name = invoice["name"].as_str().unwrap().to_owned();
     let mut tasks = Vec::new();
     for k in 0..20 {
-        let body = json!({"invoice": name, "method": "PAYMENT_METHOD_CHECK", "amount": usd(1_000),
+        let body = json!({"invoice": name, "method": "PAYMENT_METHOD_CHECK", "amount": usd_cents(1_000),
                           "external_reference": format!("check-{k}")});
         let (channel, token) = (env.server.channel.clone(), env.token.clone());
         tasks.push(tokio::spawn(async move {
@@ -236,7 +225,7 @@ async fn concurrent_partial_payments_never_overpay_and_refunds_are_bounded() {
         .to_owned();
     // Refund more than paid: refused; part of it: back to partly paid; the rest: then no more.
     let refund =
-        |cents: i64| json!({"name": payment, "amount": usd(cents), "reason": "damaged lid"});
+        |cents: i64| json!({"name": payment, "amount": usd_cents(cents), "reason": "damaged lid"});
     let r = call(&env, "RefundPayment", refund(1_001))
         .await
         .unwrap_err();

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 use crate::conformance::rpc;
-use crate::support::{Env, reason};
+use crate::support::{Env, cents, nanos, reason};
 
 const CORE: &str = "crm.core.v1";
 
@@ -16,21 +16,6 @@ async fn create(env: &Env, service: &str, method: &str, field: &str, body: Value
         .await
         .unwrap_or_else(|e| panic!("{method}: {e:?}"));
     made["name"].as_str().unwrap().to_owned()
-}
-
-fn cents(v: &Value) -> i64 {
-    let units: i64 = v["units"]
-        .as_str()
-        .map_or_else(|| v["units"].as_i64().unwrap_or(0), |s| s.parse().unwrap());
-    let nanos = v["nanos"].as_i64().unwrap_or(0);
-    units * 100 + nanos / 10_000_000
-}
-
-fn nanos(v: &Value) -> i64 {
-    let units: i64 = v["units"]
-        .as_str()
-        .map_or_else(|| v["units"].as_i64().unwrap_or(0), |s| s.parse().unwrap());
-    units * 1_000_000_000 + v["nanos"].as_i64().unwrap_or(0)
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 use crate::conformance::rpc;
-use crate::support::{Env, assert_invalid_field, reason};
+use crate::support::{Env, assert_invalid_field, cents, reason, usd_cents};
 
 async fn core(env: &Env, service: &str, method: &str, body: Value) -> Result<Value, tonic::Status> {
     rpc(
@@ -16,17 +16,6 @@ async fn core(env: &Env, service: &str, method: &str, body: Value) -> Result<Val
         body,
     )
     .await
-}
-
-fn cents(v: &Value) -> i64 {
-    let units: i64 = v["units"]
-        .as_str()
-        .map_or_else(|| v["units"].as_i64().unwrap_or(0), |s| s.parse().unwrap());
-    units * 100 + v["nanos"].as_i64().unwrap_or(0) / 10_000_000
-}
-
-fn usd(units: i64) -> Value {
-    json!({"currency_code": "USD", "units": units})
 }
 
 #[tokio::test]
@@ -47,7 +36,7 @@ async fn a_good_better_best_quote_is_priced_sent_and_accepted_once() {
         "CatalogItemService",
         "CreateCatalogItem",
         json!({"parent": p, "catalog_item":
-        {"code": "pump", "display_name": "Grease trap pump-out", "base_price": usd(300),
+        {"code": "pump", "display_name": "Grease trap pump-out", "base_price": usd_cents(30000),
          "included_gallons": 1000, "active": true}}),
     )
     .await
@@ -85,9 +74,9 @@ async fn a_good_better_best_quote_is_priced_sent_and_accepted_once() {
     "tax_percent": "8.25", "valid_until": "2030-01-01T00:00:00Z", "options": [
         option("QUOTE_LEVEL_GOOD", json!([{"catalog_item": item, "quantity": 1, "gallons": 1000, "taxable": true}])),
         option("QUOTE_LEVEL_BETTER", json!([{"catalog_item": item, "quantity": 1, "gallons": 1250, "taxable": true},
-            {"description": "Baffle inspection", "quantity": 1, "unit_price": usd(45)}])),
+            {"description": "Baffle inspection", "quantity": 1, "unit_price": usd_cents(4500)}])),
         option("QUOTE_LEVEL_BEST", json!([{"catalog_item": item, "quantity": 1, "gallons": 1000,
-            "unit_price": usd(300), "taxable": true}])),
+            "unit_price": usd_cents(30000), "taxable": true}])),
     ]});
     // A price other than the engine's needs a reason.
     let r = core(
@@ -228,7 +217,7 @@ async fn a_good_better_best_quote_is_priced_sent_and_accepted_once() {
     let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
     let short = core(&env, "QuoteService", "CreateQuote", json!({"parent": p, "quote": {
         "customer": customer, "title": "Short offer", "valid_until": soon, "options": [
-            option("QUOTE_LEVEL_GOOD", json!([{"description": "Pump-out", "quantity": 1, "unit_price": usd(300)}]))]}}))
+            option("QUOTE_LEVEL_GOOD", json!([{"description": "Pump-out", "quantity": 1, "unit_price": usd_cents(30000)}]))]}}))
         .await
         .unwrap();
     let short_name = short["name"].as_str().unwrap();
@@ -262,7 +251,7 @@ async fn a_good_better_best_quote_is_priced_sent_and_accepted_once() {
         "CreateCatalogItem",
         json!({"parent": p, "catalog_item":
         {"code": "trap", "display_name": "Grease trap service", "job_type": "JOB_TYPE_GREASE_TRAP",
-         "base_price": usd(300), "active": true}}),
+         "base_price": usd_cents(30000), "active": true}}),
     )
     .await
     .unwrap()["name"]

@@ -209,3 +209,21 @@ pub fn reason(status: &Status) -> String {
         .map(|i| i.reason.clone())
         .unwrap_or_default()
 }
+
+/// A proto3-JSON Money (units as a string or a number) in nano units.
+pub fn nanos(v: &serde_json::Value) -> i64 {
+    let units: i64 = v["units"]
+        .as_str()
+        .map_or_else(|| v["units"].as_i64().unwrap_or(0), |s| s.parse().unwrap());
+    units * 1_000_000_000 + v["nanos"].as_i64().unwrap_or(0)
+}
+
+/// A proto3-JSON Money in cents.
+pub fn cents(v: &serde_json::Value) -> i64 {
+    nanos(v) / 10_000_000
+}
+
+/// `cents` US cents as a proto3-JSON Money.
+pub fn usd_cents(cents: i64) -> serde_json::Value {
+    serde_json::json!({"currency_code": "USD", "units": cents / 100, "nanos": (cents % 100) * 10_000_000})
+}

@@ -186,16 +186,6 @@ pub(crate) fn show_milli(m: i32) -> String {
     }
 }
 
-fn money(currency: &str, nanos: i64) -> Option<crm_proto::common_v1::Money> {
-    Some(
-        Amount {
-            currency: currency.to_owned(),
-            nanos,
-        }
-        .to_proto(),
-    )
-}
-
 /// The invoice resource.
 #[derive(Debug)]
 pub struct Invoices;
@@ -257,13 +247,13 @@ impl Resource for Invoices {
             .map(|(((d, q), p), t)| InvoiceLine {
                 description: d.clone(),
                 quantity: *q,
-                unit_price: money(&currency, *p),
+                unit_price: Amount::money(&currency, *p),
                 taxable: *t,
             })
             .collect();
         let shown = |n| {
             (!currency.is_empty())
-                .then(|| money(&currency, n))
+                .then(|| Amount::money(&currency, n))
                 .flatten()
         };
         Invoice {
@@ -352,9 +342,9 @@ fn payment_proto(org: Uuid, p: PaymentRow) -> Payment {
         name: child_name(org, "payments", p.id),
         invoice: child_name(org, "invoices", p.invoice_id),
         method: i32::from(p.method),
-        amount: money(&p.currency, p.amount_nanos),
+        amount: Amount::money(&p.currency, p.amount_nanos),
         external_reference: p.external_reference,
-        refunded: money(&p.currency, p.refunded_nanos),
+        refunded: Amount::money(&p.currency, p.refunded_nanos),
         receive_time: Some(timestamp(p.receive_time)),
         creator: p.created_by,
     }
@@ -789,16 +779,7 @@ async fn list_payments(
         50,
         crm_platform::api::listing::MAX_PAGE_SIZE,
     )?;
-    let after = match listing.after.as_deref() {
-        None => None,
-        Some([t, id]) => Some((
-            DateTime::parse_from_rfc3339(t)
-                .map_err(|_| page_error())?
-                .with_timezone(&Utc),
-            Uuid::parse_str(id).map_err(|_| page_error())?,
-        )),
-        Some(_) => return Err(page_error()),
-    };
+    let after = listing.after_time_id()?;
     let limit = listing.limit();
     let mut rows: Vec<PaymentRow> = crm_db::tenant::read(&ctx.pool, org, move |conn| {
         Box::pin(async move {
@@ -875,35 +856,13 @@ async fn from_work_order(
     let wo = WorkOrderServiceClient::new(channel)
         .get_work_order(req)
         .await
-        .map_err(|s| match s.code() {
-            tonic::Code::NotFound => ApiError::FailedPrecondition {
-                reason: "REFERENCE_NOT_FOUND",
-                message: format!("{} does not exist", body.work_order),
-            },
-            tonic::Code::PermissionDenied => ApiError::PermissionDenied {
-                reason: "REFERENCE_NOT_READABLE",
-                message: "the caller may not read the work order in fieldops".to_owned(),
-            },
-            tonic::Code::Unauthenticated => ApiError::Unauthenticated {
-                reason: "REMOTE_UNAUTHENTICATED",
-                message: "fieldops did not accept the caller's credentials".to_owned(),
-            },
-            tonic::Code::DeadlineExceeded => ApiError::DeadlineExceeded,
-            tonic::Code::Ok
-            | tonic::Code::Cancelled
-            | tonic::Code::Unknown
-            | tonic::Code::InvalidArgument
-            | tonic::Code::AlreadyExists
-            | tonic::Code::ResourceExhausted
-            | tonic::Code::FailedPrecondition
-            | tonic::Code::Aborted
-            | tonic::Code::OutOfRange
-            | tonic::Code::Unimplemented
-            | tonic::Code::Internal
-            | tonic::Code::Unavailable
-            | tonic::Code::DataLoss => ApiError::Unavailable {
-                reason: "FIELDOPS_UNAVAILABLE",
-            },
+        .map_err(|s| {
+            crm_platform::client::remote_error(
+                "fieldops",
+                "FIELDOPS_UNAVAILABLE",
+                &body.work_order,
+                &s,
+            )
         })?
         .into_inner();
     if wo.status != WorkOrderStatus::Completed as i32 || wo.delete_time.is_some() {
@@ -967,14 +926,6 @@ async fn from_work_order(
         })
     });
     ctx.commit(deadline, write).await
-}
-
-fn page_error() -> ApiError {
-    ApiError::invalid(
-        "page_token",
-        "INVALID_PAGE_TOKEN",
-        "page_token is malformed",
-    )
 }
 
 crm_resource::standard_service! {

@@ -152,16 +152,6 @@ fn set_options(i: &mut Input<'_>, options: &[QuoteOption], f: &mut QuoteFields) 
     f.options = encode(out);
 }
 
-fn money(currency: &str, nanos: i64) -> Option<crm_proto::common_v1::Money> {
-    Some(
-        Amount {
-            currency: currency.to_owned(),
-            nanos,
-        }
-        .to_proto(),
-    )
-}
-
 fn nanos_of(m: &crm_proto::common_v1::Money) -> i64 {
     m.units * 1_000_000_000 + i64::from(m.nanos)
 }
@@ -193,7 +183,7 @@ async fn price_options(
                     emergency: false,
                 };
                 let priced = crate::pricing::compute(conn, org, request).await?;
-                let engine = money(&priced.currency, priced.price_nanos);
+                let engine = Amount::money(&priced.currency, priced.price_nanos);
                 if l.description.is_empty() {
                     l.description = ci::catalog_items
                         .filter(ci::organization_id.eq(org))
@@ -245,9 +235,9 @@ async fn price_options(
         let tax = round_half_even(&exact, minor_unit(&c))
             .to_i64()
             .unwrap_or_default();
-        o.subtotal = money(&c, subtotal);
-        o.tax = money(&c, tax);
-        o.total = money(&c, subtotal + tax);
+        o.subtotal = Amount::money(&c, subtotal);
+        o.tax = Amount::money(&c, tax);
+        o.total = Amount::money(&c, subtotal + tax);
     }
     f.options = encode(options);
     Ok(())
@@ -619,34 +609,12 @@ async fn create_work_order(
     {
         Ok(r) => Ok(r.into_inner().name),
         Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(name),
-        Err(s) => Err(match s.code() {
-            tonic::Code::PermissionDenied => ApiError::PermissionDenied {
-                reason: "WORK_ORDER_NOT_ALLOWED",
-                message: "the caller may not create work orders in fieldops".to_owned(),
-            },
-            tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
-                ApiError::FailedPrecondition {
-                    reason: "WORK_ORDER_REFUSED",
-                    message: format!("fieldops refused the work order: {}", s.message()),
-                }
-            }
-            tonic::Code::DeadlineExceeded => ApiError::DeadlineExceeded,
-            tonic::Code::Ok
-            | tonic::Code::Cancelled
-            | tonic::Code::Unknown
-            | tonic::Code::NotFound
-            | tonic::Code::AlreadyExists
-            | tonic::Code::ResourceExhausted
-            | tonic::Code::Aborted
-            | tonic::Code::OutOfRange
-            | tonic::Code::Unimplemented
-            | tonic::Code::Internal
-            | tonic::Code::Unavailable
-            | tonic::Code::DataLoss
-            | tonic::Code::Unauthenticated => ApiError::Unavailable {
-                reason: "FIELDOPS_UNAVAILABLE",
-            },
-        }),
+        Err(s) => Err(crm_platform::client::remote_error(
+            "fieldops",
+            "FIELDOPS_UNAVAILABLE",
+            &name,
+            &s,
+        )),
     }
 }
 

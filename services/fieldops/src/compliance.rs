@@ -202,18 +202,7 @@ async fn expiring(
         crm_platform::api::listing::MAX_PAGE_SIZE,
     )?;
     let org = listing.org;
-    let after = match &listing.after {
-        None => None,
-        Some(key) => match key.as_slice() {
-            [t, id] => Some((
-                DateTime::parse_from_rfc3339(t)
-                    .map_err(|_| page_error())?
-                    .with_timezone(&Utc),
-                Uuid::parse_str(id).map_err(|_| page_error())?,
-            )),
-            _ => return Err(page_error()),
-        },
-    };
+    let after = listing.after_time_id()?;
     let now = Utc::now();
     let until = now + chrono::Duration::seconds(within);
     let limit = listing.limit();
@@ -301,14 +290,6 @@ async fn expiring(
 
 /// A license's id, holders, number and expiry.
 type LicenseExpiry = (Uuid, Option<Uuid>, Option<Uuid>, String, DateTime<Utc>);
-
-fn page_error() -> ApiError {
-    ApiError::invalid(
-        "page_token",
-        "INVALID_PAGE_TOKEN",
-        "page_token is malformed",
-    )
-}
 
 /// The columns of `fieldops.licenses` besides the standard ones.
 #[derive(Debug, Clone, Default, Queryable, Selectable, Insertable, AsChangeset)]

@@ -12,8 +12,8 @@ use crm_proto::core_v1::{GetCustomerRequest, GetEquipmentRequest, GetPropertyReq
 use crm_proto::identity_v1::member_service_client::MemberServiceClient;
 use crm_proto::identity_v1::{GetMemberRequest, MemberStatus};
 use crm_resource::Call;
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
 use uuid::Uuid;
 
 /// Channels to the services fieldops calls.
@@ -189,50 +189,14 @@ impl Peers {
     }
 }
 
-/// What a refusal by `service` about `reference` means for the write that named it.
+/// What a refusal by `service` (`core` or `identity`) about `reference` means for the write
+/// that named it (see [`crm_platform::client::remote_error`]).
 #[must_use]
 pub fn remote_error(service: &'static str, reference: &str, s: &Status) -> ApiError {
-    match s.code() {
-        Code::NotFound => ApiError::FailedPrecondition {
-            reason: "REFERENCE_NOT_FOUND",
-            message: format!("{reference} does not exist"),
-        },
-        Code::PermissionDenied => ApiError::PermissionDenied {
-            reason: "REFERENCE_NOT_READABLE",
-            message: format!("the caller may not read {reference} in {service}"),
-        },
-        Code::Unauthenticated => ApiError::Unauthenticated {
-            reason: "REMOTE_UNAUTHENTICATED",
-            message: format!("{service} did not accept the caller's credentials"),
-        },
-        Code::InvalidArgument => ApiError::FailedPrecondition {
-            reason: "REFERENCE_INVALID",
-            message: format!(
-                "{service} refused the reference {reference}: {}",
-                s.message()
-            ),
-        },
-        Code::DeadlineExceeded | Code::Cancelled => ApiError::DeadlineExceeded,
-        Code::Unavailable | Code::Unknown | Code::ResourceExhausted | Code::Aborted => {
-            tracing::warn!(%service, code = ?s.code(), message = s.message(), "peer unavailable");
-            ApiError::Unavailable {
-                reason: if service == "core" {
-                    "CORE_UNAVAILABLE"
-                } else {
-                    "IDENTITY_UNAVAILABLE"
-                },
-            }
-        }
-        Code::Ok
-        | Code::AlreadyExists
-        | Code::FailedPrecondition
-        | Code::OutOfRange
-        | Code::Unimplemented
-        | Code::Internal
-        | Code::DataLoss => ApiError::Internal(format!(
-            "{service} answered {:?}: {}",
-            s.code(),
-            s.message()
-        )),
-    }
+    let unavailable = if service == "core" {
+        "CORE_UNAVAILABLE"
+    } else {
+        "IDENTITY_UNAVAILABLE"
+    };
+    crm_platform::client::remote_error(service, unavailable, reference, s)
 }

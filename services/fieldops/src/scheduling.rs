@@ -413,18 +413,7 @@ impl SchedulingApi {
             50,
             500,
         )?;
-        let after = match &listing.after {
-            None => None,
-            Some(key) => match key.as_slice() {
-                [t, id] => Some((
-                    DateTime::parse_from_rfc3339(t)
-                        .map_err(|_| page_error())?
-                        .with_timezone(&Utc),
-                    Uuid::parse_str(id).map_err(|_| page_error())?,
-                )),
-                _ => return Err(page_error()),
-            },
-        };
+        let after = listing.after_time_id()?;
         let zone = match property {
             Some(p) => {
                 self.ctx
@@ -513,14 +502,6 @@ impl SchedulingApi {
         });
         self.ctx.commit(deadline, write).await
     }
-}
-
-fn page_error() -> ApiError {
-    ApiError::invalid(
-        "page_token",
-        "INVALID_PAGE_TOKEN",
-        "page_token is malformed",
-    )
 }
 
 /// Books work order `id` for `tech` from `start`, in its transaction.

@@ -93,3 +93,59 @@ impl CallContext {
         }
     }
 }
+
+/// What a refusal by `service` about `reference` means for the call that named it: a missing
+/// reference is FAILED_PRECONDITION `REFERENCE_NOT_FOUND`, the callee's own refusals keep their
+/// kind, and an unreachable callee is UNAVAILABLE with the reason `unavailable`.
+#[must_use]
+pub fn remote_error(
+    service: &str,
+    unavailable: &'static str,
+    reference: &str,
+    s: &tonic::Status,
+) -> crate::ApiError {
+    use crate::ApiError;
+    use tonic::Code;
+    match s.code() {
+        Code::NotFound => ApiError::FailedPrecondition {
+            reason: "REFERENCE_NOT_FOUND",
+            message: format!("{reference} does not exist"),
+        },
+        Code::PermissionDenied => ApiError::PermissionDenied {
+            reason: "REFERENCE_NOT_READABLE",
+            message: format!("the caller may not use {reference} in {service}"),
+        },
+        Code::Unauthenticated => ApiError::Unauthenticated {
+            reason: "REMOTE_UNAUTHENTICATED",
+            message: format!("{service} did not accept the caller's credentials"),
+        },
+        Code::InvalidArgument => ApiError::FailedPrecondition {
+            reason: "REFERENCE_INVALID",
+            message: format!(
+                "{service} refused the reference {reference}: {}",
+                s.message()
+            ),
+        },
+        Code::FailedPrecondition => ApiError::FailedPrecondition {
+            reason: "REMOTE_REFUSED",
+            message: format!("{service} refused: {}", s.message()),
+        },
+        Code::DeadlineExceeded | Code::Cancelled => ApiError::DeadlineExceeded,
+        Code::Unavailable | Code::Unknown | Code::ResourceExhausted | Code::Aborted => {
+            tracing::warn!(%service, code = ?s.code(), message = s.message(), "peer unavailable");
+            ApiError::Unavailable {
+                reason: unavailable,
+            }
+        }
+        Code::Ok
+        | Code::AlreadyExists
+        | Code::OutOfRange
+        | Code::Unimplemented
+        | Code::Internal
+        | Code::DataLoss => ApiError::Internal(format!(
+            "{service} answered {:?}: {}",
+            s.code(),
+            s.message()
+        )),
+    }
+}

@@ -65,6 +65,18 @@ impl Amount {
         }
     }
 
+    /// `nanos` of `currency` as a message.
+    #[must_use]
+    pub fn money(currency: &str, nanos: i64) -> Option<Money> {
+        Some(
+            Self {
+                currency: currency.to_owned(),
+                nanos,
+            }
+            .to_proto(),
+        )
+    }
+
     /// The message of stored columns, none when either is missing.
     #[must_use]
     pub fn proto_of(currency: Option<&str>, nanos: Option<i64>) -> Option<Money> {

@@ -252,16 +252,6 @@ pub async fn compute(
         .map_err(|e| ApiError::Internal(format!("pricing: {e}")))
 }
 
-fn money(currency: &str, nanos: i64) -> Option<crm_proto::common_v1::Money> {
-    Some(
-        Amount {
-            currency: currency.to_owned(),
-            nanos,
-        }
-        .to_proto(),
-    )
-}
-
 /// The handlers.
 #[derive(Debug, Clone)]
 pub struct PriceApi {
@@ -316,7 +306,7 @@ impl PriceApi {
         .await?;
         let currency = priced.currency.clone();
         Ok(PriceExplanation {
-            price: money(&currency, priced.price_nanos),
+            price: Amount::money(&currency, priced.price_nanos),
             lines: priced
                 .lines
                 .iter()
@@ -324,8 +314,8 @@ impl PriceApi {
                     step: l.step.to_owned(),
                     source: l.source.clone(),
                     input: l.input.clone(),
-                    amount: money(&currency, l.amount_nanos),
-                    running: money(&currency, l.running_nanos),
+                    amount: Amount::money(&currency, l.amount_nanos),
+                    running: Amount::money(&currency, l.running_nanos),
                 })
                 .collect(),
         })

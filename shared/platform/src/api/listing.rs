@@ -142,6 +142,27 @@ impl Listing {
     ///
     /// # Errors
     /// INVALID_ARGUMENT on `page_token` when the key is not one integer.
+    /// The start of the page for a (time, id) key, as `[RFC 3339, uuid]`.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT for a malformed key.
+    pub fn after_time_id(&self) -> Result<Option<(chrono::DateTime<chrono::Utc>, Uuid)>, ApiError> {
+        match self.after.as_deref() {
+            None => Ok(None),
+            Some([t, id]) => Ok(Some((
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map_err(|_| malformed())?
+                    .with_timezone(&chrono::Utc),
+                Uuid::parse_str(id).map_err(|_| malformed())?,
+            ))),
+            Some(_) => Err(malformed()),
+        }
+    }
+
+    /// The start of the page for a single-`i64` key (a sequence number).
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT for a malformed key.
     pub fn after_i64(&self) -> Result<Option<i64>, ApiError> {
         match &self.after {
             None => Ok(None),
