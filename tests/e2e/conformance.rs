@@ -69,6 +69,10 @@ pub struct World {
     pub truck: String,
     pub facility: String,
     pub work_order: String,
+    /// A sent quote (a document that can be sent for signature).
+    pub quote: String,
+    pub catalog_item: String,
+    pub contract_template: String,
 }
 
 fn text(i: usize, what: &str) -> String {
@@ -333,6 +337,80 @@ pub fn fixtures() -> Vec<Fixture> {
                     true,
                 )]
             },
+        },
+        Fixture {
+            service: "crm.core.v1.SignatureRequestService",
+            singular: "SignatureRequest",
+            plural: "SignatureRequests",
+            field: "signature_request",
+            list_field: "signature_requests",
+            text_order: "signer_name",
+            body: |w, i| {
+                json!({
+                    "document": w.quote,
+                    "signer_name": text(i, "Signer"),
+                    "signer_email": "signer@example.com",
+                    "consent_text": "I agree to sign electronically.",
+                    "consent_version": "esign-1",
+                })
+            },
+            update: ("expire_time", || {
+                let t = chrono::Utc::now() + chrono::Duration::days(5);
+                json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            }),
+            redacted: &[],
+            custom: |name| {
+                let s = "crm.core.v1.SignatureRequestService";
+                vec![
+                    custom(
+                        s,
+                        "SignDocument",
+                        json!({"name": name, "code": "000000"}),
+                        true,
+                    ),
+                    custom(s, "VerifySignature", json!({"name": name}), false),
+                ]
+            },
+        },
+        Fixture {
+            service: "crm.core.v1.ContractTemplateService",
+            singular: "ContractTemplate",
+            plural: "ContractTemplates",
+            field: "contract_template",
+            list_field: "contract_templates",
+            text_order: "display_name",
+            body: |w, i| {
+                json!({
+                    "display_name": text(i, "Quarterly grease trap"),
+                    "catalog_item": w.catalog_item,
+                    "recurrence": {"interval": 90, "unit": "RECURRENCE_UNIT_DAY"},
+                    "price": {"currency_code": "USD", "units": 250},
+                    "term_months": 12,
+                })
+            },
+            update: ("term_months", || json!(24)),
+            redacted: &[],
+            custom: no_custom,
+        },
+        Fixture {
+            service: "crm.core.v1.ContractService",
+            singular: "Contract",
+            plural: "Contracts",
+            field: "contract",
+            list_field: "contracts",
+            text_order: "title",
+            body: |w, i| {
+                json!({
+                    "customer": w.customer,
+                    "property": w.property,
+                    "template": w.contract_template,
+                    "title": text(i, "Maintenance agreement"),
+                    "start_time": "2027-01-04T09:00:00Z",
+                })
+            },
+            update: ("auto_renew", || json!(true)),
+            redacted: &[],
+            custom: no_custom,
         },
         Fixture {
             service: "crm.core.v1.CatalogItemService",
@@ -779,7 +857,56 @@ async fn world(env: &Env) -> World {
     )
     .await
     .unwrap();
+    let quote = rpc(
+        env,
+        &env.token,
+        "crm.core.v1.QuoteService",
+        "CreateQuote",
+        json!({"parent": parent, "quote": {"customer": customer, "title": "World quote",
+               "valid_until": "2030-01-01T00:00:00Z",
+               "options": [{"level": "QUOTE_LEVEL_GOOD", "title": "Pump",
+                            "lines": [{"description": "Pump-out", "quantity": 1,
+                                       "unit_price": {"currency_code": "USD", "units": 300}}]}]}}),
+    )
+    .await
+    .unwrap();
+    let quote = str_of(&quote, "name").to_owned();
+    rpc(
+        env,
+        &env.token,
+        "crm.core.v1.QuoteService",
+        "TransitionQuote",
+        json!({"name": quote, "to_status": "QUOTE_STATUS_SENT"}),
+    )
+    .await
+    .unwrap();
+    let item = rpc(
+        env,
+        &env.token,
+        "crm.core.v1.CatalogItemService",
+        "CreateCatalogItem",
+        json!({"parent": parent, "catalog_item": {"code": "world-pump", "display_name": "World pump",
+               "base_price": {"currency_code": "USD", "units": 300}, "active": true}}),
+    )
+    .await
+    .unwrap();
+    let catalog_item = str_of(&item, "name").to_owned();
+    let template = rpc(
+        env,
+        &env.token,
+        "crm.core.v1.ContractTemplateService",
+        "CreateContractTemplate",
+        json!({"parent": parent, "contract_template": {"display_name": "World plan",
+               "catalog_item": catalog_item,
+               "recurrence": {"interval": 3, "unit": "RECURRENCE_UNIT_MONTH"},
+               "price": {"currency_code": "USD", "units": 280}, "term_months": 12}}),
+    )
+    .await
+    .unwrap();
     World {
+        quote,
+        catalog_item,
+        contract_template: str_of(&template, "name").to_owned(),
         customer,
         property: str_of(&property, "name").to_owned(),
         phone_base: 5_125_550_100,
@@ -1143,6 +1270,9 @@ conformance! {
     catalog_items_conform => "crm.core.v1.CatalogItemService",
     invoices_conform => "crm.core.v1.InvoiceService",
     quotes_conform => "crm.core.v1.QuoteService",
+    signature_requests_conform => "crm.core.v1.SignatureRequestService",
+    contract_templates_conform => "crm.core.v1.ContractTemplateService",
+    contracts_conform => "crm.core.v1.ContractService",
     pricing_zones_conform => "crm.core.v1.PricingZoneService",
     pricing_tiers_conform => "crm.core.v1.PricingTierService",
     pricing_rules_conform => "crm.core.v1.PricingRuleService",

@@ -32,6 +32,7 @@ mod pricing;
 mod purge;
 mod quotes;
 mod records;
+mod signatures;
 mod support;
 mod tenancy;
 mod tenant_read;

@@ -10,6 +10,7 @@ pub mod call_dispositions;
 pub mod call_logs;
 pub mod consent;
 pub mod contacts;
+pub mod contracts;
 pub mod conversations;
 pub mod customers;
 pub mod equipment;
@@ -23,6 +24,7 @@ pub mod properties;
 pub mod quotes;
 pub mod schema;
 pub mod search;
+pub mod signatures;
 pub mod sync_logs;
 pub mod tickets;
 
@@ -128,6 +130,8 @@ pub fn policy() -> MethodPolicy {
         pricing::policy(),
         invoices::policy(),
         quotes::policy(),
+        signatures::policy(),
+        contracts::policy(),
     ]
     .iter()
     .fold(customers::policy(), MethodPolicy::merge)
@@ -155,6 +159,11 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
         pricing_tier_service_server::PricingTierServiceServer,
         pricing_zone_service_server::PricingZoneServiceServer,
         quote_service_server::QuoteServiceServer,
+    };
+    use crm_proto::core_v1::{
+        contract_service_server::ContractServiceServer,
+        contract_template_service_server::ContractTemplateServiceServer,
+        signature_request_service_server::SignatureRequestServiceServer,
     };
 
     let pool = Some(state.ctx.pool.clone());
@@ -270,6 +279,21 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
         quotes::policy()
     );
     add!(
+        SignatureRequestServiceServer,
+        signatures::SignatureRequestApi::new(ctx.clone()),
+        signatures::policy()
+    );
+    add!(
+        ContractTemplateServiceServer,
+        contracts::ContractTemplateApi::new(ctx.clone()),
+        contracts::policy()
+    );
+    add!(
+        ContractServiceServer,
+        contracts::ContractApi::new(ctx.clone()),
+        contracts::policy()
+    );
+    add!(
         PriceServiceServer,
         pricing::PriceApi::new(ctx.clone()),
         pricing::policy()
@@ -294,6 +318,9 @@ pub fn purge_rules(retention: &crm_db::purge::Retention) -> Vec<crm_db::purge::R
         keep: std::time::Duration::ZERO,
     });
     for table in [
+        "signature_requests",
+        "contracts",
+        "contract_templates",
         "quotes",
         "invoices",
         "pricing_rules",

@@ -516,3 +516,103 @@ diesel::table! {
         work_order -> Text,
     }
 }
+
+diesel::table! {
+    signature_requests (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        document -> Text,
+        signer_name -> Text,
+        signer_email -> Text,
+        signer_phone -> Text,
+        consent_text -> Text,
+        consent_version -> Text,
+        expire_time -> Timestamptz,
+        document_sha256 -> Bytea,
+        status -> Int2,
+        code_salt -> Bytea,
+        code_hash -> Bytea,
+        failed_attempts -> Int4,
+        code_message -> Text,
+        sign_time -> Nullable<Timestamptz>,
+        signer_ip -> Text,
+        user_agent -> Text,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    signatures (organization_id, signature_request_id) {
+        organization_id -> Uuid,
+        signature_request_id -> Uuid,
+        document -> Text,
+        document_bytes -> Bytea,
+        document_sha256 -> Bytea,
+        signer_name -> Text,
+        signer_email -> Text,
+        signer_phone -> Text,
+        consent_text -> Text,
+        consent_version -> Text,
+        ip_address -> Text,
+        user_agent -> Text,
+        sign_time -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    contract_templates (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        display_name -> Text,
+        catalog_item_id -> Uuid,
+        recurrence_interval -> Int4,
+        recurrence_unit -> Int2,
+        currency -> Text,
+        price_nanos -> Int8,
+        term_months -> Int4,
+        auto_renew -> Bool,
+        terms -> Text,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    contracts (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        customer_id -> Uuid,
+        property_id -> Uuid,
+        template_id -> Uuid,
+        title -> Text,
+        catalog_item_id -> Nullable<Uuid>,
+        recurrence_interval -> Int4,
+        recurrence_unit -> Int2,
+        currency -> Text,
+        price_nanos -> Nullable<Int8>,
+        term_months -> Int4,
+        auto_renew -> Bool,
+        terms -> Text,
+        start_time -> Timestamptz,
+        status -> Int2,
+        sign_time -> Nullable<Timestamptz>,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}

@@ -58,6 +58,14 @@ pub mod permission {
     pub const TOKENS_DELEGATE: &str = "identity.tokens.delegate";
     /// Prepare, send and settle quotes.
     pub const QUOTES_WRITE: &str = "crm.quotes.write";
+    /// Send documents for e-signature and sign them with the signer's one-time code.
+    pub const SIGNATURES_WRITE: &str = "crm.signatures.write";
+    /// Make maintenance contracts and their templates.
+    pub const CONTRACTS_WRITE: &str = "crm.contracts.write";
+    /// Read marketing templates, campaigns, workflows and enrollments.
+    pub const MARKETING_READ: &str = "marketing.campaigns.read";
+    /// Manage marketing templates, campaigns, workflows and enrollments.
+    pub const MARKETING_WRITE: &str = "marketing.campaigns.write";
     /// Read invoices and payments.
     pub const BILLING_READ: &str = "billing.invoices.read";
     /// Draft, issue and void invoices.
@@ -100,6 +108,8 @@ const ROLE_CATALOG: &[(&str, &[&str])] = &[
         "crm.sales",
         &[
             permission::QUOTES_WRITE,
+            permission::SIGNATURES_WRITE,
+            permission::CONTRACTS_WRITE,
             permission::CUSTOMERS_READ,
             permission::CUSTOMERS_WRITE,
             permission::CUSTOMERS_DELETE,
@@ -125,6 +135,16 @@ const ROLE_CATALOG: &[(&str, &[&str])] = &[
             permission::TICKETS_WRITE,
             permission::INVENTORY_READ,
             permission::PROPERTY_ACCESS_READ,
+        ],
+    ),
+    (
+        "marketing.manager",
+        &[
+            permission::MARKETING_READ,
+            permission::MARKETING_WRITE,
+            permission::CUSTOMERS_READ,
+            permission::MESSAGES_READ,
+            permission::CONSENT_READ,
         ],
     ),
     (

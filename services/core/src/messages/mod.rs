@@ -160,6 +160,144 @@ fn status_change(before: i32, after: &Message) -> Vec<Change> {
     }]
 }
 
+/// An outbound message's content.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outgoing<'a> {
+    /// The message's id, when the caller fixed it.
+    pub id: Option<MessageId>,
+    pub purpose: MessagePurpose,
+    pub body: &'a str,
+    pub attachment_uris: &'a [String],
+}
+
+/// Sends `o` in the conversation `row` (`conversation` is its proto) in the caller's
+/// transaction: SMS passes CheckConsent; a refusal is recorded (message, consent history,
+/// audit) and answered as a REFUSED message, which the caller turns into an error after commit.
+pub(crate) async fn deliver(
+    conn: &AsyncPgConnection,
+    w: Write<'_>,
+    row: &crm_resource::Row<ConversationFields>,
+    conversation: &Conversation,
+    o: Outgoing<'_>,
+) -> Result<Message, ApiError> {
+    let org = w.org.uuid();
+    let channel = Channel::try_from(conversation.channel).ok();
+    let mut v = Violations::new();
+    validate_body(&mut v, channel, o.body);
+    v.finish()?;
+    let refusal = if channel == Some(Channel::Sms) {
+        consent::check(conn, org, &row.fields.participant, o.purpose, Utc::now())
+            .await?
+            .refusal
+    } else {
+        None
+    };
+    let (status, reason) = match refusal {
+        Some(r) => (DeliveryStatus::Refused, r.reason()),
+        None => (DeliveryStatus::Queued, ""),
+    };
+    let stored = channel.ok_or_else(|| ApiError::Internal("a stored channel is unknown".into()))?;
+    let message: Message = store::insert(
+        conn,
+        OrgId(org),
+        NewMessage {
+            id: o.id.unwrap_or_else(|| MessageId(Uuid::now_v7())),
+            conversation_id: ConversationId(row.std.id),
+            customer_id: CustomerId(row.fields.customer_id),
+            channel: stored,
+            direction: Direction::Outbound,
+            purpose: o.purpose,
+            body: o.body,
+            attachment_uris: o.attachment_uris,
+            status,
+            status_reason: reason,
+            provider_message_id: None,
+            sender: w.call.actor(),
+        },
+    )
+    .await?
+    .into();
+    if let Some(r) = refusal {
+        // The refusal is evidence too: it commits, and the caller gets the error.
+        consent::append_event(
+            conn,
+            org,
+            consent::NewEvent {
+                phone: &row.fields.participant,
+                purpose: o.purpose,
+                kind: "refused",
+                detail: r.reason(),
+                message_id: Uuid::parse_str(message.name.rsplit('/').next().unwrap_or_default())
+                    .ok()
+                    .map(MessageId),
+                actor: w.call.actor(),
+                ..consent::NewEvent::default()
+            },
+        )
+        .await?;
+        record(
+            conn,
+            w,
+            &message,
+            "refused",
+            Action::Custom("send_refused"),
+            &status_change(0, &message),
+        )
+        .await?;
+    } else {
+        record(
+            conn,
+            w,
+            &message,
+            "queued",
+            Action::Custom("send"),
+            &status_change(0, &message),
+        )
+        .await?;
+    }
+    Ok(message)
+}
+
+/// Sends `o` to `address` on `channel` for customer `customer` in the caller's transaction,
+/// in the live conversation with that address (started when there is none); see [`deliver`].
+pub(crate) async fn send_to(
+    conn: &AsyncPgConnection,
+    w: Write<'_>,
+    customer: Uuid,
+    (channel, address): (Channel, &str),
+    o: Outgoing<'_>,
+) -> Result<Message, ApiError> {
+    let org = w.org.uuid();
+    let conversation = find_or_start(
+        conn,
+        org,
+        w.call,
+        w.request_id,
+        channel as i32,
+        address,
+        Some(customer),
+    )
+    .await?
+    .ok_or_else(|| ApiError::Internal("a conversation for a known customer".into()))?;
+    let (_, id) = names::parse_child(&conversation.name, "conversations", "conversation")?;
+    let row = Conversations::find(conn, w.org, id, false)
+        .await?
+        .ok_or_else(|| ApiError::Internal("the conversation just found".into()))?;
+    deliver(conn, w, &row, &conversation, o).await
+}
+
+/// The error a refused send answers (also on replays).
+pub(crate) fn refused(message: &Message) -> Option<ApiError> {
+    (message.delivery_status == DeliveryStatus::Refused as i32).then(|| {
+        let refusal =
+            Refusal::from_reason(&message.status_reason).unwrap_or(Refusal::ConsentMissing);
+        ApiError::FailedPrecondition {
+            reason: refusal.reason(),
+            message: format!("{} (recorded as {})", refusal.detail(), message.name),
+        }
+    })
+}
+
 /// The handlers.
 #[derive(Debug, Clone)]
 pub struct MessageApi {
@@ -207,103 +345,26 @@ impl MessageApi {
                         message: "the conversation is deleted".into(),
                     });
                 }
-                let channel = Channel::try_from(conversation.channel).ok();
-                let mut v = Violations::new();
-                validate_body(&mut v, channel, &b.body);
-                v.finish()?;
-                let refusal = if channel == Some(Channel::Sms) {
-                    consent::check(conn, org, &row.fields.participant, purpose, Utc::now())
-                        .await?
-                        .refusal
-                } else {
-                    None
+                let w = Write {
+                    org: OrgId(org),
+                    call: &call,
+                    request_id: &b.request_id,
                 };
-                let (status, reason) = match refusal {
-                    Some(r) => (DeliveryStatus::Refused, r.reason()),
-                    None => (DeliveryStatus::Queued, ""),
+                let outgoing = Outgoing {
+                    id: None,
+                    purpose,
+                    body: &b.body,
+                    attachment_uris: &b.attachment_uris,
                 };
-                let stored = channel
-                    .ok_or_else(|| ApiError::Internal("a stored channel is unknown".into()))?;
-                let message: Message = store::insert(
-                    conn,
-                    OrgId(org),
-                    NewMessage {
-                        conversation_id: ConversationId(conversation_id),
-                        customer_id: CustomerId(row.fields.customer_id),
-                        channel: stored,
-                        direction: Direction::Outbound,
-                        purpose,
-                        body: &b.body,
-                        attachment_uris: &b.attachment_uris,
-                        status,
-                        status_reason: reason,
-                        provider_message_id: None,
-                        sender: call.actor(),
-                    },
-                )
-                .await?
-                .into();
-                if let Some(r) = refusal {
-                    // The refusal is evidence too: it commits, and the caller gets the error.
-                    consent::append_event(
-                        conn,
-                        org,
-                        consent::NewEvent {
-                            phone: &row.fields.participant,
-                            purpose,
-                            kind: "refused",
-                            detail: r.reason(),
-                            message_id: Uuid::parse_str(
-                                message.name.rsplit('/').next().unwrap_or_default(),
-                            )
-                            .ok()
-                            .map(MessageId),
-                            actor: call.actor(),
-                            ..consent::NewEvent::default()
-                        },
-                    )
-                    .await?;
-                    record(
-                        conn,
-                        Write {
-                            org: OrgId(org),
-                            call: &call,
-                            request_id: &b.request_id,
-                        },
-                        &message,
-                        "refused",
-                        Action::Custom("send_refused"),
-                        &status_change(0, &message),
-                    )
-                    .await?;
-                } else {
-                    record(
-                        conn,
-                        Write {
-                            org: OrgId(org),
-                            call: &call,
-                            request_id: &b.request_id,
-                        },
-                        &message,
-                        "queued",
-                        Action::Custom("send"),
-                        &status_change(0, &message),
-                    )
-                    .await?;
-                }
+                let message = deliver(conn, w, &row, &conversation, outgoing).await?;
                 Ok(message)
             })
         });
         let message = mutation::detached(deadline, write).await?;
         self.state.ctx.events_written.notify_waiters();
         // Replays of a refused send answer the same refusal.
-        if message.delivery_status == DeliveryStatus::Refused as i32 {
-            let refusal =
-                Refusal::from_reason(&message.status_reason).unwrap_or(Refusal::ConsentMissing);
-            return Err(ApiError::FailedPrecondition {
-                reason: refusal.reason(),
-                message: format!("{} (recorded as {})", refusal.detail(), message.name),
-            });
+        if let Some(e) = refused(&message) {
+            return Err(e);
         }
         Ok(message)
     }
@@ -378,6 +439,7 @@ impl MessageApi {
                     conn,
                     OrgId(org),
                     NewMessage {
+                        id: MessageId(Uuid::now_v7()),
                         conversation_id,
                         customer_id,
                         channel: channel_of,

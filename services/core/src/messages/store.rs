@@ -48,6 +48,7 @@ pub struct MessageRow {
 /// A message to insert.
 #[derive(Debug, Clone, Copy)]
 pub struct NewMessage<'a> {
+    pub id: MessageId,
     pub conversation_id: ConversationId,
     pub customer_id: CustomerId,
     pub channel: Channel,
@@ -70,7 +71,7 @@ pub async fn insert(
     let row = diesel::insert_into(m::messages)
         .values((
             m::organization_id.eq(org),
-            m::id.eq(MessageId(uuid::Uuid::now_v7())),
+            m::id.eq(n.id),
             m::conversation_id.eq(n.conversation_id),
             m::customer_id.eq(n.customer_id),
             m::channel.eq(ChannelColumn(n.channel)),

@@ -81,7 +81,7 @@ fn code(i: &mut Input<'_>, value: &str) -> String {
 }
 
 /// Fails unless `currency` is the organization's (none used yet, or the same).
-async fn require_currency(
+pub(crate) async fn require_currency(
     conn: &AsyncPgConnection,
     org: OrgId,
     currency: &str,
