@@ -73,6 +73,7 @@ pub struct World {
     pub quote: String,
     pub catalog_item: String,
     pub contract_template: String,
+    pub message_template: String,
 }
 
 fn text(i: usize, what: &str) -> String {
@@ -411,6 +412,62 @@ pub fn fixtures() -> Vec<Fixture> {
             update: ("auto_renew", || json!(true)),
             redacted: &[],
             custom: no_custom,
+        },
+        Fixture {
+            service: "crm.core.v1.MessageTemplateService",
+            singular: "MessageTemplate",
+            plural: "MessageTemplates",
+            field: "message_template",
+            list_field: "message_templates",
+            text_order: "display_name",
+            body: |_, i| {
+                json!({"display_name": text(i, "Spring reminder"), "channel": "CHANNEL_SMS",
+                       "body": "Hi {{customer.first_name}}, time for your pump-out. Reply STOP to opt out."})
+            },
+            update: ("body", || {
+                json!("Hi {{customer.display_name}}, book your service.")
+            }),
+            redacted: &[],
+            custom: no_custom,
+        },
+        Fixture {
+            service: "crm.core.v1.CampaignService",
+            singular: "Campaign",
+            plural: "Campaigns",
+            field: "campaign",
+            list_field: "campaigns",
+            text_order: "display_name",
+            body: |w, i| {
+                json!({"display_name": text(i, "Spring campaign"), "template": w.message_template,
+                       "audience_filter": "kind = CUSTOMER_KIND_COMMERCIAL"})
+            },
+            update: ("audience_filter", || {
+                json!("kind = CUSTOMER_KIND_RESIDENTIAL")
+            }),
+            redacted: &[],
+            custom: |name| {
+                let s = "crm.core.v1.CampaignService";
+                vec![custom(s, "LaunchCampaign", json!({"name": name}), true)]
+            },
+        },
+        Fixture {
+            service: "crm.core.v1.WorkflowService",
+            singular: "Workflow",
+            plural: "Workflows",
+            field: "workflow",
+            list_field: "workflows",
+            text_order: "display_name",
+            body: |w, i| {
+                json!({"display_name": text(i, "Welcome"), "trigger_event_type": "crm.core.v1.Customer.created",
+                       "steps": [{"delay": "3600s", "send_template": w.message_template},
+                                 {"add_tag": "welcomed"}]})
+            },
+            update: ("active", || json!(true)),
+            redacted: &[],
+            custom: |name| {
+                let s = "crm.core.v1.WorkflowService";
+                vec![custom(s, "ListEnrollments", json!({"parent": name}), false)]
+            },
         },
         Fixture {
             service: "crm.core.v1.CatalogItemService",
@@ -903,7 +960,18 @@ async fn world(env: &Env) -> World {
     )
     .await
     .unwrap();
+    let message_template = rpc(
+        env,
+        &env.token,
+        "crm.core.v1.MessageTemplateService",
+        "CreateMessageTemplate",
+        json!({"parent": parent, "message_template": {"display_name": "World template",
+               "channel": "CHANNEL_SMS", "body": "Hello {{customer.first_name}}"}}),
+    )
+    .await
+    .unwrap();
     World {
+        message_template: str_of(&message_template, "name").to_owned(),
         quote,
         catalog_item,
         contract_template: str_of(&template, "name").to_owned(),
@@ -1273,6 +1341,9 @@ conformance! {
     signature_requests_conform => "crm.core.v1.SignatureRequestService",
     contract_templates_conform => "crm.core.v1.ContractTemplateService",
     contracts_conform => "crm.core.v1.ContractService",
+    message_templates_conform => "crm.core.v1.MessageTemplateService",
+    campaigns_conform => "crm.core.v1.CampaignService",
+    workflows_conform => "crm.core.v1.WorkflowService",
     pricing_zones_conform => "crm.core.v1.PricingZoneService",
     pricing_tiers_conform => "crm.core.v1.PricingTierService",
     pricing_rules_conform => "crm.core.v1.PricingRuleService",

@@ -20,6 +20,7 @@ mod feeds;
 mod fieldops;
 mod health;
 mod identity;
+mod marketing;
 mod members;
 mod messaging;
 mod migrations;

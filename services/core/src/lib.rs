@@ -18,6 +18,7 @@ pub mod events;
 pub mod ids;
 pub mod inventory;
 pub mod invoices;
+pub mod marketing;
 pub mod messages;
 pub mod pricing;
 pub mod properties;
@@ -132,6 +133,7 @@ pub fn policy() -> MethodPolicy {
         quotes::policy(),
         signatures::policy(),
         contracts::policy(),
+        marketing::policy(),
     ]
     .iter()
     .fold(customers::policy(), MethodPolicy::merge)
@@ -151,6 +153,11 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
         message_service_server::MessageServiceServer,
         property_service_server::PropertyServiceServer,
         sync_log_service_server::SyncLogServiceServer, ticket_service_server::TicketServiceServer,
+    };
+    use crm_proto::core_v1::{
+        campaign_service_server::CampaignServiceServer,
+        message_template_service_server::MessageTemplateServiceServer,
+        workflow_service_server::WorkflowServiceServer,
     };
     use crm_proto::core_v1::{
         catalog_item_service_server::CatalogItemServiceServer,
@@ -294,6 +301,21 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
         contracts::policy()
     );
     add!(
+        MessageTemplateServiceServer,
+        marketing::MessageTemplateApi::new(ctx.clone()),
+        marketing::policy()
+    );
+    add!(
+        CampaignServiceServer,
+        marketing::CampaignApi::new(ctx.clone()),
+        marketing::policy()
+    );
+    add!(
+        WorkflowServiceServer,
+        marketing::WorkflowApi::new(ctx.clone()),
+        marketing::policy()
+    );
+    add!(
         PriceServiceServer,
         pricing::PriceApi::new(ctx.clone()),
         pricing::policy()
@@ -318,6 +340,9 @@ pub fn purge_rules(retention: &crm_db::purge::Retention) -> Vec<crm_db::purge::R
         keep: std::time::Duration::ZERO,
     });
     for table in [
+        "campaigns",
+        "workflows",
+        "message_templates",
         "signature_requests",
         "contracts",
         "contract_templates",
@@ -380,8 +405,11 @@ impl crm_platform::module::ServiceModule for CoreModule {
         Result<crm_platform::module::Started, crm_platform::module::StartError>,
     > {
         Box::pin(async move {
-            let state = CoreState::new(pool, &self.page_token_secret, self.peers.clone());
-            Ok(crm_platform::module::Started::new(state, register))
+            let state = CoreState::new(pool.clone(), &self.page_token_secret, self.peers.clone());
+            // Due marketing steps and workflow triggers, every few seconds on every replica
+            // (claims are SKIP LOCKED: replicas share the work, never repeat it).
+            let scheduler = marketing::scheduler::spawn(pool, std::time::Duration::from_secs(5));
+            Ok(crm_platform::module::Started::new(state, register).with_background(scheduler))
         })
     }
 

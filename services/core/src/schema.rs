@@ -616,3 +616,85 @@ diesel::table! {
         updated_by -> Text,
     }
 }
+
+diesel::table! {
+    message_templates (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        display_name -> Text,
+        channel -> Int2,
+        subject -> Text,
+        body -> Text,
+        variables -> Array<Text>,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    campaigns (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        display_name -> Text,
+        template_id -> Uuid,
+        audience_filter -> Text,
+        send_time -> Nullable<Timestamptz>,
+        status -> Int2,
+        launch_time -> Nullable<Timestamptz>,
+        enrolled_count -> Int4,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    workflows (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        display_name -> Text,
+        trigger_event_type -> Text,
+        steps -> Bytea,
+        active -> Bool,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+        revision -> Int8,
+        created_by -> Text,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    enrollments (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        workflow_id -> Nullable<Uuid>,
+        campaign_id -> Nullable<Uuid>,
+        customer_id -> Uuid,
+        position -> Int4,
+        status -> Int2,
+        next_run_time -> Timestamptz,
+        history -> Bytea,
+        trigger_event -> Text,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    workflow_cursors (organization_id) {
+        organization_id -> Uuid,
+        cursor -> Text,
+    }
+}

@@ -379,6 +379,7 @@ async fn send_code(
             purpose: MessagePurpose::Transactional,
             body: &body,
             attachment_uris: &[],
+            consent_phone: None,
         },
     )
     .await?;

@@ -168,6 +168,9 @@ pub(crate) struct Outgoing<'a> {
     pub purpose: MessagePurpose,
     pub body: &'a str,
     pub attachment_uris: &'a [String],
+    /// The number whose consent the send needs, when not the SMS recipient's (marketing
+    /// email needs the customer's marketing consent, recorded on their phone).
+    pub consent_phone: Option<&'a str>,
 }
 
 /// Sends `o` in the conversation `row` (`conversation` is its proto) in the caller's
@@ -185,12 +188,16 @@ pub(crate) async fn deliver(
     let mut v = Violations::new();
     validate_body(&mut v, channel, o.body);
     v.finish()?;
-    let refusal = if channel == Some(Channel::Sms) {
-        consent::check(conn, org, &row.fields.participant, o.purpose, Utc::now())
-            .await?
-            .refusal
-    } else {
-        None
+    let consent_phone = o
+        .consent_phone
+        .or((channel == Some(Channel::Sms)).then_some(row.fields.participant.as_str()));
+    let refusal = match consent_phone {
+        Some(phone) => {
+            consent::check(conn, org, phone, o.purpose, Utc::now())
+                .await?
+                .refusal
+        }
+        None => None,
     };
     let (status, reason) = match refusal {
         Some(r) => (DeliveryStatus::Refused, r.reason()),
@@ -223,7 +230,7 @@ pub(crate) async fn deliver(
             conn,
             org,
             consent::NewEvent {
-                phone: &row.fields.participant,
+                phone: consent_phone.unwrap_or(&row.fields.participant),
                 purpose: o.purpose,
                 kind: "refused",
                 detail: r.reason(),
@@ -352,6 +359,7 @@ impl MessageApi {
                 };
                 let outgoing = Outgoing {
                     id: None,
+                    consent_phone: None,
                     purpose,
                     body: &b.body,
                     attachment_uris: &b.attachment_uris,
