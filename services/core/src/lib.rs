@@ -339,6 +339,18 @@ pub fn purge_rules(retention: &crm_db::purge::Retention) -> Vec<crm_db::purge::R
                        AND e.purge_time < now() - make_interval(secs => $1))",
         keep: std::time::Duration::ZERO,
     });
+    rules.push(Rule {
+        table: "enrollments",
+        condition: "EXISTS (SELECT 1 FROM workflows w \
+                     WHERE w.organization_id = enrollments.organization_id \
+                       AND w.id = enrollments.workflow_id \
+                       AND w.purge_time < now() - make_interval(secs => $1)) \
+                    OR EXISTS (SELECT 1 FROM campaigns c \
+                     WHERE c.organization_id = enrollments.organization_id \
+                       AND c.id = enrollments.campaign_id \
+                       AND c.purge_time < now() - make_interval(secs => $1))",
+        keep: std::time::Duration::ZERO,
+    });
     for table in [
         "campaigns",
         "workflows",

@@ -88,9 +88,9 @@ CREATE TABLE enrollments (
     update_time timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (organization_id, id),
     FOREIGN KEY (organization_id, workflow_id) REFERENCES workflows (organization_id, id)
-        ON DELETE CASCADE,
+        ON DELETE RESTRICT,
     FOREIGN KEY (organization_id, campaign_id) REFERENCES campaigns (organization_id, id)
-        ON DELETE CASCADE,
+        ON DELETE RESTRICT,
     FOREIGN KEY (organization_id, customer_id) REFERENCES customers (organization_id, id)
         ON DELETE RESTRICT,
     CHECK ((workflow_id IS NULL) <> (campaign_id IS NULL))
@@ -136,4 +136,9 @@ CREATE POLICY scheduler ON workflows FOR SELECT
     USING (current_setting('app.scheduler', true) = 'on' AND active AND delete_time IS NULL);
 CREATE POLICY scheduler ON enrollments FOR SELECT
     USING (current_setting('app.scheduler', true) = 'on' AND status = 1);
-REVOKE DELETE, TRUNCATE ON enrollments FROM core_app;
+-- Enrollments go only with their workflow or campaign, by the purge job.
+CREATE POLICY purge ON enrollments FOR SELECT
+    USING (current_setting('app.purge', true) = 'on');
+CREATE POLICY purge_delete ON enrollments FOR DELETE
+    USING (current_setting('app.purge', true) = 'on');
+REVOKE TRUNCATE ON enrollments FROM core_app;
