@@ -21,14 +21,13 @@ use crm_proto::core_v1::{
 use crm_resource::input::Amount;
 use crm_resource::{BoxFuture, Field, Input, Resource, Row, Store, Write};
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
 use prost::Message as _;
 use uuid::Uuid;
 
 use crate::pricing::book::CatalogItems;
 use crate::schema::contract_templates::{self, dsl as ct};
 use crate::schema::contracts::{self, dsl as co};
-use crate::schema::properties::dsl as pp;
 use crate::signatures::Document;
 
 /// The permissions of both services.
@@ -370,21 +369,13 @@ impl Resource for Contracts {
                 None => {
                     next.status = contract_status(ContractStatus::Draft);
                     crate::customers::require_live(conn, org, next.customer_id).await?;
-                    let owner: Option<Uuid> = pp::properties
-                        .filter(pp::organization_id.eq(org))
-                        .filter(pp::id.eq(next.property_id))
-                        .filter(pp::delete_time.is_null())
-                        .select(pp::customer_id)
-                        .first(&mut { conn })
-                        .await
-                        .optional()?;
-                    if owner != Some(next.customer_id) {
-                        return Err(ApiError::FailedPrecondition {
-                            reason: "PROPERTY_OF_ANOTHER_CUSTOMER",
-                            message: "the property is not the customer's (or does not exist)"
-                                .to_owned(),
-                        });
-                    }
+                    crate::properties::require_customers(
+                        conn,
+                        org,
+                        next.property_id,
+                        next.customer_id,
+                    )
+                    .await?;
                     let name = child_name(org.uuid(), "contractTemplates", next.template_id);
                     let t = ContractTemplates::find(conn, org, next.template_id, false)
                         .await?

@@ -12,7 +12,7 @@ use crm_proto::core_v1::{
 };
 use crm_resource::{BoxFuture, Field, Input, Resource, Row};
 use diesel::prelude::*;
-use diesel_async::AsyncPgConnection;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::customers::require_live;
@@ -173,4 +173,33 @@ crm_resource::standard_service! {
     update = update_property(UpdatePropertyRequest);
     delete = delete_property(DeletePropertyRequest);
     undelete = undelete_property(UndeletePropertyRequest);
+}
+
+/// Fails unless live property `property` of `org` belongs to `customer`.
+///
+/// # Errors
+/// FAILED_PRECONDITION `PROPERTY_OF_ANOTHER_CUSTOMER` (also for a missing or deleted property);
+/// the database error.
+pub async fn require_customers(
+    conn: &AsyncPgConnection,
+    org: OrgId,
+    property: Uuid,
+    customer: Uuid,
+) -> Result<(), ApiError> {
+    use crate::schema::properties::dsl as pp;
+    let owner: Option<Uuid> = pp::properties
+        .filter(pp::organization_id.eq(org))
+        .filter(pp::id.eq(property))
+        .filter(pp::delete_time.is_null())
+        .select(pp::customer_id)
+        .first(&mut { conn })
+        .await
+        .optional()?;
+    if owner == Some(customer) {
+        return Ok(());
+    }
+    Err(ApiError::FailedPrecondition {
+        reason: "PROPERTY_OF_ANOTHER_CUSTOMER",
+        message: "the property is not the customer's (or does not exist)".to_owned(),
+    })
 }

@@ -30,7 +30,6 @@ use uuid::Uuid;
 use crate::invoices::{show_milli, tax_milli};
 use crate::pricing::engine::{minor_unit, round_half_even};
 use crate::schema::catalog_items::dsl as ci;
-use crate::schema::properties::dsl as pp;
 use crate::schema::quotes::{self, dsl as q};
 
 const SERVICE: &str = "crm.core.v1.QuoteService";
@@ -329,21 +328,8 @@ impl Resource for Quotes {
                     next.status = status(QuoteStatus::Draft);
                     crate::customers::require_live(conn, org, next.customer_id).await?;
                     if let Some(p) = next.property_id {
-                        let owner: Option<Uuid> = pp::properties
-                            .filter(pp::organization_id.eq(org))
-                            .filter(pp::id.eq(p))
-                            .filter(pp::delete_time.is_null())
-                            .select(pp::customer_id)
-                            .first(&mut { conn })
-                            .await
-                            .optional()?;
-                        if owner != Some(next.customer_id) {
-                            return Err(ApiError::FailedPrecondition {
-                                reason: "PROPERTY_OF_ANOTHER_CUSTOMER",
-                                message: "the property is not the customer's (or does not exist)"
-                                    .to_owned(),
-                            });
-                        }
+                        crate::properties::require_customers(conn, org, p, next.customer_id)
+                            .await?;
                     }
                 }
                 Some(c) if c.fields.status != status(QuoteStatus::Draft) => {

@@ -37,7 +37,6 @@ use super::{EnrollmentRow, MessageTemplates, Workflows, delay_of, enroll, render
 use crate::consent::{self, Refusal};
 use crate::customers::Customers;
 use crate::messages::{self, Outgoing};
-use crate::schema::campaigns::dsl as cp;
 use crate::schema::enrollments::dsl as en;
 use crate::schema::workflow_cursors::dsl as wc;
 use crate::schema::workflows::dsl as wf;
@@ -356,14 +355,10 @@ async fn steps_for(
     let Some(id) = row.campaign_id else {
         return Ok(None);
     };
-    let template: Option<Uuid> = cp::campaigns
-        .filter(cp::organization_id.eq(org))
-        .filter(cp::id.eq(id))
-        .filter(cp::delete_time.is_null())
-        .select(cp::template_id)
-        .first(&mut { conn })
-        .await
-        .optional()?;
+    let template = super::Campaigns::find(conn, org, id, false)
+        .await?
+        .filter(|r| !r.std.deleted())
+        .map(|r| r.fields.template_id);
     Ok(template.map(|t| {
         vec![WorkflowStep {
             delay: None,
