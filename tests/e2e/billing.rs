@@ -1,6 +1,8 @@
 //! Invoices and payments: gapless numbers under concurrent issuing, payments recorded once per
-//! request_id and per external reference, a balance that never goes negative, bounded refunds.
+//! request_id and per external reference, a balance that never goes negative, bounded refunds;
+//! credit notes (numbered, bounded by the balance, final); invoices from accepted quotes.
 
+use diesel_async::SimpleAsyncConnection as _;
 use serde_json::{Value, json};
 use tonic::Code;
 use uuid::Uuid;
@@ -275,4 +277,199 @@ async fn concurrent_partial_payments_never_overpay_and_refunds_are_bounded() {
     )
     .await;
     assert_eq!(over, 0);
+}
+
+#[tokio::test]
+async fn concurrent_credit_notes_never_pass_the_balance_and_are_numbered_without_gaps() {
+    let env = Env::new().await;
+    let customer = env.create("Harbor Grill").await.name;
+    let invoice = issued(&env, &customer, 10_000).await;
+    let name = invoice["name"].as_str().unwrap().to_owned();
+    // A draft takes no credit note.
+    let draft = call(
+        &env,
+        "CreateInvoice",
+        json!({"parent": env.parent(), "invoice": {"customer": customer,
+        "lines": [{"description": "Pump-out", "quantity": 1, "unit_price": usd_cents(500)}]}}),
+    )
+    .await
+    .unwrap();
+    let credit = |invoice: &str, cents: i64| {
+        json!({"invoice": invoice, "amount": usd_cents(cents), "reason": "goodwill",
+               "request_id": Uuid::now_v7().to_string()})
+    };
+    let e = call(
+        &env,
+        "IssueCreditNote",
+        credit(draft["name"].as_str().unwrap(), 100),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason(&e), "INVOICE_NOT_OPEN");
+
+    // Eight concurrent credits of 20.00 on 100.00: five fit.
+    let tries = (0..8).map(|_| call(&env, "IssueCreditNote", credit(&name, 2_000)));
+    let results = futures_util::future::join_all(tries).await;
+    let mut numbers: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|c| c["number"].as_str().unwrap().to_owned())
+        .collect();
+    numbers.sort();
+    assert_eq!(
+        numbers,
+        [
+            "CN-000001",
+            "CN-000002",
+            "CN-000003",
+            "CN-000004",
+            "CN-000005"
+        ]
+    );
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(reason(e), "INVOICE_NOT_OPEN", "{e:?}");
+    }
+    let settled = call(&env, "GetInvoice", json!({"name": name}))
+        .await
+        .unwrap();
+    assert_eq!(settled["status"], "INVOICE_STATUS_PAID", "{settled}");
+    assert_eq!(cents(&settled["amount_credited"]), 10_000);
+    assert_eq!(cents(&settled["balance"]), 0);
+    let listed = call(&env, "ListCreditNotes", json!({"parent": name}))
+        .await
+        .unwrap();
+    assert_eq!(listed["credit_notes"].as_array().unwrap().len(), 5);
+
+    // On a second invoice: a credit past the balance is refused; a payment counts the credit.
+    let second = issued(&env, &customer, 10_000).await;
+    let second = second["name"].as_str().unwrap().to_owned();
+    let e = call(&env, "IssueCreditNote", credit(&second, 10_001))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "CREDIT_EXCEEDS_BALANCE");
+    let c = call(&env, "IssueCreditNote", credit(&second, 2_500))
+        .await
+        .unwrap();
+    assert_eq!(c["number"], "CN-000006");
+    let pay = |cents: i64, reference: &str| {
+        json!({"invoice": second, "method": "PAYMENT_METHOD_CARD", "amount": usd_cents(cents),
+               "external_reference": reference})
+    };
+    let e = call(&env, "RecordPayment", pay(7_501, "ch_over"))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "OVERPAYMENT");
+    call(&env, "RecordPayment", pay(7_500, "ch_rest"))
+        .await
+        .unwrap();
+    let paid = call(&env, "GetInvoice", json!({"name": second}))
+        .await
+        .unwrap();
+    assert_eq!(paid["status"], "INVOICE_STATUS_PAID");
+    assert_eq!(
+        (cents(&paid["amount_paid"]), cents(&paid["balance"])),
+        (7_500, 0)
+    );
+    // A credit note is final, for the service's own database role too.
+    let mut app = env.db.app("core").await.unwrap();
+    for sql in [
+        "UPDATE credit_notes SET amount_nanos = 1",
+        "DELETE FROM credit_notes",
+    ] {
+        let denied = app.batch_execute(sql).await.unwrap_err();
+        assert!(denied.to_string().contains("permission denied"), "{denied}");
+    }
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT count(*) AS n FROM core.audit_entries WHERE action = 'issue_credit_note'"
+        )
+        .await,
+        6
+    );
+}
+
+#[tokio::test]
+async fn an_accepted_quote_is_invoiced_once_from_its_accepted_option() {
+    let env = Env::new().await;
+    let p = env.parent();
+    let customer = env.create("Harbor Grill").await.name;
+    let line = |description: &str, dollars: i64, taxable: bool| {
+        json!({"description": description, "quantity": 1, "taxable": taxable,
+               "unit_price": {"currency_code": "USD", "units": dollars}})
+    };
+    let quote = rpc(
+        &env,
+        &env.token,
+        "crm.core.v1.QuoteService",
+        "CreateQuote",
+        json!({"parent": p, "quote": {"customer": customer, "title": "Trap service",
+        "tax_percent": "8.25", "valid_until": "2030-01-01T00:00:00Z",
+        "options": [
+            {"level": "QUOTE_LEVEL_GOOD", "title": "Pump", "lines": [line("Pump-out", 300, true)]},
+            {"level": "QUOTE_LEVEL_BETTER", "title": "Pump and jet",
+             "lines": [line("Pump-out", 300, true), line("Line jetting", 120, false)]}]}}),
+    )
+    .await
+    .unwrap();
+    let q = quote["name"].as_str().unwrap().to_owned();
+    let from = |q: &str| json!({"parent": p, "quote": q, "terms_days": 15, "request_id": Uuid::now_v7().to_string()});
+    let e = call(&env, "CreateInvoiceFromQuote", from(&q))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "QUOTE_NOT_ACCEPTED");
+    let quotes = "crm.core.v1.QuoteService";
+    rpc(
+        &env,
+        &env.token,
+        quotes,
+        "TransitionQuote",
+        json!({"name": q, "to_status": "QUOTE_STATUS_SENT"}),
+    )
+    .await
+    .unwrap();
+    rpc(
+        &env,
+        &env.token,
+        quotes,
+        "AcceptQuote",
+        json!({"name": q, "level": "QUOTE_LEVEL_BETTER"}),
+    )
+    .await
+    .unwrap();
+    let invoice = call(&env, "CreateInvoiceFromQuote", from(&q))
+        .await
+        .unwrap();
+    assert_eq!(invoice["quote"], q.as_str());
+    assert_eq!(invoice["customer"], customer.as_str());
+    assert_eq!(invoice["status"], "INVOICE_STATUS_DRAFT");
+    assert_eq!(invoice["tax_percent"], "8.25");
+    assert_eq!(invoice["terms_days"], 15);
+    let lines: Vec<&str> = invoice["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["description"].as_str().unwrap())
+        .collect();
+    assert_eq!(lines, ["Pump-out", "Line jetting"]);
+    // 420.00 plus 8.25 % of the taxable 300.00 (24.75).
+    assert_eq!(cents(&invoice["total"]), 44_475);
+    let again = call(&env, "CreateInvoiceFromQuote", from(&q))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists);
+    // A quote of another organization is refused before anything is read.
+    let foreign = format!("organizations/{}/quotes/{}", Uuid::now_v7(), Uuid::now_v7());
+    let e = call(&env, "CreateInvoiceFromQuote", from(&foreign))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert_eq!(
+        count(
+            &env.db,
+            &format!("SELECT count(*) AS n FROM core.invoices WHERE quote = '{q}'")
+        )
+        .await,
+        1
+    );
 }

@@ -306,7 +306,10 @@ pub fn fixtures() -> Vec<Fixture> {
             redacted: &[],
             custom: |name| {
                 let s = "crm.core.v1.InvoiceService";
-                vec![custom(s, "ListPayments", json!({"parent": name}), false)]
+                vec![
+                    custom(s, "ListPayments", json!({"parent": name}), false),
+                    custom(s, "ListCreditNotes", json!({"parent": name}), false),
+                ]
             },
         },
         Fixture {

@@ -1,6 +1,7 @@
 //! E-signatures: the code travels in a consented message, a wrong or reused code is refused, a
 //! signed document is final for the service's role and verifiable, a changed document fails
-//! verification; signing a contract activates it with its due-service schedule.
+//! verification; signing a contract activates it with its due-service schedule, whose visits
+//! the sweep announces once each ahead of their dates before it renews or expires the term.
 
 use diesel_async::SimpleAsyncConnection as _;
 use serde_json::{Value, json};
@@ -304,13 +305,13 @@ async fn five_wrong_codes_lock_a_request() {
     assert_eq!(reason(&locked), "SIGNATURE_LOCKED");
 }
 
-#[tokio::test]
-async fn signing_a_contract_activates_it_with_its_due_service_schedule() {
-    let env = Env::new().await;
+/// A draft contract for a new customer: a grease trap every 90 days for 12 months from
+/// `start`, renewing.
+async fn draft_contract(env: &Env, start: &str) -> Value {
     let p = env.parent();
     let customer = env.create("Harbor Grill").await.name;
     let property = core(
-        &env,
+        env,
         "PropertyService",
         "CreateProperty",
         json!({"parent": p, "property": {
@@ -320,7 +321,7 @@ async fn signing_a_contract_activates_it_with_its_due_service_schedule() {
     .await
     .unwrap();
     let item = core(
-        &env,
+        env,
         "CatalogItemService",
         "CreateCatalogItem",
         json!({"parent": p, "catalog_item": {
@@ -330,7 +331,7 @@ async fn signing_a_contract_activates_it_with_its_due_service_schedule() {
     .await
     .unwrap();
     let template = core(
-        &env,
+        env,
         "ContractTemplateService",
         "CreateContractTemplate",
         json!({"parent": p,
@@ -341,16 +342,22 @@ async fn signing_a_contract_activates_it_with_its_due_service_schedule() {
     )
     .await
     .unwrap();
-    let contract = core(
-        &env,
+    core(
+        env,
         "ContractService",
         "CreateContract",
         json!({"parent": p, "contract": {
         "customer": customer, "property": name(&property), "template": name(&template),
-        "start_time": "2027-01-04T09:00:00Z"}}),
+        "start_time": start}}),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn signing_a_contract_activates_it_with_its_due_service_schedule() {
+    let env = Env::new().await;
+    let contract = draft_contract(&env, "2027-01-04T09:00:00Z").await;
     // The template fills what the contract leaves unset; a draft has no schedule yet.
     assert_eq!(contract["title"], "Quarterly grease trap");
     assert_eq!(contract["price"]["units"], "275");
@@ -413,4 +420,87 @@ async fn signing_a_contract_activates_it_with_its_due_service_schedule() {
     .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert_eq!(reason(&e), "CONTRACT_SIGNED");
+}
+
+fn at(t: &str) -> chrono::DateTime<chrono::Utc> {
+    t.parse().unwrap()
+}
+
+#[tokio::test]
+async fn the_sweep_announces_each_visit_once_ahead_of_it_and_renews_or_expires_the_term() {
+    use crm_core::contracts::sweep;
+    let env = Env::new().await;
+    let contract = draft_contract(&env, "2031-01-06T09:00:00Z").await;
+    let c = name(&contract);
+    let r = request(&env, &c, ("signer_email", "owner@example.com"))
+        .await
+        .unwrap();
+    let code = code_of(&env, &r).await;
+    sign(&env, &name(&r), &code).await.unwrap();
+    // The first visit is announced 14 days ahead of it.
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT count(*) AS n FROM core.contracts \
+             WHERE next_check_time = '2030-12-23T09:00:00Z'"
+        )
+        .await,
+        1
+    );
+    let settings = |_| {
+        let mut s = crm_db::pool::PoolSettings::new(env.db.app_url("core"), "core");
+        s.acquire_timeout = std::time::Duration::from_secs(3);
+        crm_db::pool::build(&s)
+    };
+    let (a, b) = (settings(0), settings(1));
+    let early = sweep::tick(&a, at("2030-12-23T08:00:00Z")).await.unwrap();
+    assert_eq!(early, sweep::Tick::default());
+    let first = sweep::tick(&a, at("2030-12-24T00:00:00Z")).await.unwrap();
+    assert_eq!(first.announced, 1);
+    let again = sweep::tick(&b, at("2030-12-24T00:00:00Z")).await.unwrap();
+    assert_eq!(again, sweep::Tick::default());
+
+    // Past the term's end, two sweeps at once: the other four visits once, one renewal.
+    let end = at("2032-01-07T00:00:00Z");
+    let (x, y) = tokio::join!(sweep::tick(&a, end), sweep::tick(&b, end));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!((x.announced + y.announced, x.renewed + y.renewed), (4, 1));
+    let renewed = core(&env, "ContractService", "GetContract", json!({"name": c}))
+        .await
+        .unwrap();
+    assert_eq!(renewed["status"], "CONTRACT_STATUS_ACTIVE");
+    assert_eq!(renewed["renewals"], 1);
+    assert_eq!(renewed["end_time"], "2033-01-06T09:00:00Z");
+    assert_eq!(renewed["schedule"].as_array().unwrap().len(), 9);
+
+    // Without renewal, the second term ends in expiry after its visits are announced.
+    let mut admin = env.db.admin().await.unwrap();
+    admin
+        .batch_execute("UPDATE core.contracts SET auto_renew = false")
+        .await
+        .unwrap();
+    let last = sweep::tick(&a, at("2033-01-07T00:00:00Z")).await.unwrap();
+    assert_eq!((last.announced, last.expired), (4, 1));
+    let expired = core(&env, "ContractService", "GetContract", json!({"name": c}))
+        .await
+        .unwrap();
+    assert_eq!(expired["status"], "CONTRACT_STATUS_EXPIRED");
+    let later = sweep::tick(&a, at("2040-01-01T00:00:00Z")).await.unwrap();
+    assert_eq!(later, sweep::Tick::default());
+
+    let events = |t: &str| {
+        format!("SELECT count(*) AS n FROM core.outbox WHERE event_type = 'crm.core.v1.{t}'")
+    };
+    assert_eq!(count(&env.db, &events("ServiceDue.announced")).await, 9);
+    assert_eq!(count(&env.db, &events("Contract.renewed")).await, 1);
+    assert_eq!(count(&env.db, &events("Contract.expired")).await, 1);
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT count(*) AS n FROM core.audit_entries WHERE action IN ('renewed', 'expired') \
+             AND actor = 'services/contract-sweep'"
+        )
+        .await,
+        2
+    );
 }

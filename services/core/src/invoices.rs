@@ -15,8 +15,9 @@ use crm_platform::api::time::{optional_timestamp, timestamp};
 use crm_platform::api::validate::{self, Violations};
 use crm_platform::mutation::{self, IdempotencyKey};
 use crm_proto::core_v1::{
-    CreateInvoiceFromWorkOrderRequest, CreateInvoiceRequest, DeleteInvoiceRequest,
-    GetInvoiceRequest, Invoice, InvoiceLine, InvoiceStatus, IssueInvoiceRequest,
+    CreateInvoiceFromQuoteRequest, CreateInvoiceFromWorkOrderRequest, CreateInvoiceRequest,
+    CreditNote, DeleteInvoiceRequest, GetInvoiceRequest, Invoice, InvoiceLine, InvoiceStatus,
+    IssueCreditNoteRequest, IssueInvoiceRequest, ListCreditNotesRequest, ListCreditNotesResponse,
     ListInvoicesRequest, ListInvoicesResponse, ListPaymentsRequest, ListPaymentsResponse, Payment,
     PaymentMethod, RecordPaymentRequest, RefundPaymentRequest, UndeleteInvoiceRequest,
     UpdateInvoiceRequest, VoidInvoiceRequest,
@@ -31,6 +32,8 @@ use num_traits::ToPrimitive;
 use uuid::Uuid;
 
 use crate::pricing::engine::{minor_unit, round_half_even};
+use crate::schema::credit_note_counters::{self, dsl as cc};
+use crate::schema::credit_notes::{self, dsl as cn};
 use crate::schema::invoice_counters::{self, dsl as ic};
 use crate::schema::invoices::{self, dsl as iv};
 use crate::schema::payments::{self, dsl as pa};
@@ -53,6 +56,13 @@ pub fn policy() -> MethodPolicy {
             Requirement::Permission(write),
         )
         .with(SERVICE, "VoidInvoice", Requirement::Permission(write))
+        .with(
+            SERVICE,
+            "CreateInvoiceFromQuote",
+            Requirement::Permission(write),
+        )
+        .with(SERVICE, "IssueCreditNote", Requirement::Permission(write))
+        .with(SERVICE, "ListCreditNotes", Requirement::Permission(read))
         .with(SERVICE, "RecordPayment", Requirement::Permission(pay))
         .with(SERVICE, "RefundPayment", Requirement::Permission(pay))
         .with(SERVICE, "ListPayments", Requirement::Permission(read))
@@ -85,6 +95,8 @@ pub struct InvoiceFields {
     pub issue_time: Option<DateTime<Utc>>,
     pub due_time: Option<DateTime<Utc>>,
     pub void_reason: String,
+    pub quote: String,
+    pub credited_nanos: i64,
 }
 
 fn set_lines(i: &mut Input<'_>, lines: &[InvoiceLine], f: &mut InvoiceFields) {
@@ -269,7 +281,9 @@ impl Resource for Invoices {
             tax: shown(f.tax_nanos),
             total: shown(f.total_nanos),
             amount_paid: shown(f.paid_nanos),
-            balance: shown(f.total_nanos - f.paid_nanos),
+            balance: shown(f.total_nanos - f.paid_nanos - f.credited_nanos),
+            amount_credited: shown(f.credited_nanos),
+            quote: f.quote,
             issue_time: optional_timestamp(f.issue_time),
             due_time: optional_timestamp(f.due_time),
             ..Invoice::default()
@@ -350,11 +364,11 @@ fn payment_proto(org: Uuid, p: PaymentRow) -> Payment {
     }
 }
 
-/// The statuses an issued invoice takes from what is paid of it.
+/// The statuses an issued invoice takes from what is paid and credited of it.
 fn paid_status(f: &InvoiceFields) -> i16 {
-    if f.paid_nanos == 0 {
+    if f.paid_nanos == 0 && f.credited_nanos < f.total_nanos {
         status(InvoiceStatus::Issued)
-    } else if f.paid_nanos >= f.total_nanos {
+    } else if f.paid_nanos + f.credited_nanos >= f.total_nanos {
         status(InvoiceStatus::Paid)
     } else {
         status(InvoiceStatus::PartiallyPaid)
@@ -606,7 +620,7 @@ async fn record_payment(
                     "the invoice's currency",
                 ));
             }
-            let balance = f.total_nanos - f.paid_nanos;
+            let balance = f.total_nanos - f.paid_nanos - f.credited_nanos;
             if amount.nanos > balance {
                 return Err(ApiError::FailedPrecondition {
                     reason: "OVERPAYMENT",
@@ -903,6 +917,25 @@ async fn from_work_order(
     );
     lv.finish()?;
     let request_id = body.request_id.clone();
+    draft(
+        ctx,
+        call,
+        (org, key, request_id),
+        fields,
+        "work_order: the work order is invoiced already",
+    )
+    .await
+}
+
+/// Creates the draft `fields` in one idempotent transaction; a second live invoice of the same
+/// source answers ALREADY_EXISTS with `taken`.
+async fn draft(
+    ctx: &Context,
+    call: Call,
+    (org, key, request_id): (Uuid, Option<IdempotencyKey>, String),
+    fields: InvoiceFields,
+    taken: &'static str,
+) -> Result<Invoice, ApiError> {
     let deadline = call.deadline;
     let write = mutation::idempotent(ctx.pool.clone(), org, key, move |conn| {
         Box::pin(async move {
@@ -911,21 +944,246 @@ async fn from_work_order(
                 call: &call,
                 request_id: &request_id,
             };
-            crm_resource::create_in::<Invoices>(conn, w, Uuid::now_v7(), fields)
-                .await
-                .map_err(|e| {
-                    if matches!(e, ApiError::AlreadyExists { .. }) {
-                        ApiError::AlreadyExists {
-                            resource_type: "core.crm/Invoice",
-                            detail: "work_order: the work order is invoiced already".to_owned(),
-                        }
-                    } else {
-                        e
-                    }
-                })
+            let mut fields = fields;
+            if let Ok((_, quote)) = names::parse_child(&fields.quote, "quotes", "quote") {
+                // The accepted option, read in the creating transaction.
+                let accepted = crate::quotes::accepted(conn, w.org, quote, &fields.quote).await?;
+                fields.customer_id = accepted.customer_id;
+                fields.tax_milli = accepted.tax_milli;
+                let mut v = Violations::new();
+                set_lines(
+                    &mut Input::new(&mut v, Some(org), "quote.lines".to_owned()),
+                    &accepted.lines,
+                    &mut fields,
+                );
+                v.finish()?;
+            }
+            created(conn, w, fields, taken).await
         })
     });
     ctx.commit(deadline, write).await
+}
+
+async fn created(
+    conn: &AsyncPgConnection,
+    w: Write<'_>,
+    fields: InvoiceFields,
+    taken: &'static str,
+) -> Result<Invoice, ApiError> {
+    crm_resource::create_in::<Invoices>(conn, w, Uuid::now_v7(), fields)
+        .await
+        .map_err(|e| {
+            if matches!(e, ApiError::AlreadyExists { .. }) {
+                ApiError::AlreadyExists {
+                    resource_type: "core.crm/Invoice",
+                    detail: taken.to_owned(),
+                }
+            } else {
+                e
+            }
+        })
+}
+
+/// Drafts the invoice of an accepted quote's accepted option.
+async fn from_quote(
+    ctx: &Context,
+    call: Call,
+    body: CreateInvoiceFromQuoteRequest,
+) -> Result<Invoice, ApiError> {
+    let mut v = Violations::new();
+    let org = names::parse_organization(&body.parent, "parent")
+        .map_err(|e| v.absorb(e))
+        .ok();
+    Input::new(&mut v, org, "quote".to_owned()).reference(&body.quote, "quotes");
+    if !(0..=365).contains(&body.terms_days) {
+        v.push("terms_days", "OUT_OF_RANGE", "0 to 365 days");
+    }
+    let mut fingerprint = body.clone();
+    fingerprint.request_id.clear();
+    let key = IdempotencyKey::from_request(&mut v, &call.method, &body.request_id, &fingerprint);
+    v.finish()?;
+    let org = org.ok_or_else(|| ApiError::Internal("parsed without violation".into()))?;
+    names::require_same_organization(&call.principal, org)?;
+    let fields = InvoiceFields {
+        quote: body.quote.clone(),
+        terms_days: body.terms_days,
+        ..InvoiceFields::default()
+    };
+    draft(
+        ctx,
+        call,
+        (org, key, body.request_id.clone()),
+        fields,
+        "quote: the quote is invoiced already",
+    )
+    .await
+}
+
+/// A credit note row.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = credit_notes)]
+struct CreditNoteRow {
+    id: Uuid,
+    invoice_id: Uuid,
+    number: String,
+    currency: String,
+    amount_nanos: i64,
+    reason: String,
+    created_by: String,
+    create_time: DateTime<Utc>,
+}
+
+fn credit_note_proto(org: Uuid, c: CreditNoteRow) -> CreditNote {
+    CreditNote {
+        name: child_name(org, "creditNotes", c.id),
+        invoice: child_name(org, "invoices", c.invoice_id),
+        number: c.number,
+        amount: Amount::money(&c.currency, c.amount_nanos),
+        reason: c.reason,
+        create_time: Some(timestamp(c.create_time)),
+        creator: c.created_by,
+    }
+}
+
+async fn credit(
+    ctx: &Context,
+    call: Call,
+    body: IssueCreditNoteRequest,
+) -> Result<CreditNote, ApiError> {
+    let mut v = Violations::new();
+    let amount = Input::new(&mut v, None, "amount".to_owned()).money(body.amount.as_ref(), false);
+    if body.amount.is_none() || amount.as_ref().is_some_and(|a| a.nanos == 0) {
+        v.push("amount", "REQUIRED", "an amount more than zero");
+    }
+    validate::required_text(&mut v, "reason", &body.reason, 1_000);
+    v.finish()?;
+    let amount = amount.ok_or_else(|| ApiError::Internal("parsed without violation".into()))?;
+    let mut fingerprint = body.clone();
+    fingerprint.request_id.clear();
+    let reason = body.reason.trim().to_owned();
+    let t = Target {
+        name: &body.invoice,
+        etag: "",
+        request_id: &body.request_id,
+    };
+    on_invoice(ctx, call, t, &fingerprint, move |conn, w, current| {
+        Box::pin(async move {
+            let f = &current.fields;
+            let open = [InvoiceStatus::Issued, InvoiceStatus::PartiallyPaid];
+            if !open.iter().any(|s| status(*s) == f.status) {
+                return Err(ApiError::FailedPrecondition {
+                    reason: "INVOICE_NOT_OPEN",
+                    message: "a credit note applies to an issued invoice with a balance".to_owned(),
+                });
+            }
+            if f.currency.as_deref() != Some(amount.currency.as_str()) {
+                return Err(ApiError::invalid(
+                    "amount.currency_code",
+                    "CURRENCY_MISMATCH",
+                    "the invoice's currency",
+                ));
+            }
+            let balance = f.total_nanos - f.paid_nanos - f.credited_nanos;
+            if amount.nanos > balance {
+                return Err(ApiError::FailedPrecondition {
+                    reason: "CREDIT_EXCEEDS_BALANCE",
+                    message: format!(
+                        "the balance is {}; to credit what was paid, refund it first",
+                        crate::pricing::engine::show_nanos(balance)
+                    ),
+                });
+            }
+            // Numbered as invoices are: the counter row's lock, rolled back with a failure.
+            let n: i64 = diesel::insert_into(credit_note_counters::table)
+                .values((cc::organization_id.eq(w.org), cc::last.eq(1)))
+                .on_conflict(cc::organization_id)
+                .do_update()
+                .set(cc::last.eq(cc::last + 1))
+                .returning(cc::last)
+                .get_result(&mut { conn })
+                .await?;
+            let row: CreditNoteRow = diesel::insert_into(credit_notes::table)
+                .values((
+                    cn::organization_id.eq(w.org),
+                    cn::id.eq(Uuid::now_v7()),
+                    cn::invoice_id.eq(current.std.id),
+                    cn::number.eq(format!("CN-{n:06}")),
+                    cn::currency.eq(&amount.currency),
+                    cn::amount_nanos.eq(amount.nanos),
+                    cn::reason.eq(&reason),
+                    cn::created_by.eq(w.call.actor()),
+                ))
+                .returning(CreditNoteRow::as_returning())
+                .get_result(&mut { conn })
+                .await?;
+            let mut next = f.clone();
+            next.credited_nanos += amount.nanos;
+            next.status = paid_status(&next);
+            changed(
+                conn,
+                w,
+                current,
+                &next,
+                ("credited", "issue_credit_note"),
+                &["amount_credited", "status"],
+            )
+            .await?;
+            Ok(credit_note_proto(w.org.uuid(), row))
+        })
+    })
+    .await
+}
+
+async fn list_credit_notes(
+    ctx: &Context,
+    principal: &crm_auth::Principal,
+    body: &ListCreditNotesRequest,
+) -> Result<ListCreditNotesResponse, ApiError> {
+    let (org, invoice) = names::parse_child(&body.parent, "invoices", "parent")?;
+    names::require_same_organization(principal, org)?;
+    let listing = Listing::begin(
+        principal,
+        &ctx.page_tokens,
+        "ListCreditNotes",
+        &format!("organizations/{org}"),
+        body.page_size,
+        &body.page_token,
+        &[&body.parent],
+        50,
+        crm_platform::api::listing::MAX_PAGE_SIZE,
+    )?;
+    let after = listing.after_time_id()?;
+    let limit = listing.limit();
+    let mut rows: Vec<CreditNoteRow> = crm_db::tenant::read(&ctx.pool, org, move |conn| {
+        Box::pin(async move {
+            let mut q = cn::credit_notes
+                .filter(cn::organization_id.eq(org))
+                .filter(cn::invoice_id.eq(invoice))
+                .order((cn::create_time.asc(), cn::id.asc()))
+                .limit(limit)
+                .select(CreditNoteRow::as_select())
+                .into_boxed();
+            if let Some((t, id)) = after {
+                q = q.filter(
+                    cn::create_time
+                        .gt(t)
+                        .or(cn::create_time.eq(t).and(cn::id.gt(id))),
+                );
+            }
+            Ok::<_, ApiError>(q.load(&mut { conn }).await?)
+        })
+    })
+    .await?;
+    let next_page_token = listing.finish(&ctx.page_tokens, &mut rows, |c| {
+        vec![c.create_time.to_rfc3339(), c.id.to_string()]
+    });
+    Ok(ListCreditNotesResponse {
+        credit_notes: rows
+            .into_iter()
+            .map(|c| credit_note_proto(org, c))
+            .collect(),
+        next_page_token,
+    })
 }
 
 crm_resource::standard_service! {
@@ -947,6 +1205,30 @@ crm_resource::standard_service! {
     ) -> Result<tonic::Response<Invoice>, tonic::Status> {
         let call = Call::of(&req, SERVICE, "create_invoice_from_work_order")?;
         from_work_order(&self.ctx, call, req.into_inner()).await.map(tonic::Response::new).map_err(|e| self.ctx.status(e))
+    }
+
+    async fn create_invoice_from_quote(
+        &self,
+        req: tonic::Request<CreateInvoiceFromQuoteRequest>,
+    ) -> Result<tonic::Response<Invoice>, tonic::Status> {
+        let call = Call::of(&req, SERVICE, "create_invoice_from_quote")?;
+        from_quote(&self.ctx, call, req.into_inner()).await.map(tonic::Response::new).map_err(|e| self.ctx.status(e))
+    }
+
+    async fn issue_credit_note(
+        &self,
+        req: tonic::Request<IssueCreditNoteRequest>,
+    ) -> Result<tonic::Response<CreditNote>, tonic::Status> {
+        let call = Call::of(&req, SERVICE, "issue_credit_note")?;
+        credit(&self.ctx, call, req.into_inner()).await.map(tonic::Response::new).map_err(|e| self.ctx.status(e))
+    }
+
+    async fn list_credit_notes(
+        &self,
+        req: tonic::Request<ListCreditNotesRequest>,
+    ) -> Result<tonic::Response<ListCreditNotesResponse>, tonic::Status> {
+        let principal = crm_auth::layer::principal_of(&req)?;
+        list_credit_notes(&self.ctx, &principal, &req.into_inner()).await.map(tonic::Response::new).map_err(|e| self.ctx.status(e))
     }
 
     async fn issue_invoice(

@@ -322,6 +322,28 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
     );
 }
 
+/// The call a background job of core writes as: `actor` in `org`, with no roles.
+pub(crate) fn background_call(org: uuid::Uuid, actor: &str, method: &str) -> crm_resource::Call {
+    crm_resource::Call {
+        principal: std::sync::Arc::new(crm_auth::Principal {
+            subject: actor.to_owned(),
+            organization: org,
+            roles: Vec::new(),
+            scopes: Vec::new(),
+            client_id: String::new(),
+            session_id: None,
+            token_id: String::new(),
+            issued_at: 0,
+            expires_at: 0,
+            actor: None,
+            audiences: Vec::new(),
+        }),
+        deadline: None,
+        method: method.to_owned(),
+        outbound: crm_platform::client::CallContext::default(),
+    }
+}
+
 /// What core's purge job removes, children before parents: idempotency keys and events past
 /// their retention, then soft-deleted resources past their purge time (readings go with their
 /// equipment; a parent that append-only rows such as messages or stock adjustments still
@@ -420,8 +442,14 @@ impl crm_platform::module::ServiceModule for CoreModule {
             let state = CoreState::new(pool.clone(), &self.page_token_secret, self.peers.clone());
             // Due marketing steps and workflow triggers, every few seconds on every replica
             // (claims are SKIP LOCKED: replicas share the work, never repeat it).
-            let scheduler = marketing::scheduler::spawn(pool, std::time::Duration::from_secs(5));
-            Ok(crm_platform::module::Started::new(state, register).with_background(scheduler))
+            let scheduler =
+                marketing::scheduler::spawn(pool.clone(), std::time::Duration::from_secs(5));
+            // Contract visits coming due and terms ending, every half minute (claims SKIP
+            // LOCKED as well).
+            let sweep = contracts::sweep::spawn(pool, std::time::Duration::from_secs(30));
+            Ok(crm_platform::module::Started::new(state, register)
+                .with_background(scheduler)
+                .with_background(sweep))
         })
     }
 

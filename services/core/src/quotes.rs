@@ -347,6 +347,67 @@ impl Resource for Quotes {
 
 crm_resource::standard_store!(Quotes, table = quotes, time = create_time, text = title);
 
+/// What an invoice takes from an accepted quote.
+pub(crate) struct Accepted {
+    pub customer_id: Uuid,
+    pub tax_milli: i32,
+    pub lines: Vec<crm_proto::core_v1::InvoiceLine>,
+}
+
+/// The accepted option of quote `id` (live, accepted, without a work order of its own).
+///
+/// # Errors
+/// NOT_FOUND for no such quote; FAILED_PRECONDITION when it is not accepted or is invoiced
+/// through its work order; the database error.
+pub(crate) async fn accepted(
+    conn: &AsyncPgConnection,
+    org: OrgId,
+    id: Uuid,
+    name: &str,
+) -> Result<Accepted, ApiError> {
+    let row = Quotes::find(conn, org, id, false)
+        .await?
+        .filter(|r| !r.std.deleted())
+        .ok_or_else(|| ApiError::NotFound {
+            resource_type: "core.crm/Quote",
+            name: name.to_owned(),
+        })?;
+    let f = row.fields;
+    if f.status != status(QuoteStatus::Accepted) {
+        return Err(ApiError::FailedPrecondition {
+            reason: "QUOTE_NOT_ACCEPTED",
+            message: "only an accepted quote is invoiced".to_owned(),
+        });
+    }
+    if !f.work_order.is_empty() {
+        return Err(ApiError::FailedPrecondition {
+            reason: "QUOTE_HAS_WORK_ORDER",
+            message: format!(
+                "its acceptance created {}: invoice that work order (CreateInvoiceFromWorkOrder)",
+                f.work_order
+            ),
+        });
+    }
+    let option = decode(&f.options)
+        .into_iter()
+        .find(|o| o.level == i32::from(f.accepted_level))
+        .unwrap_or_default();
+    Ok(Accepted {
+        customer_id: f.customer_id,
+        tax_milli: f.tax_milli,
+        lines: option
+            .lines
+            .into_iter()
+            .map(|l| crm_proto::core_v1::InvoiceLine {
+                description: l.description,
+                quantity: l.quantity,
+                unit_price: l.unit_price,
+                taxable: l.taxable,
+            })
+            .collect(),
+    })
+}
+
 /// The quote's allowed moves (AcceptQuote makes `accepted`).
 const MOVES: &[(QuoteStatus, QuoteStatus)] = &[
     (QuoteStatus::Draft, QuoteStatus::Sent),

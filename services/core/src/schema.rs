@@ -457,6 +457,29 @@ diesel::table! {
         revision -> Int8,
         created_by -> Text,
         updated_by -> Text,
+        quote -> Text,
+        credited_nanos -> Int8,
+    }
+}
+
+diesel::table! {
+    credit_note_counters (organization_id) {
+        organization_id -> Uuid,
+        last -> Int8,
+    }
+}
+
+diesel::table! {
+    credit_notes (organization_id, id) {
+        organization_id -> Uuid,
+        id -> Uuid,
+        invoice_id -> Uuid,
+        number -> Text,
+        currency -> Text,
+        amount_nanos -> Int8,
+        reason -> Text,
+        created_by -> Text,
+        create_time -> Timestamptz,
     }
 }
 
@@ -614,6 +637,9 @@ diesel::table! {
         revision -> Int8,
         created_by -> Text,
         updated_by -> Text,
+        renewals -> Int4,
+        announced -> Int4,
+        next_check_time -> Nullable<Timestamptz>,
     }
 }
 

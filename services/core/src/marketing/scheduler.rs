@@ -13,11 +13,9 @@
 //! recorded (the message as REFUSED, the consent history, the audit log) and the enrollment
 //! moves on.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use crm_auth::Principal;
 use crm_db::outbox::{self, Cursor};
 use crm_db::{DbPool, OrgId};
 use crm_platform::ApiError;
@@ -119,24 +117,7 @@ async fn discover(pool: &DbPool) -> Result<Vec<Uuid>, ApiError> {
 }
 
 fn scheduler_call(org: Uuid) -> Call {
-    Call {
-        principal: Arc::new(Principal {
-            subject: ACTOR.to_owned(),
-            organization: org,
-            roles: Vec::new(),
-            scopes: Vec::new(),
-            client_id: String::new(),
-            session_id: None,
-            token_id: String::new(),
-            issued_at: 0,
-            expires_at: 0,
-            actor: None,
-            audiences: Vec::new(),
-        }),
-        deadline: None,
-        method: "crm.core.v1.WorkflowService/Scheduler".to_owned(),
-        outbound: crm_platform::client::CallContext::default(),
-    }
+    crate::background_call(org, ACTOR, "crm.core.v1.WorkflowService/Scheduler")
 }
 
 /// The customer an event is about: its resource, or the resource's `customer` field.

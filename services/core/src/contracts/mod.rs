@@ -3,6 +3,10 @@
 //! renewal, copied where the contract leaves them unset), changes while a draft, and is
 //! activated by signing it through a signature request. An active contract carries its
 //! due-service schedule: the visits of its term, which its `activated` event hands to fieldops.
+//! The [`sweep`] announces each visit once ahead of its date and renews or expires the term at
+//! its end.
+
+pub mod sweep;
 
 use chrono::{DateTime, Duration, Months, Utc};
 use crm_auth::{MethodPolicy, permission};
@@ -213,12 +217,48 @@ pub struct ContractFields {
     pub start_time: DateTime<Utc>,
     pub status: i16,
     pub sign_time: Option<DateTime<Utc>>,
+    pub renewals: i32,
+    /// How many visits of the schedule were announced.
+    pub announced: i32,
+    /// When the sweep next has work on it (an announcement or the term's end).
+    pub next_check_time: Option<DateTime<Utc>>,
 }
 
+/// How long before its date a visit is announced.
+pub const SERVICE_DUE_LEAD: Duration = Duration::days(14);
+
 impl ContractFields {
+    /// The end of the current term: the start plus the term once per renewal and once more.
     fn end_time(&self) -> Option<DateTime<Utc>> {
-        self.start_time
-            .checked_add_months(Months::new(u32::try_from(self.term_months).ok()?))
+        let terms = u32::try_from(self.renewals).ok()?.checked_add(1)?;
+        let months = u32::try_from(self.term_months).ok()?.checked_mul(terms)?;
+        self.start_time.checked_add_months(Months::new(months))
+    }
+
+    /// The visits from the start to the current term's end.
+    fn visits(&self) -> Vec<DateTime<Utc>> {
+        match self.end_time() {
+            Some(end) if self.status != contract_status(ContractStatus::Draft) => schedule(
+                self.start_time,
+                end,
+                (self.recurrence_interval, self.recurrence_unit),
+            ),
+            _ => Vec::new(),
+        }
+    }
+
+    /// When an active contract next needs the sweep: its next visit's announcement or its
+    /// term's end, whichever is first.
+    fn next_check(&self) -> Option<DateTime<Utc>> {
+        if self.status != contract_status(ContractStatus::Active) {
+            return None;
+        }
+        let end = self.end_time()?;
+        let next = usize::try_from(self.announced)
+            .ok()
+            .and_then(|n| self.visits().get(n).copied())
+            .map(|t| t - SERVICE_DUE_LEAD);
+        Some(next.map_or(end, |t| t.min(end)))
     }
 }
 
@@ -297,19 +337,12 @@ impl Resource for Contracts {
 
     fn to_proto(org: Uuid, f: ContractFields) -> Contract {
         let end = f.end_time();
+        let visits = f.visits();
         let item = f
             .catalog_item_id
             .map(|id| child_name(org, "catalogItems", id))
             .unwrap_or_default();
         let property = child_name(org, "properties", f.property_id);
-        let visits = match (f.status == contract_status(ContractStatus::Active), end) {
-            (true, Some(end)) => schedule(
-                f.start_time,
-                end,
-                (f.recurrence_interval, f.recurrence_unit),
-            ),
-            _ => Vec::new(),
-        };
         Contract {
             customer: child_name(org, "customers", f.customer_id),
             property: property.clone(),
@@ -325,6 +358,7 @@ impl Resource for Contracts {
             status: i32::from(f.status),
             sign_time: optional_timestamp(f.sign_time),
             end_time: end.map(timestamp),
+            renewals: f.renewals,
             schedule: visits
                 .into_iter()
                 .zip(1..)
@@ -488,6 +522,7 @@ pub async fn on_signed(
     let mut next = current.fields;
     next.status = contract_status(ContractStatus::Active);
     next.sign_time = Some(at);
+    next.next_check_time = next.next_check();
     let row = Contracts::update(conn, w.org, id, &next, w.call.actor()).await?;
     let after = crm_resource::to_proto::<Contracts>(row);
     crm_resource::emit(conn, w, "activated", &after, name, None).await?;
