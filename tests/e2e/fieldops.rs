@@ -1312,3 +1312,97 @@ async fn a_completed_work_order_is_invoiced_once_through_fieldops_api() {
         .unwrap_err();
     assert_eq!(r.code(), Code::InvalidArgument, "{r:?}");
 }
+
+#[tokio::test]
+async fn the_work_order_of_a_quote_is_invoiced_with_the_quotes_tax_treatment() {
+    use serde_json::json;
+    let ops = Ops::new().await;
+    let token = ops.env.token.clone();
+    let p = ops.env.parent();
+    let (tech, _) = ops.technician().await;
+    let core = |service: &str, method: &str, body: serde_json::Value| {
+        let service = format!("crm.core.v1.{service}");
+        let method = method.to_owned();
+        let (env, token) = (&ops.env, token.clone());
+        async move {
+            crate::conformance::rpc(env, &token, &service, &method, body)
+                .await
+                .unwrap()
+        }
+    };
+    let item = core(
+        "CatalogItemService",
+        "CreateCatalogItem",
+        json!({"parent": p,
+        "catalog_item": {"code": "baffle", "display_name": "Replace outlet baffle",
+        "job_type": "JOB_TYPE_REPAIR", "active": true,
+        "base_price": {"currency_code": "USD", "units": 180}}}),
+    )
+    .await;
+    let quote = core(
+        "QuoteService",
+        "CreateQuote",
+        json!({"parent": p, "quote": {
+        "customer": ops.customer, "property": ops.property, "title": "Baffle repair",
+        "tax_percent": "8.25", "valid_until": "2030-01-01T00:00:00Z",
+        "options": [{"level": "QUOTE_LEVEL_GOOD", "title": "Repair", "lines": [
+            {"catalog_item": item["name"], "quantity": 1, "taxable": true},
+            {"description": "Disposal fee", "quantity": 1, "taxable": false,
+             "unit_price": {"currency_code": "USD", "units": 40}}]}]}}),
+    )
+    .await;
+    let q = quote["name"].as_str().unwrap();
+    core(
+        "QuoteService",
+        "TransitionQuote",
+        json!({"name": q, "to_status": "QUOTE_STATUS_SENT"}),
+    )
+    .await;
+    let accepted = core(
+        "QuoteService",
+        "AcceptQuote",
+        json!({"name": q, "level": "QUOTE_LEVEL_GOOD", "create_work_order": true}),
+    )
+    .await;
+    let wo = accepted["work_order"].as_str().unwrap().to_owned();
+    let window = ops.order(JobType::Repair, &[&tech], Some((at(25, 0), at(25, 2))));
+    ops.orders()
+        .update_work_order(ops.env.req(crm_proto::fieldops_v1::UpdateWorkOrderRequest {
+            work_order: Some(WorkOrder {
+                name: wo.clone(),
+                ..window
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec![
+                    "technicians".into(),
+                    "scheduled_start_time".into(),
+                    "scheduled_end_time".into(),
+                ],
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    for step in path_to(S::Completed) {
+        ops.transition(&token, &wo, step, "").await.unwrap();
+    }
+    // Without a tax_percent: the quote's 8.25 %, on the taxable line only.
+    let inv = core(
+        "InvoiceService",
+        "CreateInvoiceFromWorkOrder",
+        json!({"parent": p, "work_order": wo}),
+    )
+    .await;
+    assert_eq!(inv["tax_percent"], "8.25", "{inv:#}");
+    let taxable: Vec<bool> = inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["taxable"].as_bool().unwrap_or(false))
+        .collect();
+    assert_eq!(taxable, [true, false]);
+    let option = &accepted["options"][0];
+    assert_eq!(inv["subtotal"], option["subtotal"]);
+    assert_eq!(inv["tax"], option["tax"]);
+    assert_eq!(inv["total"], option["total"]);
+}

@@ -837,6 +837,8 @@ async fn from_work_order(
         .map_err(|e| v.absorb(e))
         .ok();
     Input::new(&mut v, org, "work_order".to_owned()).reference(&body.work_order, "workOrders");
+    // Empty: the quote's tax when the work order came from one, else none.
+    let inherit_tax = body.tax_percent.is_empty();
     let tax = tax_milli(&body.tax_percent);
     if tax.is_none() {
         v.push(
@@ -921,7 +923,7 @@ async fn from_work_order(
         ctx,
         call,
         (org, key, request_id),
-        fields,
+        (fields, inherit_tax),
         "work_order: the work order is invoiced already",
     )
     .await
@@ -933,7 +935,7 @@ async fn draft(
     ctx: &Context,
     call: Call,
     (org, key, request_id): (Uuid, Option<IdempotencyKey>, String),
-    fields: InvoiceFields,
+    (fields, inherit_tax): (InvoiceFields, bool),
     taken: &'static str,
 ) -> Result<Invoice, ApiError> {
     let deadline = call.deadline;
@@ -957,6 +959,29 @@ async fn draft(
                     &mut fields,
                 );
                 v.finish()?;
+            }
+            if !fields.work_order.is_empty()
+                && let Some(quoted) =
+                    crate::quotes::of_work_order(conn, w.org, &fields.work_order).await?
+            {
+                // The lines the quote priced keep its tax treatment (fieldops' lines have none).
+                for (n, (d, p)) in fields
+                    .line_descriptions
+                    .iter()
+                    .zip(&fields.line_unit_price_nanos)
+                    .enumerate()
+                {
+                    if let Some(l) = quoted.lines.iter().find(|l| {
+                        l.description == *d
+                            && l.unit_price.as_ref().map(crate::quotes::nanos_of) == Some(*p)
+                    }) && let Some(t) = fields.line_taxable.get_mut(n)
+                    {
+                        *t = l.taxable;
+                    }
+                }
+                if inherit_tax {
+                    fields.tax_milli = quoted.tax_milli;
+                }
             }
             created(conn, w, fields, taken).await
         })
@@ -1013,7 +1038,7 @@ async fn from_quote(
         ctx,
         call,
         (org, key, body.request_id.clone()),
-        fields,
+        (fields, false),
         "quote: the quote is invoiced already",
     )
     .await

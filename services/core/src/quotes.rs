@@ -151,7 +151,7 @@ fn set_options(i: &mut Input<'_>, options: &[QuoteOption], f: &mut QuoteFields) 
     f.options = encode(out);
 }
 
-fn nanos_of(m: &crm_proto::common_v1::Money) -> i64 {
+pub(crate) fn nanos_of(m: &crm_proto::common_v1::Money) -> i64 {
     m.units * 1_000_000_000 + i64::from(m.nanos)
 }
 
@@ -388,11 +388,36 @@ pub(crate) async fn accepted(
             ),
         });
     }
+    Ok(accepted_option(&f))
+}
+
+/// The accepted quote whose acceptance created work order `work_order`, if any.
+///
+/// # Errors
+/// The database error.
+pub(crate) async fn of_work_order(
+    conn: &AsyncPgConnection,
+    org: OrgId,
+    work_order: &str,
+) -> Result<Option<Accepted>, ApiError> {
+    let f: Option<QuoteFields> = q::quotes
+        .filter(q::organization_id.eq(org))
+        .filter(q::work_order.eq(work_order))
+        .filter(q::status.eq(status(QuoteStatus::Accepted)))
+        .filter(q::delete_time.is_null())
+        .select(QuoteFields::as_select())
+        .first(&mut { conn })
+        .await
+        .optional()?;
+    Ok(f.as_ref().map(accepted_option))
+}
+
+fn accepted_option(f: &QuoteFields) -> Accepted {
     let option = decode(&f.options)
         .into_iter()
         .find(|o| o.level == i32::from(f.accepted_level))
         .unwrap_or_default();
-    Ok(Accepted {
+    Accepted {
         customer_id: f.customer_id,
         tax_milli: f.tax_milli,
         lines: option
@@ -405,7 +430,7 @@ pub(crate) async fn accepted(
                 taxable: l.taxable,
             })
             .collect(),
-    })
+    }
 }
 
 /// The quote's allowed moves (AcceptQuote makes `accepted`).
