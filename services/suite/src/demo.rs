@@ -529,6 +529,9 @@ pub fn print_next_steps(addr: SocketAddr, database: &str, demo: Option<&Demo>) {
         "Contacts, properties, equipment, consent, messages, search, tickets, inventory and the audit log:"
     );
     println!("  see \"A first day in core\" in README.md for ready calls.");
+    println!(
+        "Price, quote, e-signature, work order, invoice and payments: \"From a price to a paid invoice\" in README.md."
+    );
     println!();
     let f = &demo.field;
     println!(
