@@ -775,49 +775,93 @@ async fn refund(
     ctx.commit(deadline, write).await
 }
 
-async fn list_payments(
+/// A keyset position of an invoice's payments or credit notes: time, then id.
+type After = Option<(DateTime<Utc>, Uuid)>;
+
+/// One page of the payments or credit notes of invoice `parent`, oldest first: `load` reads up
+/// to `limit` rows of the invoice after the position; answers the organization, the rows and
+/// the next page token.
+async fn invoice_page<T, F>(
     ctx: &Context,
     principal: &crm_auth::Principal,
-    body: &ListPaymentsRequest,
-) -> Result<ListPaymentsResponse, ApiError> {
-    let (org, invoice) = names::parse_child(&body.parent, "invoices", "parent")?;
+    (method, parent, page_size, page_token): (&str, &str, i32, &str),
+    key: fn(&T) -> (DateTime<Utc>, Uuid),
+    load: F,
+) -> Result<(Uuid, Vec<T>, String), ApiError>
+where
+    T: Send,
+    F: for<'r> FnOnce(
+            &'r AsyncPgConnection,
+            (Uuid, Uuid),
+            After,
+            i64,
+        ) -> crm_db::tenant::TxFuture<'r, Result<Vec<T>, ApiError>>
+        + Send,
+{
+    let (org, invoice) = names::parse_child(parent, "invoices", "parent")?;
     names::require_same_organization(principal, org)?;
     let listing = Listing::begin(
         principal,
         &ctx.page_tokens,
-        "ListPayments",
+        method,
         &format!("organizations/{org}"),
-        body.page_size,
-        &body.page_token,
-        &[&body.parent],
+        page_size,
+        page_token,
+        &[parent],
         50,
         crm_platform::api::listing::MAX_PAGE_SIZE,
     )?;
     let after = listing.after_time_id()?;
     let limit = listing.limit();
-    let mut rows: Vec<PaymentRow> = crm_db::tenant::read(&ctx.pool, org, move |conn| {
-        Box::pin(async move {
-            let mut q = pa::payments
-                .filter(pa::organization_id.eq(org))
-                .filter(pa::invoice_id.eq(invoice))
-                .order((pa::receive_time.asc(), pa::id.asc()))
-                .limit(limit)
-                .select(PaymentRow::as_select())
-                .into_boxed();
-            if let Some((t, id)) = after {
-                q = q.filter(
-                    pa::receive_time
-                        .gt(t)
-                        .or(pa::receive_time.eq(t).and(pa::id.gt(id))),
-                );
-            }
-            Ok::<_, ApiError>(q.load(&mut { conn }).await?)
-        })
+    let mut rows = crm_db::tenant::read(&ctx.pool, org, move |conn| {
+        load(conn, (org, invoice), after, limit)
     })
     .await?;
-    let next_page_token = listing.finish(&ctx.page_tokens, &mut rows, |p| {
-        vec![p.receive_time.to_rfc3339(), p.id.to_string()]
+    let next_page_token = listing.finish(&ctx.page_tokens, &mut rows, |r| {
+        let (t, id) = key(r);
+        vec![t.to_rfc3339(), id.to_string()]
     });
+    Ok((org, rows, next_page_token))
+}
+
+async fn list_payments(
+    ctx: &Context,
+    principal: &crm_auth::Principal,
+    body: &ListPaymentsRequest,
+) -> Result<ListPaymentsResponse, ApiError> {
+    let page = (
+        "ListPayments",
+        &*body.parent,
+        body.page_size,
+        &*body.page_token,
+    );
+    let key = |p: &PaymentRow| (p.receive_time, p.id);
+    let (org, rows, next_page_token) = invoice_page(
+        ctx,
+        principal,
+        page,
+        key,
+        |conn, (org, invoice), after, limit| {
+            Box::pin(async move {
+                let mut q = pa::payments
+                    .filter(pa::organization_id.eq(org))
+                    .filter(pa::invoice_id.eq(invoice))
+                    .order((pa::receive_time.asc(), pa::id.asc()))
+                    .limit(limit)
+                    .select(PaymentRow::as_select())
+                    .into_boxed();
+                if let Some((t, id)) = after {
+                    q = q.filter(
+                        pa::receive_time
+                            .gt(t)
+                            .or(pa::receive_time.eq(t).and(pa::id.gt(id))),
+                    );
+                }
+                Ok(q.load(&mut { conn }).await?)
+            })
+        },
+    )
+    .await?;
     Ok(ListPaymentsResponse {
         payments: rows.into_iter().map(|p| payment_proto(org, p)).collect(),
         next_page_token,
@@ -1164,44 +1208,39 @@ async fn list_credit_notes(
     principal: &crm_auth::Principal,
     body: &ListCreditNotesRequest,
 ) -> Result<ListCreditNotesResponse, ApiError> {
-    let (org, invoice) = names::parse_child(&body.parent, "invoices", "parent")?;
-    names::require_same_organization(principal, org)?;
-    let listing = Listing::begin(
-        principal,
-        &ctx.page_tokens,
+    let page = (
         "ListCreditNotes",
-        &format!("organizations/{org}"),
+        &*body.parent,
         body.page_size,
-        &body.page_token,
-        &[&body.parent],
-        50,
-        crm_platform::api::listing::MAX_PAGE_SIZE,
-    )?;
-    let after = listing.after_time_id()?;
-    let limit = listing.limit();
-    let mut rows: Vec<CreditNoteRow> = crm_db::tenant::read(&ctx.pool, org, move |conn| {
-        Box::pin(async move {
-            let mut q = cn::credit_notes
-                .filter(cn::organization_id.eq(org))
-                .filter(cn::invoice_id.eq(invoice))
-                .order((cn::create_time.asc(), cn::id.asc()))
-                .limit(limit)
-                .select(CreditNoteRow::as_select())
-                .into_boxed();
-            if let Some((t, id)) = after {
-                q = q.filter(
-                    cn::create_time
-                        .gt(t)
-                        .or(cn::create_time.eq(t).and(cn::id.gt(id))),
-                );
-            }
-            Ok::<_, ApiError>(q.load(&mut { conn }).await?)
-        })
-    })
+        &*body.page_token,
+    );
+    let key = |c: &CreditNoteRow| (c.create_time, c.id);
+    let (org, rows, next_page_token) = invoice_page(
+        ctx,
+        principal,
+        page,
+        key,
+        |conn, (org, invoice), after, limit| {
+            Box::pin(async move {
+                let mut q = cn::credit_notes
+                    .filter(cn::organization_id.eq(org))
+                    .filter(cn::invoice_id.eq(invoice))
+                    .order((cn::create_time.asc(), cn::id.asc()))
+                    .limit(limit)
+                    .select(CreditNoteRow::as_select())
+                    .into_boxed();
+                if let Some((t, id)) = after {
+                    q = q.filter(
+                        cn::create_time
+                            .gt(t)
+                            .or(cn::create_time.eq(t).and(cn::id.gt(id))),
+                    );
+                }
+                Ok(q.load(&mut { conn }).await?)
+            })
+        },
+    )
     .await?;
-    let next_page_token = listing.finish(&ctx.page_tokens, &mut rows, |c| {
-        vec![c.create_time.to_rfc3339(), c.id.to_string()]
-    });
     Ok(ListCreditNotesResponse {
         credit_notes: rows
             .into_iter()

@@ -322,6 +322,30 @@ pub fn register(server: &mut GrpcServer, state: &CoreState) {
     );
 }
 
+/// Runs `tick` every `every` (a late tick waits rather than bunching up) until the handle is
+/// dropped; a failed tick is logged as `what` and the next one tries again.
+pub(crate) fn spawn_every<F, Fut, T>(
+    pool: DbPool,
+    every: std::time::Duration,
+    what: &'static str,
+    mut tick: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut(DbPool) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, crm_platform::ApiError>> + Send,
+{
+    tokio::spawn(async move {
+        let mut timer = tokio::time::interval(every);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            timer.tick().await;
+            if let Err(e) = tick(pool.clone()).await {
+                tracing::warn!(error = %e, job = what, "background tick failed");
+            }
+        }
+    })
+}
+
 /// The call a background job of core writes as: `actor` in `org`, with no roles.
 pub(crate) fn background_call(org: uuid::Uuid, actor: &str, method: &str) -> crm_resource::Call {
     crm_resource::Call {

@@ -65,15 +65,8 @@ pub async fn tick(pool: &DbPool, now: DateTime<Utc>) -> Result<Tick, ApiError> {
 /// Ticks every `every` until the handle is dropped.
 #[must_use]
 pub fn spawn(pool: DbPool, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut timer = tokio::time::interval(every);
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            timer.tick().await;
-            if let Err(e) = tick(&pool, Utc::now()).await {
-                tracing::warn!(error = %e, "contract sweep tick failed");
-            }
-        }
+    crate::spawn_every(pool, every, "contract sweep", |pool| async move {
+        tick(&pool, Utc::now()).await
     })
 }
 

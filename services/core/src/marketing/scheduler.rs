@@ -75,15 +75,8 @@ pub async fn tick(pool: &DbPool, steps: usize) -> Result<Tick, ApiError> {
 /// Ticks every `every` until the handle is dropped.
 #[must_use]
 pub fn spawn(pool: DbPool, every: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut timer = tokio::time::interval(every);
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            timer.tick().await;
-            if let Err(e) = tick(&pool, 100).await {
-                tracing::warn!(error = %e, "marketing scheduler tick failed");
-            }
-        }
+    crate::spawn_every(pool, every, "marketing scheduler", |pool| async move {
+        tick(&pool, 100).await
     })
 }
 
