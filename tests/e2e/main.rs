@@ -18,6 +18,7 @@ mod events;
 mod every_rpc;
 mod feeds;
 mod fieldops;
+mod gateway;
 mod health;
 mod identity;
 mod marketing;

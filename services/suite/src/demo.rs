@@ -460,9 +460,14 @@ async fn demo_client(
 }
 
 /// Prints where the suite is and how to call it.
-pub fn print_next_steps(addr: SocketAddr, database: &str, demo: Option<&Demo>) {
+pub fn print_next_steps(
+    (addr, http): (SocketAddr, SocketAddr),
+    database: &str,
+    demo: Option<&Demo>,
+) {
     println!();
     println!("CRM suite is serving gRPC on {addr} (reflection and grpc.health.v1 enabled)");
+    println!("  and HTTP/JSON on http://{http} (every RPC by its google.api.http rule)");
     for package in ["crm.identity.v1", "crm.core.v1", "crm.fieldops.v1"] {
         let services: Vec<String> = crm_proto::json::service_names()
             .iter()
@@ -498,6 +503,20 @@ pub fn print_next_steps(addr: SocketAddr, database: &str, demo: Option<&Demo>) {
     println!();
     println!("Or use this access token, from such a sign-in just now (valid 5 minutes):");
     println!("  export TOKEN={}", demo.token);
+    println!();
+    println!("Over HTTP/JSON: sign in, list the customers, create one:");
+    println!(
+        "  curl -s http://{http}/v1/auth:login -d '{{\"email\":\"{DEMO_EMAIL}\",\"password\":\"{}\",\"organization\":\"{}\"}}'",
+        demo.password, demo.organization
+    );
+    println!(
+        "  curl -s -H \"authorization: Bearer $TOKEN\" 'http://{http}/v1/{}/customers?pageSize=2'",
+        demo.organization
+    );
+    println!(
+        "  curl -s -H \"authorization: Bearer $TOKEN\" http://{http}/v1/{}/customers -d '{{\"displayName\":\"Lakeside Cafe\"}}'",
+        demo.organization
+    );
     println!();
     println!("List the customers:");
     println!(

@@ -90,6 +90,9 @@ struct UpArgs {
     /// Where the private cluster keeps its data.
     #[arg(long, env = "CRM_DATA_DIR", default_value = ".crm")]
     data_dir: std::path::PathBuf,
+    /// Address of the HTTP/JSON gateway (every RPC with an HTTP rule).
+    #[arg(long, env = "CRM_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    http_listen: std::net::SocketAddr,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -341,6 +344,17 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .context("identity did not start")?;
 
     let serving = tokio::spawn(server.serve(listener, shutdown_signal()));
+    let http_listener = TcpListener::bind(args.http_listen)
+        .await
+        .with_context(|| format!("binding {}", args.http_listen))?;
+    let http_addr = http_listener.local_addr()?;
+    let gateway = crm_gateway::router(crm_platform::client::channel(&self_url)?)
+        .map_err(|e| anyhow::anyhow!("the gateway's routes: {e}"))?;
+    let _http = tokio::spawn(crm_gateway::serve(
+        http_listener,
+        gateway,
+        shutdown_signal(),
+    ));
 
     // Every service in this process follows identity like a remote one would.
     let channel = crm_platform::client::channel(&self_url)?;
@@ -360,7 +374,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    demo::print_next_steps(addr, &db.describe(), demo.as_ref());
+    demo::print_next_steps((addr, http_addr), &db.describe(), demo.as_ref());
 
     let result = serving.await.context("server task")?;
     drop(assembly);

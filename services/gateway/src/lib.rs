@@ -1,0 +1,205 @@
+//! The HTTP/JSON gateway: every RPC of the suite with a `google.api.http` rule, transcoded from
+//! the compiled descriptor set (no route is written by hand). A request's path variables, query
+//! parameters and body become one canonical proto3 JSON object, which `prost-reflect` reads
+//! into the method's input message (unknown fields refused); the gRPC call goes to the suite
+//! with the caller's `Authorization`, trace context and request id; the answer comes back as
+//! proto3 JSON, an error as AIP-193 JSON. Server-streaming RPCs answer newline-delimited JSON.
+//! The gateway keeps no state and no business logic.
+
+mod codec;
+mod error;
+mod request;
+pub mod routes;
+pub mod template;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use prost_reflect::{DynamicMessage, SerializeOptions};
+use tonic::transport::Channel;
+
+pub use error::{http_status, status_json};
+use routes::Routes;
+
+/// Largest request body read, in bytes.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Headers passed to the suite as gRPC metadata.
+const PASSED: &[&str] = &["authorization", "traceparent", "tracestate", "x-request-id"];
+/// A timeout the caller may set, in seconds (fractions allowed): the gRPC deadline.
+const TIMEOUT_HEADER: &str = "x-server-timeout";
+
+/// What every request shares.
+#[derive(Clone)]
+struct Gateway {
+    routes: Arc<Routes>,
+    channel: Channel,
+}
+
+/// The gateway's router, calling the suite through `channel`.
+///
+/// # Errors
+/// When the descriptor set is missing or a template does not parse.
+pub fn router(channel: Channel) -> Result<axum::Router, String> {
+    let pool = crm_proto::json::pool().ok_or("the descriptor set does not decode")?;
+    let routes = Routes::from_pool(pool)?;
+    let state = Gateway {
+        routes: Arc::new(routes),
+        channel,
+    };
+    Ok(axum::Router::new().fallback(transcode).with_state(state))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// The server's I/O error.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn transcode(State(gw): State<Gateway>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let Some((route, bound)) = gw.routes.find(&parts.method, parts.uri.path()) else {
+        let known = gw.routes.any_method(parts.uri.path());
+        return error::plain(
+            if known {
+                StatusCode::METHOD_NOT_ALLOWED
+            } else {
+                StatusCode::NOT_FOUND
+            },
+            if known {
+                "FAILED_PRECONDITION"
+            } else {
+                "NOT_FOUND"
+            },
+            &format!("no RPC answers {} {}", parts.method, parts.uri.path()),
+        );
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return error::plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "INVALID_ARGUMENT",
+            &format!("the body is over {MAX_BODY} bytes"),
+        );
+    };
+    let input = match request::build(route, bound, parts.uri.query().unwrap_or(""), &bytes) {
+        Ok(m) => m,
+        Err(message) => {
+            return error::plain(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &message);
+        }
+    };
+    let mut grpc = tonic::Request::new(input);
+    if let Err(message) = pass(&parts.headers, &mut grpc) {
+        return error::plain(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &message);
+    }
+    let path = match http::uri::PathAndQuery::try_from(route.grpc_path()) {
+        Ok(p) => p,
+        Err(e) => {
+            return error::plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                &e.to_string(),
+            );
+        }
+    };
+    let mut client = tonic::client::Grpc::new(gw.channel.clone());
+    if let Err(e) = client.ready().await {
+        return error::plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            &e.to_string(),
+        );
+    }
+    let codec = codec::DynamicCodec::new(route.method.output());
+    if route.method.is_server_streaming() {
+        return match client.server_streaming(grpc, path, codec).await {
+            Ok(r) => stream(r.into_inner()),
+            Err(s) => error::response(&s),
+        };
+    }
+    match client.unary(grpc, path, codec).await {
+        Ok(r) => json(StatusCode::OK, &r.into_inner()),
+        Err(s) => error::response(&s),
+    }
+}
+
+/// Copies the passed headers and the timeout onto the gRPC request.
+fn pass(headers: &HeaderMap, grpc: &mut tonic::Request<DynamicMessage>) -> Result<(), String> {
+    for name in PASSED {
+        if let Some(v) = headers.get(*name)
+            && let Ok(v) = tonic::metadata::MetadataValue::try_from(v.as_bytes())
+        {
+            grpc.metadata_mut().insert(*name, v);
+        }
+    }
+    if let Some(v) = headers.get(TIMEOUT_HEADER) {
+        let seconds = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0 && *s <= 3_600.0)
+            .ok_or_else(|| format!("{TIMEOUT_HEADER}: seconds, more than 0 and at most 3600"))?;
+        grpc.set_timeout(Duration::from_secs_f64(seconds));
+    }
+    Ok(())
+}
+
+fn to_json(message: &DynamicMessage) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::new(&mut out);
+    message
+        .serialize_with_options(&mut ser, &SerializeOptions::new())
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn json(code: StatusCode, message: &DynamicMessage) -> Response {
+    match to_json(message) {
+        Ok(body) => (
+            code,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => error::plain(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", &e),
+    }
+}
+
+/// A server stream as newline-delimited JSON: one message a line; an error ends it with an
+/// AIP-193 error object on its own line.
+fn stream(messages: tonic::Streaming<DynamicMessage>) -> Response {
+    let lines = messages.map(|item| {
+        let mut line = match item {
+            Ok(m) => to_json(&m).unwrap_or_else(|e| {
+                serde_json::to_vec(&serde_json::json!({"error": {"message": e}}))
+                    .unwrap_or_default()
+            }),
+            Err(s) => serde_json::to_vec(&status_json(&s)).unwrap_or_default(),
+        };
+        line.push(b'\n');
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(line))
+    });
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        )],
+        Body::from_stream(lines),
+    )
+        .into_response()
+}

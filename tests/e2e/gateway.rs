@@ -1,0 +1,418 @@
+//! The HTTP/JSON gateway against the real suite: path, query and body binding (nested path
+//! fields, custom verbs, repeated and boolean query parameters, enums by name, an update mask
+//! derived from a PATCH body), answers equal to the gRPC call's, AIP-193 errors with the HTTP
+//! status of their code, and newline-delimited JSON for a server stream.
+
+use prost_reflect::{DynamicMessage, SerializeOptions};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::conformance::rpc;
+use crate::support::Env;
+
+/// The gateway in front of `env`'s server, on 127.0.0.1:0.
+async fn gateway(env: &Env) -> std::net::SocketAddr {
+    let router = crm_gateway::router(env.server.channel.clone()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(crm_gateway::serve(listener, router, std::future::pending()));
+    addr
+}
+
+/// An HTTP/1.1 answer: status, headers (lowercase names), body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request on its own connection (`Connection: close`, read to the end).
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Answer {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.unwrap_or("");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header block");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v == "chunked")
+    {
+        body = dechunk(&body);
+    }
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(end) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..end]).trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        let data = &raw[end + 2..];
+        if data.len() < size + 2 {
+            // A stream still open: its last chunk so far.
+            out.extend_from_slice(&data[..size.min(data.len())]);
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        raw = &data[size + 2..];
+    }
+}
+
+/// The gateway's camelCase JSON of `service/method`'s output, as the proto-named JSON the
+/// gRPC helper answers (so the two compare field by field).
+fn proto_named(service: &str, method: &str, v: &Value) -> Value {
+    let pool = crm_proto::json::pool().unwrap();
+    let m = pool
+        .get_service_by_name(service)
+        .unwrap()
+        .methods()
+        .find(|m| m.name() == method)
+        .unwrap();
+    let message = DynamicMessage::deserialize(m.output(), v.clone()).unwrap();
+    message
+        .serialize_with_options(
+            serde_json::value::Serializer,
+            &SerializeOptions::new().use_proto_field_name(true),
+        )
+        .unwrap()
+}
+
+const CUSTOMERS: &str = "crm.core.v1.CustomerService";
+
+#[tokio::test]
+async fn customers_over_http_bind_path_query_and_body_and_answer_as_grpc_does() {
+    let env = Env::new().await;
+    let gw = gateway(&env).await;
+    let t = Some(env.token.as_str());
+    let parent = env.parent();
+
+    let created = http(gw, "POST", &format!("/v1/{parent}/customers"), t,
+        Some(r#"{"displayName":"Lakeside Cafe","kind":"CUSTOMER_KIND_FOOD_SERVICE","phone":"+15125550142"}"#))
+    .await;
+    assert_eq!(
+        created.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    assert_eq!(created.header("content-type"), Some("application/json"));
+    let c = created.json();
+    let name = c["name"].as_str().unwrap().to_owned();
+    assert_eq!(c["displayName"], "Lakeside Cafe");
+    assert_eq!(c["kind"], "CUSTOMER_KIND_FOOD_SERVICE");
+
+    // GET by its nested name equals the gRPC answer.
+    let got = http(gw, "GET", &format!("/v1/{name}"), t, None).await;
+    assert_eq!(got.status, 200);
+    let grpc = rpc(
+        &env,
+        &env.token,
+        CUSTOMERS,
+        "GetCustomer",
+        json!({"name": name}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(proto_named(CUSTOMERS, "GetCustomer", &got.json()), grpc);
+
+    // PATCH without update_mask changes what the body names, and only that.
+    let patched = http(
+        gw,
+        "PATCH",
+        &format!("/v1/{name}"),
+        t,
+        Some(r#"{"displayName":"Lakeside Café"}"#),
+    )
+    .await;
+    assert_eq!(
+        patched.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&patched.body)
+    );
+    let p = patched.json();
+    assert_eq!(p["displayName"], "Lakeside Café");
+    assert_eq!(
+        (p["phone"].as_str(), p["kind"].as_str()),
+        (Some("+15125550142"), Some("CUSTOMER_KIND_FOOD_SERVICE"))
+    );
+    // With an explicit mask in the query, an empty phone is cleared.
+    let cleared = http(
+        gw,
+        "PATCH",
+        &format!("/v1/{name}?updateMask=phone"),
+        t,
+        Some(r#"{"displayName":"ignored"}"#),
+    )
+    .await;
+    assert_eq!(
+        cleared.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&cleared.body)
+    );
+    assert_eq!(cleared.json()["displayName"], "Lakeside Café");
+    assert!(cleared.json().get("phone").is_none());
+
+    // DELETE, then the custom verb :undelete; a boolean query parameter shows the deleted.
+    assert_eq!(
+        http(gw, "DELETE", &format!("/v1/{name}"), t, None)
+            .await
+            .status,
+        200
+    );
+    let hidden = http(
+        gw,
+        "GET",
+        &format!("/v1/{parent}/customers?pageSize=10"),
+        t,
+        None,
+    )
+    .await;
+    assert!(
+        hidden.json().get("customers").is_none(),
+        "{}",
+        hidden.json()
+    );
+    let shown = http(
+        gw,
+        "GET",
+        &format!(
+            "/v1/{parent}/customers?showDeleted=true&filter=kind%20%3D%20CUSTOMER_KIND_FOOD_SERVICE"
+        ),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(
+        shown.json()["customers"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        shown.json()
+    );
+    let undeleted = http(gw, "POST", &format!("/v1/{name}:undelete"), t, Some("{}")).await;
+    assert_eq!(
+        undeleted.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&undeleted.body)
+    );
+    assert!(undeleted.json().get("deleteTime").is_none());
+
+    // A page size in the query and the page token it gives.
+    for n in 0..3 {
+        let body = format!(r#"{{"displayName":"Customer {n}"}}"#);
+        http(
+            gw,
+            "POST",
+            &format!("/v1/{parent}/customers"),
+            t,
+            Some(&body),
+        )
+        .await;
+    }
+    let page = http(
+        gw,
+        "GET",
+        &format!("/v1/{parent}/customers?pageSize=2&orderBy=display_name"),
+        t,
+        None,
+    )
+    .await;
+    let page = page.json();
+    assert_eq!(page["customers"].as_array().map(Vec::len), Some(2));
+    let token = page["nextPageToken"].as_str().unwrap();
+    let next = http(
+        gw,
+        "GET",
+        &format!("/v1/{parent}/customers?pageSize=2&orderBy=display_name&pageToken={token}"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(next.status, 200);
+    assert_eq!(next.json()["customers"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn errors_are_aip_193_json_with_the_http_status_of_their_code() {
+    let env = Env::new().await;
+    let gw = gateway(&env).await;
+    let t = Some(env.token.as_str());
+    let parent = env.parent();
+    let customers = format!("/v1/{parent}/customers");
+
+    let invalid = http(gw, "POST", &customers, t, Some(r#"{"displayName":""}"#)).await;
+    assert_eq!(invalid.status, 400);
+    let e = &invalid.json()["error"];
+    assert_eq!(
+        (e["code"].as_u64(), e["status"].as_str()),
+        (Some(400), Some("INVALID_ARGUMENT"))
+    );
+    let violations: Vec<&str> = e["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest")
+        .flat_map(|d| d["fieldViolations"].as_array().unwrap())
+        .map(|v| v["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(violations, ["customer.display_name"]);
+
+    let anonymous = http(gw, "GET", &customers, None, None).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.json()["error"]["status"], "UNAUTHENTICATED");
+    let info = &anonymous.json()["error"]["details"][0];
+    assert_eq!(info["@type"], "type.googleapis.com/google.rpc.ErrorInfo");
+    assert!(info["reason"].as_str().is_some_and(|r| !r.is_empty()));
+
+    let missing = format!("/v1/{parent}/customers/{}", uuid::Uuid::now_v7());
+    let not_found = http(gw, "GET", &missing, t, None).await;
+    assert_eq!(
+        (
+            not_found.status,
+            not_found.json()["error"]["status"].as_str()
+        ),
+        (404, Some("NOT_FOUND"))
+    );
+
+    let foreign = format!("/v1/organizations/{}/customers", uuid::Uuid::now_v7());
+    let other = http(gw, "GET", &foreign, t, None).await;
+    assert_eq!(other.status, 403, "{}", other.json());
+
+    // What the gateway refuses itself: unknown fields and parameters, bad JSON, no route.
+    for (method, target, body) in [
+        (
+            "POST",
+            customers.clone(),
+            Some(r#"{"displayName":"x","nope":1}"#),
+        ),
+        ("GET", format!("{customers}?nope=1"), None),
+        ("GET", format!("{customers}?showDeleted=maybe"), None),
+        ("GET", format!("{customers}?pageSize=many"), None),
+        ("POST", customers.clone(), Some("{not json")),
+        ("POST", customers.clone(), Some("[1]")),
+        ("GET", missing.clone(), Some(r#"{"a":1}"#)),
+    ] {
+        let a = http(gw, method, &target, t, body).await;
+        assert_eq!(
+            a.status,
+            400,
+            "{method} {target} {body:?}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        assert_eq!(a.json()["error"]["status"], "INVALID_ARGUMENT");
+    }
+    let nowhere = http(gw, "GET", "/v1/nowhere", t, None).await;
+    assert_eq!(
+        (nowhere.status, nowhere.json()["error"]["status"].as_str()),
+        (404, Some("NOT_FOUND"))
+    );
+    let wrong_verb = http(gw, "PUT", &customers, t, Some("{}")).await;
+    assert_eq!(wrong_verb.status, 405);
+    // Nothing of the refused requests was written.
+    let list = http(gw, "GET", &customers, t, None).await;
+    assert!(list.json().get("customers").is_none(), "{}", list.json());
+}
+
+#[tokio::test]
+async fn a_server_stream_is_newline_delimited_json() {
+    let env = Env::new().await;
+    let gw = gateway(&env).await;
+    let t = Some(env.token.as_str());
+    let parent = env.parent();
+    http(
+        gw,
+        "POST",
+        &format!("/v1/{parent}/customers"),
+        t,
+        Some(r#"{"displayName":"Streamed"}"#),
+    )
+    .await;
+    // The stream stays open for new events: read what arrives within a moment.
+    let mut stream = tokio::net::TcpStream::connect(gw).await.unwrap();
+    let request = format!(
+        "GET /v1/{parent}/events:stream HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {}\r\n\r\n",
+        env.token
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !String::from_utf8_lossy(&raw).contains("Customer.created") {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .expect("the first batch in time")
+            .unwrap();
+        assert_ne!(n, 0, "closed early: {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&raw).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.to_lowercase()
+            .contains("content-type: application/x-ndjson"),
+        "{text}"
+    );
+    let body = dechunk(&raw[raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..]);
+    let first = String::from_utf8_lossy(&body)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let batch: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(
+        batch["events"][0]["type"], "crm.core.v1.Customer.created",
+        "{batch}"
+    );
+}
