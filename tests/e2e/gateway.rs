@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::conformance::rpc;
-use crate::support::Env;
+use crate::support::{Env, Suite as _};
 
 /// The gateway in front of `env`'s server, on 127.0.0.1:0.
 async fn gateway(env: &Env) -> std::net::SocketAddr {
@@ -47,12 +47,32 @@ async fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> Answer {
+    let mut headers = vec!["Content-Type: application/json".to_owned()];
+    if let Some(t) = token {
+        headers.push(format!("Authorization: Bearer {t}"));
+    }
+    send(addr, method, target, &headers, body.unwrap_or("")).await
+}
+
+/// A form post with `headers` besides the content type.
+async fn form(addr: std::net::SocketAddr, target: &str, headers: &[String], body: &str) -> Answer {
+    let mut all = vec!["Content-Type: application/x-www-form-urlencoded".to_owned()];
+    all.extend(headers.iter().cloned());
+    send(addr, "POST", target, &all, body).await
+}
+
+async fn send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[String],
+    body: &str,
+) -> Answer {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = body.unwrap_or("");
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     let request = format!(
-        "{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra}\
+         Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -415,4 +435,321 @@ async fn a_server_stream_is_newline_delimited_json() {
         batch["events"][0]["type"], "crm.core.v1.Customer.created",
         "{batch}"
     );
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn oauth_grants_over_http_with_basic_and_body_client_authentication() {
+    use base64::Engine as _;
+    use crm_proto::identity_v1::api_client_service_client::ApiClientServiceClient;
+    use crm_proto::identity_v1::key_service_client::KeyServiceClient;
+    use crm_proto::identity_v1::{ApiClient, CreateApiClientRequest, GetJwksRequest};
+    let env = Env::new().await;
+    let gw = gateway(&env).await;
+    let (email, password) = (
+        format!("owner-{}@example.com", uuid::Uuid::now_v7().simple()),
+        "a long enough password",
+    );
+    crm_identity::bootstrap::ensure_member(
+        &env.server.identity().pool,
+        &env.server.identity().hasher,
+        &crm_identity::bootstrap::Member {
+            org: env.org,
+            org_display_name: "Gateway Inc",
+            email: &email,
+            password,
+            roles: &["org.admin"],
+            reset_password: false,
+        },
+    )
+    .await
+    .unwrap();
+    let login = http(
+        gw,
+        "POST",
+        "/v1/auth:login",
+        None,
+        Some(
+            &json!({
+        "email": email, "password": password, "organization": env.parent()})
+            .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        login.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&login.body)
+    );
+    let admin = login.json()["accessToken"].as_str().unwrap().to_owned();
+    let redirect = "https://app.example/callback";
+    let created = ApiClientServiceClient::new(env.server.channel.clone())
+        .create_api_client(crm_testkit::TestServer::request(
+            &admin,
+            CreateApiClientRequest {
+                parent: env.parent(),
+                api_client: Some(ApiClient {
+                    display_name: "Route planner".into(),
+                    roles: vec!["crm.viewer".into()],
+                    redirect_uris: vec![redirect.into()],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = created.api_client.unwrap().client_id;
+    let secret = created.client_secret;
+    let basic = |id: &str, secret: &str| {
+        format!(
+            "Authorization: Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                enc(id),
+                enc(secret)
+            ))
+        )
+    };
+
+    // client_credentials, by Basic and in the body; the token reads customers over HTTP.
+    let by_basic = form(
+        gw,
+        "/oauth/token",
+        &[basic(&id, &secret)],
+        "grant_type=client_credentials",
+    )
+    .await;
+    assert_eq!(
+        by_basic.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&by_basic.body)
+    );
+    assert_eq!(by_basic.header("cache-control"), Some("no-store"));
+    let t = by_basic.json();
+    assert_eq!(t["token_type"], "Bearer");
+    let client_token = t["access_token"].as_str().unwrap().to_owned();
+    let listed = http(
+        gw,
+        "GET",
+        &format!("/v1/{}/customers", env.parent()),
+        Some(&client_token),
+        None,
+    )
+    .await;
+    assert_eq!(listed.status, 200);
+    let in_body = form(
+        gw,
+        "/oauth/token",
+        &[],
+        &format!(
+            "grant_type=client_credentials&client_id={}&client_secret={}",
+            enc(&id),
+            enc(&secret)
+        ),
+    )
+    .await;
+    assert_eq!(in_body.status, 200);
+    for wrong in [
+        form(
+            gw,
+            "/oauth/token",
+            &[basic(&id, "cs1_wrong")],
+            "grant_type=client_credentials",
+        )
+        .await,
+        form(
+            gw,
+            "/oauth/token",
+            &[],
+            &format!(
+                "grant_type=client_credentials&client_id={}&client_secret=nope",
+                enc(&id)
+            ),
+        )
+        .await,
+    ] {
+        assert_eq!(
+            wrong.status,
+            401,
+            "{}",
+            String::from_utf8_lossy(&wrong.body)
+        );
+        assert_eq!(wrong.json()["error"], "invalid_client");
+        assert!(wrong.header("www-authenticate").is_some());
+    }
+    let unsupported = form(gw, "/oauth/token", &[], "grant_type=password").await;
+    assert_eq!(
+        (unsupported.status, unsupported.json()["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+
+    // The code flow: the sign-in page, a redirect with the code and the state, PKCE checked.
+    let verifier = format!(
+        "{}-{}",
+        uuid::Uuid::now_v7().simple(),
+        uuid::Uuid::now_v7().simple()
+    );
+    let challenge = crm_identity::pkce::challenge_s256(&verifier);
+    let flow = format!(
+        "response_type=code&client_id={}&redirect_uri={}&code_challenge={}&code_challenge_method=S256&state=xyz",
+        enc(&id),
+        enc(redirect),
+        enc(&challenge)
+    );
+    let page = http(gw, "GET", &format!("/oauth/authorize?{flow}"), None, None).await;
+    assert_eq!(page.status, 200);
+    assert!(String::from_utf8_lossy(&page.body).contains("name=\"password\""));
+    let sign_in = |uri: &str| {
+        format!(
+            "{}&email={}&password={}&organization={}",
+            flow.replace(&enc(redirect), &enc(uri)),
+            enc(&email),
+            enc(password),
+            enc(&env.parent())
+        )
+    };
+    let elsewhere = form(
+        gw,
+        "/oauth/authorize",
+        &[],
+        &sign_in("https://app.example/other"),
+    )
+    .await;
+    assert_eq!(elsewhere.status, 400);
+    assert!(
+        elsewhere.header("location").is_none(),
+        "never redirected to an unregistered URI"
+    );
+    let signed = form(gw, "/oauth/authorize", &[], &sign_in(redirect)).await;
+    assert_eq!(
+        signed.status,
+        302,
+        "{}",
+        String::from_utf8_lossy(&signed.body)
+    );
+    let location = url::Url::parse(signed.header("location").unwrap()).unwrap();
+    assert!(location.as_str().starts_with(redirect));
+    let q: Vec<(String, String)> = location.query_pairs().into_owned().collect();
+    assert!(q.contains(&("state".to_owned(), "xyz".to_owned())), "{q:?}");
+    let code = q.iter().find(|(k, _)| k == "code").unwrap().1.clone();
+    let exchange = |v: &str| {
+        format!(
+            "grant_type=authorization_code&code={}&redirect_uri={}&client_id={}&code_verifier={}",
+            enc(&code),
+            enc(redirect),
+            enc(&id),
+            enc(v)
+        )
+    };
+    let mismatch = form(gw, "/oauth/token", &[], &exchange(&"w".repeat(50))).await;
+    assert_eq!(
+        (mismatch.status, mismatch.json()["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let granted = form(gw, "/oauth/token", &[], &exchange(&verifier)).await;
+    assert_eq!(
+        granted.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&granted.body)
+    );
+    let refresh = granted.json()["refresh_token"].as_str().unwrap().to_owned();
+    let user_token = granted.json()["access_token"].as_str().unwrap().to_owned();
+
+    // refresh_token rotates; the old one is refused.
+    let refreshed = form(
+        gw,
+        "/oauth/token",
+        &[],
+        &format!(
+            "grant_type=refresh_token&refresh_token={}&client_id={}",
+            enc(&refresh),
+            enc(&id)
+        ),
+    )
+    .await;
+    assert_eq!(
+        refreshed.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&refreshed.body)
+    );
+    assert_ne!(refreshed.json()["refresh_token"], json!(refresh));
+
+    // Introspection and revocation with the client's credentials.
+    let active = form(
+        gw,
+        "/oauth/introspect",
+        &[basic(&id, &secret)],
+        &format!("token={}", enc(&user_token)),
+    )
+    .await;
+    assert_eq!(
+        active.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&active.body)
+    );
+    assert_eq!(active.json()["active"], true);
+    assert_eq!(
+        form(
+            gw,
+            "/oauth/introspect",
+            &[],
+            &format!("token={}", enc(&user_token))
+        )
+        .await
+        .status,
+        401
+    );
+    let revoked = form(
+        gw,
+        "/oauth/revoke",
+        &[basic(&id, &secret)],
+        "token=not-a-token",
+    )
+    .await;
+    assert_eq!(
+        revoked.status, 200,
+        "RFC 7009: an unknown token is no error"
+    );
+
+    // The JWKS is identity's; the metadata names the endpoints.
+    let jwks = http(gw, "GET", "/.well-known/jwks.json", None, None)
+        .await
+        .json();
+    let keys = KeyServiceClient::new(env.server.channel.clone())
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kids,
+        keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>()
+    );
+    assert!(!kids.is_empty());
+    let meta = http(
+        gw,
+        "GET",
+        "/.well-known/oauth-authorization-server",
+        None,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(meta["token_endpoint"], "http://test/oauth/token");
 }

@@ -8,6 +8,7 @@
 
 mod codec;
 mod error;
+mod oauth;
 mod request;
 pub mod routes;
 pub mod template;
@@ -40,6 +41,12 @@ struct Gateway {
     channel: Channel,
 }
 
+impl axum::extract::FromRef<Gateway> for Channel {
+    fn from_ref(gw: &Gateway) -> Self {
+        gw.channel.clone()
+    }
+}
+
 /// The gateway's router, calling the suite through `channel`.
 ///
 /// # Errors
@@ -51,7 +58,9 @@ pub fn router(channel: Channel) -> Result<axum::Router, String> {
         routes: Arc::new(routes),
         channel,
     };
-    Ok(axum::Router::new().fallback(transcode).with_state(state))
+    Ok(oauth::routes(axum::Router::new())
+        .fallback(transcode)
+        .with_state(state))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.
