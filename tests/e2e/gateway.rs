@@ -753,3 +753,27 @@ async fn oauth_grants_over_http_with_basic_and_body_client_authentication() {
     .json();
     assert_eq!(meta["token_endpoint"], "http://test/oauth/token");
 }
+
+#[tokio::test]
+async fn the_openapi_document_and_the_reference_page_are_served() {
+    let env = Env::new().await;
+    let gw = gateway(&env).await;
+    let doc = http(gw, "GET", "/openapi.json", None, None).await;
+    assert_eq!(doc.status, 200);
+    let doc = doc.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["servers"][0]["url"], "http://test");
+    let get = &doc["paths"]["/v1/organizations/{organization}/customers/{customer}"]["get"];
+    assert_eq!(get["x-rpc"], "crm.core.v1.CustomerService.GetCustomer");
+    // Its example is served: the documented path with the parameters filled.
+    let customer = env.create("Documented").await.name;
+    let (org, id) = (env.org, customer.rsplit('/').next().unwrap().to_owned());
+    let filled = format!("/v1/organizations/{org}/customers/{id}");
+    let got = http(gw, "GET", &filled, Some(&env.token), None).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["name"], customer.as_str());
+    let page = http(gw, "GET", "/docs", None, None).await;
+    assert_eq!(page.status, 200);
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(html.contains("crm.fieldops.v1.WorkOrderService") && html.contains("/openapi.json"));
+}

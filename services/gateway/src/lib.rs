@@ -9,6 +9,7 @@
 mod codec;
 mod error;
 mod oauth;
+pub mod openapi;
 mod request;
 pub mod routes;
 pub mod template;
@@ -58,9 +59,10 @@ pub fn router(channel: Channel) -> Result<axum::Router, String> {
         routes: Arc::new(routes),
         channel,
     };
-    Ok(oauth::routes(axum::Router::new())
-        .fallback(transcode)
-        .with_state(state))
+    let docs = axum::Router::new()
+        .route("/openapi.json", axum::routing::get(openapi_json))
+        .route("/docs", axum::routing::get(docs_page));
+    Ok(oauth::routes(docs).fallback(transcode).with_state(state))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.
@@ -75,6 +77,23 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+async fn openapi_json(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    let doc = openapi::document(&gw.routes, &oauth::origin(&headers));
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        doc.to_string(),
+    )
+        .into_response()
+}
+
+async fn docs_page(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    let doc = openapi::document(&gw.routes, &oauth::origin(&headers));
+    axum::response::Html(openapi::page(&doc)).into_response()
 }
 
 async fn transcode(State(gw): State<Gateway>, req: Request) -> Response {

@@ -467,7 +467,7 @@ async fn jwks(State(channel): State<Channel>) -> Response {
 }
 
 /// This server's origin, from the `Host` header (the metadata names its own endpoints).
-fn origin(headers: &HeaderMap) -> String {
+pub(crate) fn origin(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())

@@ -535,6 +535,11 @@ pub fn print_next_steps(
         "  grpcurl -plaintext -d '{{\"clientId\":\"{}\",\"clientSecret\":\"{}\"}}' {addr} crm.identity.v1.AuthService/ClientCredentials",
         demo.client_id, demo.client_secret
     );
+    println!(
+        "  over HTTP: curl -s -u '{}:{}' -d grant_type=client_credentials http://{http}/oauth/token",
+        demo.client_id, demo.client_secret
+    );
+    println!("API reference: http://{http}/docs (OpenAPI 3.1: http://{http}/openapi.json)");
     println!();
     println!("Refresh, then sign out (the old access token is refused within about a second):");
     println!(
