@@ -35,29 +35,70 @@ const PASSED: &[&str] = &["authorization", "traceparent", "tracestate", "x-reque
 /// A timeout the caller may set, in seconds (fractions allowed): the gRPC deadline.
 const TIMEOUT_HEADER: &str = "x-server-timeout";
 
+/// Where each service's RPCs go: one address for all (`crm up`) or one per service.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    /// `crm.identity.*` (and the OAuth endpoints).
+    pub identity: Channel,
+    /// `crm.core.*`.
+    pub core: Channel,
+    /// `crm.fieldops.*`.
+    pub fieldops: Channel,
+}
+
+impl Upstreams {
+    /// Every service behind one address.
+    #[must_use]
+    pub fn one(channel: Channel) -> Self {
+        Self {
+            identity: channel.clone(),
+            core: channel.clone(),
+            fieldops: channel,
+        }
+    }
+
+    fn for_package(&self, package: &str) -> &Channel {
+        if package.starts_with("crm.identity.") {
+            &self.identity
+        } else if package.starts_with("crm.fieldops.") {
+            &self.fieldops
+        } else {
+            &self.core
+        }
+    }
+}
+
 /// What every request shares.
 #[derive(Clone)]
 struct Gateway {
     routes: Arc<Routes>,
-    channel: Channel,
+    upstreams: Upstreams,
 }
 
 impl axum::extract::FromRef<Gateway> for Channel {
     fn from_ref(gw: &Gateway) -> Self {
-        gw.channel.clone()
+        gw.upstreams.identity.clone()
     }
 }
 
-/// The gateway's router, calling the suite through `channel`.
+/// The gateway's router, calling the whole suite through `channel`.
 ///
 /// # Errors
 /// When the descriptor set is missing or a template does not parse.
 pub fn router(channel: Channel) -> Result<axum::Router, String> {
+    router_to(Upstreams::one(channel))
+}
+
+/// The gateway's router, calling each service at its own address.
+///
+/// # Errors
+/// When the descriptor set is missing or a template does not parse.
+pub fn router_to(upstreams: Upstreams) -> Result<axum::Router, String> {
     let pool = crm_proto::json::pool().ok_or("the descriptor set does not decode")?;
     let routes = Routes::from_pool(pool)?;
     let state = Gateway {
         routes: Arc::new(routes),
-        channel,
+        upstreams,
     };
     let docs = axum::Router::new()
         .route("/openapi.json", axum::routing::get(openapi_json))
@@ -141,7 +182,8 @@ async fn transcode(State(gw): State<Gateway>, req: Request) -> Response {
             );
         }
     };
-    let mut client = tonic::client::Grpc::new(gw.channel.clone());
+    let package = route.method.parent_service().package_name().to_owned();
+    let mut client = tonic::client::Grpc::new(gw.upstreams.for_package(&package).clone());
     if let Err(e) = client.ready().await {
         return error::plain(
             StatusCode::SERVICE_UNAVAILABLE,

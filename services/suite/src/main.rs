@@ -118,6 +118,9 @@ enum Service {
     Core,
     /// Field operations.
     Fieldops,
+    /// The HTTP/JSON gateway (no database): `--listen` is its HTTP address, and it calls
+    /// identity, core and fieldops at their URLs.
+    Gateway,
 }
 
 #[derive(Debug, clap::Args)]
@@ -125,9 +128,9 @@ struct ServeOne {
     /// The service to run.
     service: Service,
     /// URL the service connects with: its `_app` role (`identity_app`, `core_app`,
-    /// `fieldops_app`).
+    /// `fieldops_app`); not for the gateway.
     #[arg(long, env = "SERVICE_DATABASE_URL", hide_env_values = true)]
-    database_url: String,
+    database_url: Option<String>,
     /// Identity's gRPC address, whose key set and revocations this service follows.
     #[arg(long, env = "CRM_IDENTITY_URL")]
     identity_url: Option<String>,
@@ -484,7 +487,32 @@ fn verifier_settings(args: &ServeArgs) -> VerifierSettings {
     }
 }
 
+async fn serve_gateway(args: ServeOne) -> anyhow::Result<()> {
+    let url = |u: &Option<String>, name: &str| {
+        u.clone()
+            .with_context(|| format!("{name} is required: the gateway calls that service"))
+    };
+    let upstreams = crm_gateway::Upstreams {
+        identity: crm_platform::client::channel(&url(&args.identity_url, "CRM_IDENTITY_URL")?)?,
+        core: crm_platform::client::channel(&url(&args.core_url, "CRM_CORE_URL")?)?,
+        fieldops: crm_platform::client::channel(&url(&args.fieldops_url, "CRM_FIELDOPS_URL")?)?,
+    };
+    let router = crm_gateway::router_to(upstreams)
+        .map_err(|e| anyhow::anyhow!("the gateway's routes: {e}"))?;
+    let listener = TcpListener::bind(args.serve.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving the HTTP/JSON gateway");
+    crm_gateway::serve(listener, router, shutdown_signal()).await?;
+    Ok(())
+}
+
 async fn serve_one(args: ServeOne) -> anyhow::Result<()> {
+    if matches!(args.service, Service::Gateway) {
+        return serve_gateway(args).await;
+    }
+    let database_url = args
+        .database_url
+        .clone()
+        .context("SERVICE_DATABASE_URL is required")?;
     let static_keys = Arc::new(crm_auth::keys::StaticKeys::new());
     keys::load_static(&static_keys, &args.token_public_keys)?;
     let jwks = Arc::new(JwksKeys::new());
@@ -531,9 +559,10 @@ async fn serve_one(args: ServeOne) -> anyhow::Result<()> {
                     key,
                 )
             }
+            Service::Gateway => anyhow::bail!("the gateway is served by serve_gateway"),
         };
     let pool_for = |schema: &migrate::ServiceSchema| {
-        let mut settings = PoolSettings::new(args.database_url.clone(), schema.name);
+        let mut settings = PoolSettings::new(database_url.clone(), schema.name);
         settings.max_size = args.serve.pool_size;
         pool::build(&settings)
     };
