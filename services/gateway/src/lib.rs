@@ -102,7 +102,9 @@ pub fn router_to(upstreams: Upstreams) -> Result<axum::Router, String> {
     };
     let docs = axum::Router::new()
         .route("/openapi.json", axum::routing::get(openapi_json))
-        .route("/docs", axum::routing::get(docs_page));
+        .route("/docs", axum::routing::get(docs_page))
+        // The gateway's own liveness (it holds no state; the services have gRPC health).
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
     Ok(oauth::routes(docs).fallback(transcode).with_state(state))
 }
 
