@@ -777,3 +777,68 @@ async fn the_openapi_document_and_the_reference_page_are_served() {
     let html = String::from_utf8_lossy(&page.body);
     assert!(html.contains("crm.fieldops.v1.WorkOrderService") && html.contains("/openapi.json"));
 }
+
+#[tokio::test]
+async fn cors_answers_only_the_configured_origins() {
+    let env = Env::new().await;
+    let options = crm_gateway::Options {
+        cors_origins: vec![http::HeaderValue::from_static("https://app.example")],
+        trusted_proxies: Vec::new(),
+    };
+    let router = crm_gateway::router_to(
+        crm_gateway::Upstreams::one(env.server.channel.clone()),
+        &options,
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = listener.local_addr().unwrap();
+    tokio::spawn(crm_gateway::serve(listener, router, std::future::pending()));
+    let target = format!("/v1/{}/customers", env.parent());
+    let preflight = |origin: &str| {
+        vec![
+            format!("Origin: {origin}"),
+            "Access-Control-Request-Method: POST".to_owned(),
+            "Access-Control-Request-Headers: authorization, content-type".to_owned(),
+        ]
+    };
+    let allowed = send(
+        gw,
+        "OPTIONS",
+        &target,
+        &preflight("https://app.example"),
+        "",
+    )
+    .await;
+    assert!(allowed.status < 300, "{}", allowed.status);
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let methods = allowed
+        .header("access-control-allow-methods")
+        .unwrap_or_default();
+    assert!(methods.contains("PATCH"), "{methods}");
+    let other = send(
+        gw,
+        "OPTIONS",
+        &target,
+        &preflight("https://evil.example"),
+        "",
+    )
+    .await;
+    assert!(other.header("access-control-allow-origin").is_none());
+    // A real request from the allowed origin carries the header too.
+    let mut headers = vec![
+        "Origin: https://app.example".to_owned(),
+        format!("Authorization: Bearer {}", env.token),
+    ];
+    let listed = send(gw, "GET", &target, &headers, "").await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(
+        listed.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    headers[0] = "Origin: https://evil.example".to_owned();
+    let elsewhere = send(gw, "GET", &target, &headers, "").await;
+    assert!(elsewhere.header("access-control-allow-origin").is_none());
+}

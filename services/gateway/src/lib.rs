@@ -68,11 +68,22 @@ impl Upstreams {
     }
 }
 
+/// How the gateway treats its callers.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Origins allowed by CORS (`https://app.example.com`); none: no CORS headers at all.
+    pub cors_origins: Vec<HeaderValue>,
+    /// Proxies whose `X-Forwarded-For` is believed; from anyone else it is replaced by the
+    /// peer's address.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
 /// What every request shares.
 #[derive(Clone)]
 struct Gateway {
     routes: Arc<Routes>,
     upstreams: Upstreams,
+    trusted_proxies: Arc<[std::net::IpAddr]>,
 }
 
 impl axum::extract::FromRef<Gateway> for Channel {
@@ -86,26 +97,52 @@ impl axum::extract::FromRef<Gateway> for Channel {
 /// # Errors
 /// When the descriptor set is missing or a template does not parse.
 pub fn router(channel: Channel) -> Result<axum::Router, String> {
-    router_to(Upstreams::one(channel))
+    router_to(Upstreams::one(channel), &Options::default())
 }
 
 /// The gateway's router, calling each service at its own address.
 ///
 /// # Errors
 /// When the descriptor set is missing or a template does not parse.
-pub fn router_to(upstreams: Upstreams) -> Result<axum::Router, String> {
+pub fn router_to(upstreams: Upstreams, options: &Options) -> Result<axum::Router, String> {
     let pool = crm_proto::json::pool().ok_or("the descriptor set does not decode")?;
     let routes = Routes::from_pool(pool)?;
     let state = Gateway {
         routes: Arc::new(routes),
         upstreams,
+        trusted_proxies: options.trusted_proxies.clone().into(),
     };
     let docs = axum::Router::new()
         .route("/openapi.json", axum::routing::get(openapi_json))
         .route("/docs", axum::routing::get(docs_page))
         // The gateway's own liveness (it holds no state; the services have gRPC health).
         .route("/healthz", axum::routing::get(|| async { "ok" }));
-    Ok(oauth::routes(docs).fallback(transcode).with_state(state))
+    let router = oauth::routes(docs).fallback(transcode).with_state(state);
+    if options.cors_origins.is_empty() {
+        return Ok(router);
+    }
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::AllowOrigin::list(
+            options.cors_origins.clone(),
+        ))
+        .allow_methods([
+            http::Method::GET,
+            http::Method::POST,
+            http::Method::PATCH,
+            http::Method::PUT,
+            http::Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            http::HeaderName::from_static("traceparent"),
+            http::HeaderName::from_static("tracestate"),
+            http::HeaderName::from_static("x-request-id"),
+            http::HeaderName::from_static(TIMEOUT_HEADER),
+        ])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(Duration::from_secs(600));
+    Ok(router.layer(cors))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.
@@ -117,7 +154,8 @@ pub async fn serve(
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -174,6 +212,19 @@ async fn transcode(State(gw): State<Gateway>, req: Request) -> Response {
     if let Err(message) = pass(&parts.headers, &mut grpc) {
         return error::plain(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &message);
     }
+    if let Some(peer) = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        let incoming = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        let chain = forwarded_for(incoming, peer.0.ip(), &gw.trusted_proxies);
+        if let Ok(v) = tonic::metadata::MetadataValue::try_from(chain.as_str()) {
+            grpc.metadata_mut().insert("x-forwarded-for", v);
+        }
+    }
     let path = match http::uri::PathAndQuery::try_from(route.grpc_path()) {
         Ok(p) => p,
         Err(e) => {
@@ -203,6 +254,21 @@ async fn transcode(State(gw): State<Gateway>, req: Request) -> Response {
     match client.unary(grpc, path, codec).await {
         Ok(r) => json(StatusCode::OK, &r.into_inner()),
         Err(s) => error::response(&s),
+    }
+}
+
+/// The `X-Forwarded-For` passed on, whose last entry is the client: from a trusted proxy its
+/// chain as it came (the proxy appended the client it saw), from anyone else the peer's own
+/// address (what it claims is dropped).
+#[must_use]
+pub fn forwarded_for(
+    incoming: Option<&str>,
+    peer: std::net::IpAddr,
+    trusted: &[std::net::IpAddr],
+) -> String {
+    match incoming.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(chain) if trusted.contains(&peer) => chain.to_owned(),
+        _ => peer.to_string(),
     }
 }
 
@@ -274,4 +340,26 @@ fn stream(messages: tonic::Streaming<DynamicMessage>) -> Response {
         Body::from_stream(lines),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_for;
+
+    #[test]
+    fn only_a_trusted_proxy_names_the_client() {
+        let proxy: std::net::IpAddr = "10.0.0.5".parse().unwrap();
+        let stranger: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+        let trusted = [proxy];
+        assert_eq!(
+            forwarded_for(Some("198.51.100.7"), proxy, &trusted),
+            "198.51.100.7"
+        );
+        assert_eq!(
+            forwarded_for(Some("1.2.3.4"), stranger, &trusted),
+            "203.0.113.9"
+        );
+        assert_eq!(forwarded_for(None, proxy, &trusted), "10.0.0.5");
+        assert_eq!(forwarded_for(Some(" "), proxy, &trusted), "10.0.0.5");
+    }
 }

@@ -94,7 +94,42 @@ struct UpArgs {
     #[arg(long, env = "CRM_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     http_listen: std::net::SocketAddr,
     #[command(flatten)]
+    gateway: GatewayArgs,
+    #[command(flatten)]
     serve: ServeArgs,
+}
+
+/// How the HTTP/JSON gateway treats its callers.
+#[derive(Debug, Clone, clap::Args)]
+struct GatewayArgs {
+    /// Origins allowed by CORS (comma-separated, `https://app.example.com`); none by default.
+    #[arg(long = "cors-origin", env = "CRM_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` the gateway believes (comma-separated addresses).
+    #[arg(
+        long = "trusted-proxy",
+        env = "CRM_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+impl GatewayArgs {
+    fn options(&self) -> anyhow::Result<crm_gateway::Options> {
+        let cors_origins = self
+            .cors_origins
+            .iter()
+            .filter(|o| !o.is_empty())
+            .map(|o| {
+                http::HeaderValue::from_str(o.trim_end_matches('/'))
+                    .with_context(|| format!("CORS origin {o}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(crm_gateway::Options {
+            cors_origins,
+            trusted_proxies: self.trusted_proxies.clone(),
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -147,6 +182,8 @@ struct ServeOne {
     /// CRM_TOKEN_SECRET are not set.
     #[arg(long, env = "CRM_DATA_DIR", default_value = ".crm")]
     data_dir: std::path::PathBuf,
+    #[command(flatten)]
+    gateway: GatewayArgs,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -351,8 +388,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.http_listen))?;
     let http_addr = http_listener.local_addr()?;
-    let gateway = crm_gateway::router(crm_platform::client::channel(&self_url)?)
-        .map_err(|e| anyhow::anyhow!("the gateway's routes: {e}"))?;
+    let gateway = crm_gateway::router_to(
+        crm_gateway::Upstreams::one(crm_platform::client::channel(&self_url)?),
+        &args.gateway.options()?,
+    )
+    .map_err(|e| anyhow::anyhow!("the gateway's routes: {e}"))?;
     let _http = tokio::spawn(crm_gateway::serve(
         http_listener,
         gateway,
@@ -497,7 +537,7 @@ async fn serve_gateway(args: ServeOne) -> anyhow::Result<()> {
         core: crm_platform::client::channel(&url(&args.core_url, "CRM_CORE_URL")?)?,
         fieldops: crm_platform::client::channel(&url(&args.fieldops_url, "CRM_FIELDOPS_URL")?)?,
     };
-    let router = crm_gateway::router_to(upstreams)
+    let router = crm_gateway::router_to(upstreams, &args.gateway.options()?)
         .map_err(|e| anyhow::anyhow!("the gateway's routes: {e}"))?;
     let listener = TcpListener::bind(args.serve.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving the HTTP/JSON gateway");
