@@ -842,3 +842,121 @@ async fn cors_answers_only_the_configured_origins() {
     let elsewhere = send(gw, "GET", &target, &headers, "").await;
     assert!(elsewhere.header("access-control-allow-origin").is_none());
 }
+
+/// Sets `path` (dotted) in `obj` to `value`, making the objects on the way.
+fn set(obj: &mut serde_json::Map<String, Value>, path: &str, value: Value) {
+    let mut at = obj;
+    let parts: Vec<&str> = path.split('.').collect();
+    for p in &parts[..parts.len() - 1] {
+        at = at
+            .entry((*p).to_owned())
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .unwrap();
+    }
+    at.insert(parts[parts.len() - 1].to_owned(), value);
+}
+
+#[tokio::test]
+async fn every_rpc_with_an_http_rule_answers_over_http_as_over_grpc() {
+    let env = Env::new().await;
+    let gw = gateway(&env).await;
+    let token = env.server.token(env.org, &["org.admin"]);
+    let pool = crm_proto::json::pool().unwrap();
+    let routes = crm_gateway::routes::Routes::from_pool(pool).unwrap();
+    let org = env.org.to_string();
+    let (mut checked, mut compared) = (0, 0);
+    let mut failures = Vec::new();
+    for route in routes.all() {
+        // Server streams stay open; the NDJSON test covers them.
+        if route.method.is_server_streaming() {
+            continue;
+        }
+        // The path with this organization and fresh ids, bound as the gateway binds it.
+        let (path, params) = crm_gateway::openapi::path_of(&route.pattern);
+        let mut concrete = path.clone();
+        for p in &params {
+            let value = if p.name == "organization" {
+                org.clone()
+            } else {
+                uuid::Uuid::now_v7().to_string()
+            };
+            concrete = concrete.replacen(&format!("{{{}}}", p.name), &value, 1);
+        }
+        let bound = route.template.matches(&concrete).unwrap();
+        let mut input = serde_json::Map::new();
+        let body = match route.body.as_str() {
+            "" => None,
+            "*" => Some("{}"),
+            field => {
+                input.insert(field.to_owned(), json!({}));
+                Some("{}")
+            }
+        };
+        let m = &route.method;
+        if route.verb == http::Method::PATCH
+            && !route.body.is_empty()
+            && route.body != "*"
+            && m.input().get_field_by_name("update_mask").is_some()
+        {
+            input.insert("update_mask".to_owned(), json!(""));
+        }
+        for (field, value) in bound {
+            set(&mut input, &field, json!(value));
+        }
+        let request = DynamicMessage::deserialize(m.input(), Value::Object(input)).unwrap();
+        let grpc = crate::every_rpc::call(&env.server.channel, m, &token, &request).await;
+        let over_http = http(gw, route.verb.as_str(), &concrete, Some(&token), body).await;
+        checked += 1;
+        let what = format!("{} {concrete} ({})", route.verb, m.full_name());
+        match grpc {
+            Ok(bytes) => {
+                if over_http.status != 200 {
+                    failures.push(format!(
+                        "{what}: gRPC OK, HTTP {}: {}",
+                        over_http.status,
+                        String::from_utf8_lossy(&over_http.body)
+                    ));
+                    continue;
+                }
+                // A read answers the same message both ways.
+                if route.verb == http::Method::GET {
+                    let grpc =
+                        DynamicMessage::decode(m.output(), bytes.unwrap_or_default().as_slice())
+                            .unwrap()
+                            .serialize_with_options(
+                                serde_json::value::Serializer,
+                                &SerializeOptions::new().use_proto_field_name(true),
+                            )
+                            .unwrap();
+                    let service = m.parent_service().full_name().to_owned();
+                    if proto_named(&service, m.name(), &over_http.json()) != grpc {
+                        failures.push(format!("{what}: the answers differ"));
+                    }
+                    compared += 1;
+                }
+            }
+            Err(status) => {
+                let want = crm_gateway::http_status(status.code()).as_u16();
+                let e = &over_http.json()["error"];
+                if over_http.status != want || e["code"].as_u64() != Some(u64::from(want)) {
+                    failures.push(format!(
+                        "{what}: gRPC {:?} {}, HTTP {} {}",
+                        status.code(),
+                        status.message(),
+                        over_http.status,
+                        String::from_utf8_lossy(&over_http.body)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked > 200, "only {checked} routes checked");
+    assert!(compared > 20, "only {compared} answers compared");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked}:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
