@@ -31,7 +31,8 @@ use routes::Routes;
 /// Largest request body read, in bytes.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 /// Headers passed to the suite as gRPC metadata.
-const PASSED: &[&str] = &["authorization", "traceparent", "tracestate", "x-request-id"];
+/// (Trace context goes on as the gateway's own span: see `transcode`.)
+const PASSED: &[&str] = &["authorization", "x-request-id"];
 /// A timeout the caller may set, in seconds (fractions allowed): the gRPC deadline.
 const TIMEOUT_HEADER: &str = "x-server-timeout";
 
@@ -177,7 +178,29 @@ async fn docs_page(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
     axum::response::Html(openapi::page(&doc)).into_response()
 }
 
+/// One HTTP request as a server span (parented by the caller's `traceparent`), whose context
+/// the gRPC call carries on.
 async fn transcode(State(gw): State<Gateway>, req: Request) -> Response {
+    use tracing::Instrument as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&crm_platform::layers::HeaderExtractor(req.headers()))
+    });
+    let span = tracing::info_span!(
+        "http.request",
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        url.path = %req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let _ = span.set_parent(parent);
+    let answer = handle(gw, req).instrument(span.clone()).await;
+    span.record("http.response.status_code", answer.status().as_u16());
+    answer
+}
+
+async fn handle(gw: Gateway, req: Request) -> Response {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let (parts, body) = req.into_parts();
     let Some((route, bound)) = gw.routes.find(&parts.method, parts.uri.path()) else {
         let known = gw.routes.any_method(parts.uri.path());
@@ -212,6 +235,13 @@ async fn transcode(State(gw): State<Gateway>, req: Request) -> Response {
     if let Err(message) = pass(&parts.headers, &mut grpc) {
         return error::plain(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &message);
     }
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(
+            &cx,
+            &mut crm_platform::client::MetadataInjector(grpc.metadata_mut()),
+        );
+    });
     if let Some(peer) = parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()

@@ -24,7 +24,8 @@ pub fn channel(uri: &str) -> Result<Channel, tonic::transport::Error> {
         .connect_lazy())
 }
 
-struct MetadataInjector<'a>(&'a mut MetadataMap);
+/// Writes trace context (or any text map) into gRPC metadata.
+pub struct MetadataInjector<'a>(pub &'a mut MetadataMap);
 
 impl Injector for MetadataInjector<'_> {
     fn set(&mut self, key: &str, value: String) {

@@ -79,7 +79,8 @@ pub fn server_budget(timeout: Duration) -> Duration {
     timeout.saturating_sub(margin)
 }
 
-struct HeaderExtractor<'a>(&'a http::HeaderMap);
+/// Reads trace context (or any text map) from HTTP headers.
+pub struct HeaderExtractor<'a>(pub &'a http::HeaderMap);
 
 impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {

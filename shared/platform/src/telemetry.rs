@@ -53,6 +53,14 @@ impl LogFormat {
 /// only return a guard).
 #[must_use]
 pub fn init(service_name: &str) -> TelemetryGuard {
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
+    init_with_endpoint(service_name, endpoint.as_deref())
+}
+
+/// [`init`] exporting spans to the OTLP/gRPC `endpoint` when given (not read from the
+/// environment).
+#[must_use]
+pub fn init_with_endpoint(service_name: &str, endpoint: Option<&str>) -> TelemetryGuard {
     use std::io::IsTerminal;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -82,9 +90,9 @@ pub fn init(service_name: &str) -> TelemetryGuard {
         ),
     };
 
-    let provider = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .ok()
+    let provider = endpoint
         .filter(|e| !e.is_empty())
+        .map(str::to_owned)
         .and_then(|endpoint| {
             use opentelemetry_otlp::WithExportConfig;
             let exporter = opentelemetry_otlp::SpanExporter::builder()
