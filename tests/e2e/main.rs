@@ -24,6 +24,7 @@ mod identity;
 mod marketing;
 mod members;
 mod messaging;
+mod metrics;
 mod migrations;
 mod operations;
 mod outbox;

@@ -96,7 +96,35 @@ struct UpArgs {
     #[command(flatten)]
     gateway: GatewayArgs,
     #[command(flatten)]
+    admin: AdminArgs,
+    #[command(flatten)]
     serve: ServeArgs,
+}
+
+/// Where a process serves its own metrics.
+#[derive(Debug, Clone, clap::Args)]
+struct AdminArgs {
+    /// Address of `/metrics` (Prometheus text of the OpenTelemetry metrics); `off` serves none.
+    #[arg(long, env = "CRM_ADMIN_LISTEN", default_value = "127.0.0.1:9464")]
+    admin_listen: String,
+}
+
+impl AdminArgs {
+    /// Starts the admin server unless it is off; answers its address.
+    async fn start(&self) -> anyhow::Result<Option<std::net::SocketAddr>> {
+        if self.admin_listen == "off" {
+            return Ok(None);
+        }
+        let listener = TcpListener::bind(&self.admin_listen)
+            .await
+            .with_context(|| format!("binding the admin address {}", self.admin_listen))?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(crm_platform::metrics::serve_admin(
+            listener,
+            shutdown_signal(),
+        ));
+        Ok(Some(addr))
+    }
 }
 
 /// How the HTTP/JSON gateway treats its callers.
@@ -184,6 +212,8 @@ struct ServeOne {
     data_dir: std::path::PathBuf,
     #[command(flatten)]
     gateway: GatewayArgs,
+    #[command(flatten)]
+    admin: AdminArgs,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -398,6 +428,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         gateway,
         shutdown_signal(),
     ));
+    if let Some(admin) = args.admin.start().await? {
+        println!("metrics: http://{admin}/metrics");
+    }
 
     // Every service in this process follows identity like a remote one would.
     let channel = crm_platform::client::channel(&self_url)?;
@@ -546,6 +579,9 @@ async fn serve_gateway(args: ServeOne) -> anyhow::Result<()> {
 }
 
 async fn serve_one(args: ServeOne) -> anyhow::Result<()> {
+    if let Some(admin) = args.admin.start().await? {
+        tracing::info!(%admin, "serving /metrics");
+    }
     if matches!(args.service, Service::Gateway) {
         return serve_gateway(args).await;
     }

@@ -211,6 +211,7 @@ where
             match Arc::clone(&self.permits).try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(_) => {
+                    crate::metrics::record_call(&path, "8", Duration::ZERO);
                     let status = platform_status(
                         Code::ResourceExhausted,
                         "SERVER_OVERLOADED",
@@ -225,6 +226,8 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let draining = self.draining.clone();
+        let started = Instant::now();
+        let measured = (!is_exempt(&path)).then(|| path.clone());
         Box::pin(
             async move {
                 let call = inner.call(req);
@@ -248,6 +251,16 @@ where
                     if let Some(code) = response.headers().get("grpc-status") {
                         tracing::Span::current()
                             .record("rpc.grpc.status_code", code.to_str().unwrap_or(""));
+                    }
+                    // An answer without a status in its headers succeeded (a stream's status
+                    // comes in its trailers: counted as sent).
+                    if let Some(path) = &measured {
+                        let code = response
+                            .headers()
+                            .get("grpc-status")
+                            .and_then(|c| c.to_str().ok())
+                            .unwrap_or("0");
+                        crate::metrics::record_call(path, code, started.elapsed());
                     }
                     // Headers-only answers (errors) are complete: nothing to hold.
                     if response.headers().contains_key("grpc-status") {

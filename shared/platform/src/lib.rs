@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod layers;
+pub mod metrics;
 pub mod module;
 pub mod mutation;
 pub mod server;

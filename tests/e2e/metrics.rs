@@ -1,0 +1,93 @@
+//! RED metrics: calls made through a real server are counted by method and status code in the
+//! `rpc.server.call.duration` histogram, read back as Prometheus text from `/metrics`.
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::conformance::rpc;
+use crate::support::Env;
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+/// The value of the first sample whose name and labels contain all of `parts`.
+fn sample(text: &str, name: &str, parts: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| parts.iter().all(|p| l.contains(p)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn calls_are_counted_by_method_and_code_with_duration_buckets() {
+    let env = Env::new().await;
+    let customer = env.create("Measured").await.name;
+    let s = "crm.core.v1.CustomerService";
+    for _ in 0..3 {
+        rpc(
+            &env,
+            &env.token,
+            s,
+            "GetCustomer",
+            json!({"name": customer}),
+        )
+        .await
+        .unwrap();
+    }
+    let missing = format!("{}/customers/{}", env.parent(), uuid::Uuid::now_v7());
+    for _ in 0..2 {
+        rpc(&env, &env.token, s, "GetCustomer", json!({"name": missing}))
+            .await
+            .unwrap_err();
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(crm_platform::metrics::serve_admin(
+        listener,
+        std::future::pending(),
+    ));
+    let text = scrape(addr).await;
+    let name = "rpc_server_call_duration_seconds";
+    assert!(text.contains(&format!("# TYPE {name} histogram")), "{text}");
+    let method = "rpc_method=\"GetCustomer\"";
+    let service = "rpc_service=\"crm.core.v1.CustomerService\"";
+    let ok = "rpc_grpc_status_code=\"0\"";
+    let not_found = "rpc_grpc_status_code=\"5\"";
+    // Other tests in this process call too: at least ours are there.
+    let count = sample(&text, &format!("{name}_count"), &[method, service, ok]).unwrap();
+    assert!(count >= 3.0, "{count}");
+    let errors = sample(
+        &text,
+        &format!("{name}_count"),
+        &[method, service, not_found],
+    )
+    .unwrap();
+    assert!(errors >= 2.0, "{errors}");
+    // Buckets are cumulative and end at the count.
+    let buckets: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+        .filter(|l| l.contains(method) && l.contains(service) && l.contains(ok))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(buckets.len() > 5, "{buckets:?}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    let inf = sample(
+        &text,
+        &format!("{name}_bucket"),
+        &[method, service, ok, "le=\"+Inf\""],
+    )
+    .unwrap();
+    let count_now = sample(&text, &format!("{name}_count"), &[method, service, ok]).unwrap();
+    assert!((inf - count_now).abs() < f64::EPSILON);
+}
