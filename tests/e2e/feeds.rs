@@ -248,6 +248,20 @@ async fn a_stream_holds_a_permit_for_its_life() {
     let shed = get().await.unwrap_err();
     assert_eq!(shed.code(), Code::ResourceExhausted, "{shed:?}");
     assert_eq!(reason(&shed), "SERVER_OVERLOADED");
+    // The refusal is counted, and the gauges show the calls held open.
+    let text = tokio::task::spawn_blocking(crm_platform::metrics::prometheus_text)
+        .await
+        .unwrap();
+    let value = |name: &str, parts: &[&str]| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .find(|l| parts.iter().all(|p| l.contains(p)))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} {parts:?} in {text}"))
+    };
+    assert!(value("rpc_server_shed_total", &["rpc_method=\"GetCustomer\""]) >= 1.0);
+    assert!(value("rpc_server_active_requests", &[]) >= 2.0);
+    assert!(value("rpc_server_concurrency_limit", &[]) >= 2.0);
     drop(second);
     drop(first);
     let until = Instant::now() + Duration::from_secs(10);

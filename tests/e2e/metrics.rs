@@ -91,3 +91,76 @@ async fn calls_are_counted_by_method_and_code_with_duration_buckets() {
     let count_now = sample(&text, &format!("{name}_count"), &[method, service, ok]).unwrap();
     assert!((inf - count_now).abs() < f64::EPSILON);
 }
+
+#[tokio::test]
+async fn pools_and_event_streams_report_their_gauges() {
+    use crm_proto::core_v1::StreamEventsRequest;
+    use crm_proto::core_v1::event_service_client::EventServiceClient;
+    use tokio_stream::StreamExt as _;
+
+    let env = Env::new().await;
+    env.create("Gauged").await;
+    let mut events = EventServiceClient::new(env.server.channel.clone());
+    let mut stream = events
+        .stream_events(env.req(StreamEventsRequest {
+            parent: env.parent(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!first.events.is_empty());
+    let text = tokio::task::spawn_blocking(crm_platform::metrics::prometheus_text)
+        .await
+        .unwrap();
+    for state in ["idle", "used"] {
+        let connections = sample(
+            &text,
+            "db_client_connection_count",
+            &[
+                "db_client_connection_pool_name=\"core\"",
+                &format!("db_client_connection_state=\"{state}\""),
+            ],
+        );
+        assert!(connections.is_some_and(|n| n >= 0.0), "{state}: {text}");
+    }
+    // The call above checked a connection out: the pool has made at least one.
+    let total: f64 = ["idle", "used"]
+        .iter()
+        .filter_map(|s| {
+            sample(
+                &text,
+                "db_client_connection_count",
+                &[
+                    "db_client_connection_pool_name=\"core\"",
+                    &format!("db_client_connection_state=\"{s}\""),
+                ],
+            )
+        })
+        .sum();
+    assert!(total >= 1.0, "{text}");
+    assert!(
+        sample(
+            &text,
+            "db_client_connection_timeouts_total",
+            &["db_client_connection_pool_name=\"core\""]
+        )
+        .is_some(),
+        "{text}"
+    );
+    let lag = sample(
+        &text,
+        "crm_events_consumer_lag_seconds",
+        &[
+            "messaging_consumer_group_name=\"watch-events\"",
+            "messaging_destination_name=\"core.crm\"",
+        ],
+    );
+    assert!(lag.is_some_and(|s| s >= 0.0), "{text}");
+    drop(stream);
+}

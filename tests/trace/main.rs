@@ -1,7 +1,8 @@
 //! One trace across services, checked with a real OTLP/gRPC receiver started here: an HTTP call
 //! through the gateway into fieldops, which asks core about the work order's customer, is one
-//! trace whose spans chain gateway → fieldops → core, under the caller's `traceparent`. Its own
-//! test binary: the process's tracing subscriber and exporter are global.
+//! trace whose spans chain gateway → fieldops → core, under the caller's `traceparent`; the
+//! same receiver gets the process's metrics over OTLP. Its own test binary: the process's
+//! tracing subscriber and exporters are global.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,6 +17,12 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -47,6 +54,23 @@ impl TraceService for Receiver {
     }
 }
 
+/// Keeps every metrics export sent to it.
+#[derive(Clone, Default)]
+struct MetricsReceiver(Arc<Mutex<Vec<ExportMetricsServiceRequest>>>);
+
+#[tonic::async_trait]
+impl MetricsService for MetricsReceiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.0.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
 fn attribute(span: &Span, key: &str) -> String {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     span.attributes
@@ -63,11 +87,13 @@ fn attribute(span: &Span, key: &str) -> String {
 #[tokio::test]
 async fn a_call_through_the_gateway_into_fieldops_and_core_is_one_trace() {
     let receiver = Receiver::default();
+    let metrics = MetricsReceiver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let otlp = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(receiver.clone()))
+            .add_service(MetricsServiceServer::new(metrics.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     // The platform's own telemetry, exporting to the receiver.
@@ -105,8 +131,11 @@ async fn a_call_through_the_gateway_into_fieldops_and_core_is_one_trace() {
     // The property does not exist: fieldops learns so from core.
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 
-    // Flushes the batch exporter.
+    // Flushes the batch exporter, and the metrics (off the runtime's thread: the export needs it).
     drop(telemetry);
+    tokio::task::spawn_blocking(crm_platform::metrics::flush_otlp)
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     let spans = loop {
         let spans: Vec<Span> = receiver
@@ -170,6 +199,54 @@ async fn a_call_through_the_gateway_into_fieldops_and_core_is_one_trace() {
     };
     assert!(descends(&fieldops, &gateway), "fieldops under the gateway");
     assert!(descends(&core, &fieldops), "core under fieldops");
+
+    // The calls' durations went out over OTLP too, under the service's name.
+    let exports = metrics.0.lock().unwrap().clone();
+    let resource_names: Vec<String> = exports
+        .iter()
+        .flat_map(|e| &e.resource_metrics)
+        .filter_map(|r| r.resource.as_ref())
+        .flat_map(|r| &r.attributes)
+        .filter(|a| a.key == "service.name")
+        .map(|a| format!("{:?}", a.value))
+        .collect();
+    assert!(
+        resource_names.iter().any(|n| n.contains("crm-trace-test")),
+        "{resource_names:?}"
+    );
+    let names: Vec<String> = exports
+        .iter()
+        .flat_map(|e| &e.resource_metrics)
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .map(|m| m.name.clone())
+        .collect();
+    for want in [
+        "rpc.server.call.duration",
+        "db.client.connection.count",
+        "rpc.server.active_requests",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    let create_work_order = exports
+        .iter()
+        .flat_map(|e| &e.resource_metrics)
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .filter(|m| m.name == "rpc.server.call.duration")
+        .filter_map(|m| match &m.data {
+            Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) => Some(h),
+            _ => None,
+        })
+        .flat_map(|h| &h.data_points)
+        .filter(|p| {
+            p.attributes
+                .iter()
+                .any(|a| format!("{:?}", a.value).contains("\"CreateWorkOrder\""))
+        })
+        .map(|p| p.count)
+        .sum::<u64>();
+    assert!(create_work_order >= 1, "no CreateWorkOrder call exported");
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -83,6 +83,8 @@ pub struct Options {
 #[derive(Clone)]
 struct Gateway {
     routes: Arc<Routes>,
+    /// `/openapi.json` and `/docs`, rendered once (the descriptors do not change).
+    openapi: Arc<(bytes::Bytes, String)>,
     upstreams: Upstreams,
     trusted_proxies: Arc<[std::net::IpAddr]>,
 }
@@ -108,8 +110,11 @@ pub fn router(channel: Channel) -> Result<axum::Router, String> {
 pub fn router_to(upstreams: Upstreams, options: &Options) -> Result<axum::Router, String> {
     let pool = crm_proto::json::pool().ok_or("the descriptor set does not decode")?;
     let routes = Routes::from_pool(pool)?;
+    let doc = openapi::document(&routes);
+    let openapi = Arc::new((bytes::Bytes::from(doc.to_string()), openapi::page(&doc)));
     let state = Gateway {
         routes: Arc::new(routes),
+        openapi,
         upstreams,
         trusted_proxies: options.trusted_proxies.clone().into(),
     };
@@ -161,21 +166,19 @@ pub async fn serve(
         .await
 }
 
-async fn openapi_json(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
-    let doc = openapi::document(&gw.routes, &oauth::origin(&headers));
+async fn openapi_json(State(gw): State<Gateway>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        doc.to_string(),
+        gw.openapi.0.clone(),
     )
         .into_response()
 }
 
-async fn docs_page(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
-    let doc = openapi::document(&gw.routes, &oauth::origin(&headers));
-    axum::response::Html(openapi::page(&doc)).into_response()
+async fn docs_page(State(gw): State<Gateway>) -> Response {
+    axum::response::Html(gw.openapi.1.clone()).into_response()
 }
 
 /// One HTTP request as a server span (parented by the caller's `traceparent`), whose context

@@ -260,9 +260,10 @@ fn operation(route: &Route, schemas: &mut Schemas) -> (String, Value) {
     (path, op)
 }
 
-/// The whole document; `server` is the base URL it names.
+/// The whole document. Its server is `/`: relative to where the document is served (OpenAPI
+/// 3.1 allows it), so one rendering serves every host name the gateway is reached by.
 #[must_use]
-pub fn document(routes: &Routes, server: &str) -> Value {
+pub fn document(routes: &Routes) -> Value {
     let mut schemas = Schemas::default();
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     let mut ids = BTreeSet::new();
@@ -300,7 +301,7 @@ pub fn document(routes: &Routes, server: &str) -> Value {
         "openapi": "3.1.0",
         "info": {"title": "CRM & field-service suite", "version": "v1",
                  "description": "Every RPC of the suite with a google.api.http rule, as HTTP/JSON (proto3 JSON)."},
-        "servers": [{"url": server}],
+        "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
@@ -429,7 +430,7 @@ mod tests {
     fn every_reference_resolves_and_every_operation_is_routable() {
         let pool = crm_proto::json::pool().unwrap();
         let routes = Routes::from_pool(pool).unwrap();
-        let doc = document(&routes, "http://127.0.0.1:8080");
+        let doc = document(&routes);
         let schemas = doc["components"]["schemas"].as_object().unwrap();
         let text = doc.to_string();
         for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {

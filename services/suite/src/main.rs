@@ -258,18 +258,33 @@ fn restart_with_allocator_options() {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _telemetry = crm_platform::telemetry::init("crm");
+    // Each service under its own name in the OTLP backend; the whole suite as `crm`.
+    let service_name = match &cli.command {
+        Command::Serve(args) => format!("crm-{}", format!("{:?}", args.service).to_lowercase()),
+        Command::Up(_) | Command::Migrate(_) | Command::Bench(_) | Command::ServiceClient(_) => {
+            "crm".to_owned()
+        }
+    };
+    let telemetry = crm_platform::telemetry::init(&service_name);
     #[cfg(feature = "bench-skip-auth")]
     tracing::warn!(
         "BENCHMARK BUILD (bench-skip-auth): tokens after the first are not verified; never serve users with it"
     );
-    match cli.command {
+    let result = match cli.command {
         Command::Up(args) => up(args).await,
         Command::Migrate(args) => migrate_all(&args).await,
         Command::Serve(args) => serve_one(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::ServiceClient(args) => service_client(&args).await,
-    }
+    };
+    // The last spans and metrics go out before the process ends (bounded: a collector that is
+    // gone does not hold up the exit).
+    let flushed = tokio::task::spawn_blocking(move || {
+        drop(telemetry);
+        crm_platform::metrics::flush_otlp();
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
+    result
 }
 
 async fn migrate_all(args: &MigrateArgs) -> anyhow::Result<()> {

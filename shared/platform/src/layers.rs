@@ -116,10 +116,10 @@ impl CallLayer {
     /// turns true.
     #[must_use]
     pub fn new(max_in_flight: usize, draining: watch::Receiver<bool>) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
-            draining,
-        }
+        let limit = max_in_flight.max(1);
+        let permits = Arc::new(Semaphore::new(limit));
+        crate::metrics::observe_limiter(&permits, limit);
+        Self { permits, draining }
     }
 }
 
@@ -212,6 +212,7 @@ where
                 Ok(p) => Some(p),
                 Err(_) => {
                     crate::metrics::record_call(&path, "8", Duration::ZERO);
+                    crate::metrics::record_shed(&path);
                     let status = platform_status(
                         Code::ResourceExhausted,
                         "SERVER_OVERLOADED",

@@ -90,6 +90,7 @@ pub struct Assembly {
     states: Vec<Arc<dyn Any + Send + Sync>>,
     schemas: Vec<&'static str>,
     _purges: Vec<PurgeJob>,
+    _pool_gauges: Vec<crate::metrics::PoolGauge>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -133,6 +134,7 @@ pub async fn assemble(
     let mut states = Vec::new();
     let mut schemas = Vec::new();
     let mut purges = Vec::new();
+    let mut pool_gauges = Vec::new();
     let mut background = Vec::new();
     for module in modules {
         let schema = module.schema();
@@ -140,6 +142,7 @@ pub async fn assemble(
         if let Err(e) = crm_db::pool::check_role(&pool).await {
             return Err(format!("{}: {e}", schema.name).into());
         }
+        pool_gauges.push(crate::metrics::observe_pool(schema.name, pool.clone()));
         let started = module.start(pool.clone()).await?;
         (started.register)(&mut server);
         if let Some(retention) = &config.retention {
@@ -158,6 +161,7 @@ pub async fn assemble(
             states,
             schemas,
             _purges: purges,
+            _pool_gauges: pool_gauges,
             background,
         },
     ))

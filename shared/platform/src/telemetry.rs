@@ -126,6 +126,7 @@ pub fn init_with_endpoint(service_name: &str, endpoint: Option<&str>) -> Telemet
     if let Some(p) = &provider {
         opentelemetry::global::set_tracer_provider(p.clone());
     }
+    crate::metrics::init(service_name, endpoint);
     TelemetryGuard { provider }
 }
 

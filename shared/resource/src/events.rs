@@ -151,6 +151,7 @@ pub fn open(
     let org_name = body.parent;
     let ctx = ctx.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Batch, Status>>(4);
+    let lag = crm_platform::metrics::ConsumerLag::new("watch-events", ctx.domain, SAFETY_POLL);
     tokio::spawn(async move {
         let _guard = guard;
         let mut pacing =
@@ -172,6 +173,7 @@ pub fn open(
             .await;
             match read {
                 Ok(events) if events.is_empty() => {
+                    lag.caught_up();
                     let wait = pacing.next_wait();
                     tokio::select! {
                         () = &mut notified => pacing.woken(),
@@ -182,6 +184,8 @@ pub fn open(
                 Ok(events) => {
                     if let Some(last) = events.last() {
                         cursor = last.cursor();
+                        // Until the stream reads an empty batch, more may be waiting.
+                        lag.behind(last.occur_time.into());
                     }
                     let response = (
                         events.into_iter().map(|e| to_event(&org_name, e)).collect(),

@@ -52,6 +52,10 @@ pub struct Tick {
     pub enrolled: usize,
     /// Steps run (or postponed for quiet hours).
     pub advanced: usize,
+    /// The oldest position among organizations whose events were not all read this tick
+    /// (the occur time of the last event read there); `None` when every outbox was read to
+    /// its end.
+    pub behind_at: Option<chrono::DateTime<Utc>>,
 }
 
 /// Runs one tick; at most `steps` enrollment steps per organization.
@@ -61,7 +65,12 @@ pub struct Tick {
 pub async fn tick(pool: &DbPool, steps: usize) -> Result<Tick, ApiError> {
     let mut out = Tick::default();
     for org in discover(pool).await? {
-        out.enrolled += intake(pool, org).await?;
+        let (enrolled, behind_at) = intake(pool, org).await?;
+        out.enrolled += enrolled;
+        out.behind_at = match (out.behind_at, behind_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         for _ in 0..steps {
             if !advance_one(pool, org).await? {
                 break;
@@ -75,8 +84,18 @@ pub async fn tick(pool: &DbPool, steps: usize) -> Result<Tick, ApiError> {
 /// Ticks every `every` until the handle is dropped.
 #[must_use]
 pub fn spawn(pool: DbPool, every: Duration) -> tokio::task::JoinHandle<()> {
-    crate::spawn_every(pool, every, "marketing scheduler", |pool| async move {
-        tick(&pool, 100).await
+    let lag =
+        crm_platform::metrics::ConsumerLag::new("core.marketing-scheduler", "core.outbox", every);
+    crate::spawn_every(pool, every, "marketing scheduler", move |pool| {
+        let lag = lag.clone();
+        async move {
+            let done = tick(&pool, 100).await?;
+            match done.behind_at {
+                Some(at) => lag.behind(at.into()),
+                None => lag.caught_up(),
+            }
+            Ok(done)
+        }
     })
 }
 
@@ -130,8 +149,12 @@ fn customer_of(org: Uuid, e: &outbox::StoredEvent) -> Option<Uuid> {
     (o == org).then_some(id)
 }
 
-/// Enrolls the customers of `org`'s new events in the workflows they trigger.
-async fn intake(pool: &DbPool, org: Uuid) -> Result<usize, ApiError> {
+/// Enrolls the customers of `org`'s new events in the workflows they trigger; with the
+/// occur time of the last event read when more are waiting.
+async fn intake(
+    pool: &DbPool,
+    org: Uuid,
+) -> Result<(usize, Option<chrono::DateTime<Utc>>), ApiError> {
     crm_db::tenant::transaction(pool, org, move |conn| {
         Box::pin(async move {
             diesel::insert_into(wc::workflow_cursors)
@@ -149,7 +172,7 @@ async fn intake(pool: &DbPool, org: Uuid) -> Result<usize, ApiError> {
                 .optional()?;
             // Another replica is reading this organization's events.
             let Some(cursor) = cursor else {
-                return Ok(0);
+                return Ok((0, None));
             };
             let flows: Vec<(Uuid, String, Vec<u8>, chrono::DateTime<Utc>)> = wf::workflows
                 .filter(wf::organization_id.eq(org))
@@ -159,7 +182,7 @@ async fn intake(pool: &DbPool, org: Uuid) -> Result<usize, ApiError> {
                 .load(&mut { conn })
                 .await?;
             if flows.is_empty() {
-                return Ok(0);
+                return Ok((0, None));
             }
             let mut types: Vec<String> = flows.iter().map(|f| f.1.clone()).collect();
             types.sort_unstable();
@@ -200,7 +223,9 @@ async fn intake(pool: &DbPool, org: Uuid) -> Result<usize, ApiError> {
                     .execute(&mut { conn })
                     .await?;
             }
-            Ok::<_, ApiError>(enrolled)
+            let full = events.len() >= usize::try_from(EVENTS_PER_TICK).unwrap_or(usize::MAX);
+            let behind_at = events.last().filter(|_| full).map(|e| e.occur_time);
+            Ok::<_, ApiError>((enrolled, behind_at))
         })
     })
     .await
