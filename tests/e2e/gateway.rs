@@ -386,6 +386,120 @@ async fn errors_are_aip_193_json_with_the_http_status_of_their_code() {
 }
 
 #[tokio::test]
+async fn a_stale_etag_an_overloaded_server_and_an_unreachable_service_are_409_429_503() {
+    // ABORTED: an update carrying the etag of a revision that has since changed.
+    let env = Env::new().await;
+    let gw = gateway(&env).await;
+    let t = Some(env.token.as_str());
+    let created = http(
+        gw,
+        "POST",
+        &format!("/v1/{}/customers", env.parent()),
+        t,
+        Some(r#"{"displayName":"Etag Diner"}"#),
+    )
+    .await
+    .json();
+    let name = created["name"].as_str().unwrap().to_owned();
+    let old = created["etag"].as_str().unwrap().to_owned();
+    let first = http(
+        gw,
+        "PATCH",
+        &format!("/v1/{name}"),
+        t,
+        Some(&json!({"displayName": "Etag Diner II", "etag": old}).to_string()),
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.json());
+    let stale = http(
+        gw,
+        "PATCH",
+        &format!("/v1/{name}"),
+        t,
+        Some(&json!({"displayName": "Etag Diner III", "etag": old}).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (stale.status, stale.json()["error"]["status"].as_str()),
+        (409, Some("ABORTED")),
+        "{}",
+        stale.json()
+    );
+    let now = http(gw, "GET", &format!("/v1/{name}"), t, None)
+        .await
+        .json();
+    assert_eq!(
+        now["displayName"], "Etag Diner II",
+        "the stale write changed nothing"
+    );
+
+    // UNAVAILABLE: the service behind the gateway is not there.
+    let dead = tonic::transport::Channel::from_static("http://127.0.0.1:1").connect_lazy();
+    let router = crm_gateway::router(dead).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cut_off = listener.local_addr().unwrap();
+    tokio::spawn(crm_gateway::serve(listener, router, std::future::pending()));
+    let gone = http(cut_off, "GET", &format!("/v1/{name}"), t, None).await;
+    assert_eq!(
+        (gone.status, gone.json()["error"]["status"].as_str()),
+        (503, Some("UNAVAILABLE")),
+        "{}",
+        gone.json()
+    );
+
+    // RESOURCE_EXHAUSTED: a server at its concurrency limit sheds the call; the retry delay
+    // becomes Retry-After.
+    let db = crate::support::test_db().await;
+    let server = crate::support::start(
+        &db,
+        crm_testkit::server::TestServerOptions {
+            settings: crm_platform::ServerSettings {
+                // The suite's own two follower streams, and the stream opened below.
+                max_in_flight: 3,
+                ..crm_testkit::server::TestServerOptions::default().settings
+            },
+            ..crm_testkit::server::TestServerOptions::default()
+        },
+    )
+    .await;
+    let org = uuid::Uuid::now_v7();
+    let token = server.token(org, &["org.admin"]);
+    let router = crm_gateway::router(server.channel.clone()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let busy = listener.local_addr().unwrap();
+    tokio::spawn(crm_gateway::serve(listener, router, std::future::pending()));
+    let mut events =
+        crm_proto::core_v1::event_service_client::EventServiceClient::new(server.channel.clone());
+    let _held = events
+        .stream_events(crm_testkit::TestServer::request(
+            &token,
+            crm_proto::core_v1::StreamEventsRequest {
+                parent: format!("organizations/{org}"),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let shed = http(
+        busy,
+        "GET",
+        &format!("/v1/organizations/{org}/customers"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (shed.status, shed.json()["error"]["status"].as_str()),
+        (429, Some("RESOURCE_EXHAUSTED")),
+        "{}",
+        shed.json()
+    );
+    let retry: u64 = shed.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+}
+
+#[tokio::test]
 async fn a_server_stream_is_newline_delimited_json() {
     let env = Env::new().await;
     let gw = gateway(&env).await;
@@ -752,6 +866,153 @@ async fn oauth_grants_over_http_with_basic_and_body_client_authentication() {
     .await
     .json();
     assert_eq!(meta["token_endpoint"], "http://test/oauth/token");
+}
+
+#[tokio::test]
+async fn token_exchange_over_http_switches_organization_and_delegates() {
+    use base64::Engine as _;
+    const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+    const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
+    let m = crate::identity::member(&["crm.sales"]).await;
+    let org_b = m.join_another_organization(&["crm.viewer"]).await;
+    let person = m.login().await;
+    let gw = gateway(&m.env).await;
+
+    // A person switches organization with their own token as the actor.
+    let switched = form(
+        gw,
+        "/oauth/token",
+        &[],
+        &format!(
+            "grant_type={}&actor_token={}&actor_token_type={}&resource={}",
+            enc(GRANT),
+            enc(&person.access_token),
+            enc(ACCESS),
+            enc(&format!("organizations/{org_b}"))
+        ),
+    )
+    .await;
+    assert_eq!(switched.status, 200, "{}", switched.json());
+    let b = switched.json();
+    assert_eq!(b["token_type"], "Bearer");
+    let b_token = b["access_token"].as_str().unwrap();
+    let in_b = http(
+        gw,
+        "GET",
+        &format!("/v1/organizations/{org_b}/customers"),
+        Some(b_token),
+        None,
+    )
+    .await;
+    assert_eq!(in_b.status, 200, "{}", in_b.json());
+    let in_a = http(
+        gw,
+        "GET",
+        &format!("/v1/{}/customers", m.env.parent()),
+        Some(b_token),
+        None,
+    )
+    .await;
+    assert_eq!(in_a.status, 403, "one token, one organization");
+    // Into an organization the person is not in: refused in the RFC 6749 form.
+    let stranger = form(
+        gw,
+        "/oauth/token",
+        &[format!("Authorization: Bearer {}", person.access_token)],
+        &format!(
+            "grant_type={}&resource={}",
+            enc(GRANT),
+            enc(&format!("organizations/{}", uuid::Uuid::now_v7()))
+        ),
+    )
+    .await;
+    assert!((400..500).contains(&stranger.status), "{}", stranger.status);
+    assert!(stranger.json()["error"].is_string(), "{}", stranger.json());
+
+    // A service with the delegation role acts for the person: client authentication by Basic,
+    // the person's token as the subject; the result keeps the person and may only narrow.
+    let service = crm_identity::api_clients::register_service_client(
+        &m.env.server.identity().pool,
+        &m.env.server.identity().secrets,
+        m.env.org,
+        "Dispatch board",
+        &["service.delegate".to_owned()],
+    )
+    .await
+    .unwrap();
+    let client_id = service.api_client.unwrap().client_id;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        enc(&client_id),
+        enc(&service.client_secret)
+    ));
+    let delegated = form(
+        gw,
+        "/oauth/token",
+        &[format!("Authorization: Basic {basic}")],
+        &format!(
+            "grant_type={}&subject_token={}&subject_token_type={}",
+            enc(GRANT),
+            enc(&person.access_token),
+            enc(ACCESS)
+        ),
+    )
+    .await;
+    assert_eq!(delegated.status, 200, "{}", delegated.json());
+    let acting = delegated.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seen = form(
+        gw,
+        "/oauth/introspect",
+        &[format!("Authorization: Bearer {}", person.access_token)],
+        &format!("token={}", enc(&acting)),
+    )
+    .await
+    .json();
+    assert_eq!(seen["active"], true, "{seen}");
+    assert_eq!(seen["roles"], json!(["crm.sales"]), "{seen}");
+    assert!(
+        seen["act"]["sub"].as_str().is_some_and(|a| !a.is_empty()),
+        "the service is the actor: {seen}"
+    );
+    // A wrong client secret is `invalid_client`.
+    let wrong = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        enc(&client_id),
+        "not-the-secret"
+    ));
+    let refused = form(
+        gw,
+        "/oauth/token",
+        &[format!("Authorization: Basic {wrong}")],
+        &format!(
+            "grant_type={}&subject_token={}&subject_token_type={}",
+            enc(GRANT),
+            enc(&person.access_token),
+            enc(ACCESS)
+        ),
+    )
+    .await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.json()["error"], "invalid_client");
+    // An unsupported subject token type is a malformed request.
+    let odd = form(
+        gw,
+        "/oauth/token",
+        &[format!("Authorization: Basic {basic}")],
+        &format!(
+            "grant_type={}&subject_token={}&subject_token_type=saml",
+            enc(GRANT),
+            enc(&person.access_token)
+        ),
+    )
+    .await;
+    assert_eq!(
+        (odd.status, odd.json()["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
 }
 
 #[tokio::test]
