@@ -95,6 +95,15 @@ impl axum::extract::FromRef<Gateway> for Channel {
     }
 }
 
+/// The OpenAPI 3.1 document of every transcoded operation, as `/openapi.json` serves it.
+///
+/// # Errors
+/// When the descriptor set is missing or a template does not parse.
+pub fn openapi_document() -> Result<serde_json::Value, String> {
+    let pool = crm_proto::json::pool().ok_or("the descriptor set does not decode")?;
+    Ok(openapi::document(&Routes::from_pool(pool)?))
+}
+
 /// The gateway's router, calling the whole suite through `channel`.
 ///
 /// # Errors

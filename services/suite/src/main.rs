@@ -56,6 +56,9 @@ enum Command {
     /// Register an API client holding service roles (operators only: no organization
     /// administrator can grant them). Prints its client id and one-time secret.
     ServiceClient(ServiceClientArgs),
+    /// Print the gateway's OpenAPI 3.1 document (what it serves at /openapi.json), for client
+    /// generators and offline validation.
+    Openapi,
 }
 
 #[derive(Debug, clap::Args)]
@@ -261,9 +264,11 @@ async fn run() -> anyhow::Result<()> {
     // Each service under its own name in the OTLP backend; the whole suite as `crm`.
     let service_name = match &cli.command {
         Command::Serve(args) => format!("crm-{}", format!("{:?}", args.service).to_lowercase()),
-        Command::Up(_) | Command::Migrate(_) | Command::Bench(_) | Command::ServiceClient(_) => {
-            "crm".to_owned()
-        }
+        Command::Up(_)
+        | Command::Migrate(_)
+        | Command::Bench(_)
+        | Command::ServiceClient(_)
+        | Command::Openapi => "crm".to_owned(),
     };
     let telemetry = crm_platform::telemetry::init(&service_name);
     #[cfg(feature = "bench-skip-auth")]
@@ -276,6 +281,9 @@ async fn run() -> anyhow::Result<()> {
         Command::Serve(args) => serve_one(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::ServiceClient(args) => service_client(&args).await,
+        Command::Openapi => crm_gateway::openapi_document()
+            .map(|doc| println!("{doc:#}"))
+            .map_err(|e| anyhow::anyhow!(e)),
     };
     // The last spans and metrics go out before the process ends (bounded: a collector that is
     // gone does not hold up the exit).
