@@ -1016,6 +1016,79 @@ async fn token_exchange_over_http_switches_organization_and_delegates() {
 }
 
 #[tokio::test]
+async fn identity_counts_each_client_behind_the_gateway_only_when_the_gateway_presents_the_service_key()
+ {
+    let options = crate::support::SuiteOptions {
+        identity: crm_identity::IdentitySettings {
+            rate_limits: crm_identity::rate_limit::RateLimits {
+                per_address: 3,
+                // Only the service credential makes identity believe `x-forwarded-for`.
+                trust_forwarded_for: false,
+                ..crate::support::SuiteOptions::default().identity.rate_limits
+            },
+            ..crate::support::SuiteOptions::default().identity
+        },
+        ..Default::default()
+    };
+    let db = crate::support::test_db().await;
+    let server = crate::support::start(&db, options).await;
+    let serve = |key: Option<String>| {
+        let router = crm_gateway::router_to(
+            crm_gateway::Upstreams::one(server.channel.clone()),
+            &crm_gateway::Options {
+                // The test connects from loopback, as a proxy in front of the gateway would.
+                trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+                service_key: key,
+                ..crm_gateway::Options::default()
+            },
+        )
+        .unwrap();
+        async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(crm_gateway::serve(listener, router, std::future::pending()));
+            addr
+        }
+    };
+    // A refresh with a token that is no token: refused, and counted against the address.
+    let refresh = |gw: std::net::SocketAddr, client: &'static str| async move {
+        form(
+            gw,
+            "/oauth/token",
+            &[format!("X-Forwarded-For: {client}")],
+            "grant_type=refresh_token&refresh_token=not-a-token",
+        )
+        .await
+        .status
+    };
+    // Documentation addresses (RFC 5737): header values only.
+    let keyed = serve(Some(server.service_key.clone())).await;
+    for _ in 0..3 {
+        assert_eq!(refresh(keyed, "192.0.2.10").await, 400);
+    }
+    assert_eq!(
+        refresh(keyed, "192.0.2.10").await,
+        429,
+        "that client is limited"
+    );
+    assert_eq!(
+        refresh(keyed, "192.0.2.11").await,
+        400,
+        "another client behind the same gateway is not"
+    );
+    // Without the key identity sees the gateway's (loopback) address, whatever is forwarded:
+    // that bucket is spent after three more.
+    let plain = serve(None).await;
+    let statuses = [
+        refresh(plain, "192.0.2.20").await,
+        refresh(plain, "192.0.2.21").await,
+        refresh(plain, "192.0.2.22").await,
+        refresh(plain, "192.0.2.23").await,
+    ];
+    assert_eq!(statuses, [400, 400, 400, 429], "one bucket for everyone");
+}
+
+#[tokio::test]
 async fn the_openapi_document_and_the_reference_page_are_served() {
     let env = Env::new().await;
     let gw = gateway(&env).await;
@@ -1044,7 +1117,7 @@ async fn cors_answers_only_the_configured_origins() {
     let env = Env::new().await;
     let options = crm_gateway::Options {
         cors_origins: vec![http::HeaderValue::from_static("https://app.example")],
-        trusted_proxies: Vec::new(),
+        ..crm_gateway::Options::default()
     };
     let router = crm_gateway::router_to(
         crm_gateway::Upstreams::one(env.server.channel.clone()),

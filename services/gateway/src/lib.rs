@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use prost_reflect::{DynamicMessage, SerializeOptions};
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
 pub use error::{http_status, status_json};
@@ -77,6 +78,29 @@ pub struct Options {
     /// Proxies whose `X-Forwarded-For` is believed; from anyone else it is replaced by the
     /// peer's address.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The suite's service credential, presented on every call of identity so that identity
+    /// believes the `x-forwarded-for` the gateway passes (its per-address rate limits then
+    /// count each client, not the gateway). `None`: identity sees the gateway's address.
+    pub service_key: Option<String>,
+}
+
+/// What a call to a service carries for the HTTP request it serves, besides its message and
+/// the passed headers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Passed {
+    forwarded_for: Option<MetadataValue<Ascii>>,
+    service_key: Option<MetadataValue<Ascii>>,
+}
+
+impl Passed {
+    pub(crate) fn apply(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        if let Some(v) = &self.forwarded_for {
+            metadata.insert("x-forwarded-for", v.clone());
+        }
+        if let Some(v) = &self.service_key {
+            metadata.insert(crm_auth::remote::SERVICE_KEY_HEADER, v.clone());
+        }
+    }
 }
 
 /// What every request shares.
@@ -87,11 +111,27 @@ struct Gateway {
     openapi: Arc<(bytes::Bytes, String)>,
     upstreams: Upstreams,
     trusted_proxies: Arc<[std::net::IpAddr]>,
+    service_key: Option<MetadataValue<Ascii>>,
 }
 
-impl axum::extract::FromRef<Gateway> for Channel {
-    fn from_ref(gw: &Gateway) -> Self {
-        gw.upstreams.identity.clone()
+impl Gateway {
+    /// What calls for the request of `parts` carry; the service credential only to identity.
+    pub(crate) fn passed(&self, parts: &http::request::Parts, to_identity: bool) -> Passed {
+        let forwarded_for = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .and_then(|peer| {
+                let incoming = parts
+                    .headers
+                    .get("x-forwarded-for")
+                    .and_then(|v| v.to_str().ok());
+                let chain = forwarded_for(incoming, peer.0.ip(), &self.trusted_proxies);
+                MetadataValue::try_from(chain.as_str()).ok()
+            });
+        Passed {
+            forwarded_for,
+            service_key: self.service_key.clone().filter(|_| to_identity),
+        }
     }
 }
 
@@ -126,6 +166,13 @@ pub fn router_to(upstreams: Upstreams, options: &Options) -> Result<axum::Router
         openapi,
         upstreams,
         trusted_proxies: options.trusted_proxies.clone().into(),
+        service_key: match &options.service_key {
+            Some(k) => Some(
+                MetadataValue::try_from(k.as_str())
+                    .map_err(|_| "the service key is not a valid header value")?,
+            ),
+            None => None,
+        },
     };
     let docs = axum::Router::new()
         .route("/openapi.json", axum::routing::get(openapi_json))
@@ -254,19 +301,12 @@ async fn handle(gw: Gateway, req: Request) -> Response {
             &mut crm_platform::client::MetadataInjector(grpc.metadata_mut()),
         );
     });
-    if let Some(peer) = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-    {
-        let incoming = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        let chain = forwarded_for(incoming, peer.0.ip(), &gw.trusted_proxies);
-        if let Ok(v) = tonic::metadata::MetadataValue::try_from(chain.as_str()) {
-            grpc.metadata_mut().insert("x-forwarded-for", v);
-        }
-    }
+    let to_identity = route
+        .method
+        .parent_service()
+        .package_name()
+        .starts_with("crm.identity.");
+    gw.passed(&parts, to_identity).apply(grpc.metadata_mut());
     let path = match http::uri::PathAndQuery::try_from(route.grpc_path()) {
         Ok(p) => p,
         Err(e) => {

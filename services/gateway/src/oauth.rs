@@ -9,7 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
 use crm_proto::identity_v1::auth_service_client::AuthServiceClient;
@@ -189,15 +189,40 @@ fn grant_error(status: &tonic::Status, client_grant: bool) -> Response {
     }
 }
 
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    if let Ok(v) = format!("Bearer {token}").parse() {
-        r.metadata_mut().insert("authorization", v);
-    }
-    r
+/// Identity as one HTTP request reaches it: the channel, and what each call carries besides
+/// its message (the client's address chain, the gateway's service credential).
+pub(crate) struct Identity {
+    channel: Channel,
+    passed: crate::Passed,
 }
 
-async fn token(State(channel): State<Channel>, headers: HeaderMap, body: Bytes) -> Response {
+impl Identity {
+    /// A call of identity for this request, with `token` as its Bearer credential when given.
+    fn request<T>(&self, message: T, token: Option<&str>) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        self.passed.apply(r.metadata_mut());
+        if let Some(v) = token.and_then(|t| format!("Bearer {t}").parse().ok()) {
+            r.metadata_mut().insert("authorization", v);
+        }
+        r
+    }
+}
+
+impl axum::extract::FromRequestParts<crate::Gateway> for Identity {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        gw: &crate::Gateway,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            channel: gw.upstreams.identity.clone(),
+            passed: gw.passed(parts, true),
+        })
+    }
+}
+
+async fn token(id: Identity, headers: HeaderMap, body: Bytes) -> Response {
     let form = match form(&body) {
         Ok(f) => f,
         Err(r) => return r,
@@ -228,11 +253,14 @@ async fn token(State(channel): State<Channel>, headers: HeaderMap, body: Bytes) 
                     "client_credentials needs the client's id and secret",
                 );
             }
-            AuthServiceClient::new(channel)
-                .client_credentials(ClientCredentialsRequest {
-                    client_id,
-                    client_secret: secret,
-                })
+            AuthServiceClient::new(id.channel.clone())
+                .client_credentials(id.request(
+                    ClientCredentialsRequest {
+                        client_id,
+                        client_secret: secret,
+                    },
+                    None,
+                ))
                 .await
                 .map_err(|s| grant_error(&s, true))
         }
@@ -241,11 +269,14 @@ async fn token(State(channel): State<Channel>, headers: HeaderMap, body: Bytes) 
                 Ok(v) => v,
                 Err(r) => return r,
             };
-            AuthServiceClient::new(channel)
-                .refresh_token(RefreshTokenRequest {
-                    refresh_token,
-                    client_id,
-                })
+            AuthServiceClient::new(id.channel.clone())
+                .refresh_token(id.request(
+                    RefreshTokenRequest {
+                        refresh_token,
+                        client_id,
+                    },
+                    None,
+                ))
                 .await
                 .map_err(|s| grant_error(&s, false))
         }
@@ -265,19 +296,22 @@ async fn token(State(channel): State<Channel>, headers: HeaderMap, body: Bytes) 
                     "client_id is required",
                 );
             }
-            OAuthServiceClient::new(channel)
-                .exchange_authorization_code(ExchangeAuthorizationCodeRequest {
-                    code,
-                    client_id,
-                    redirect_uri,
-                    code_verifier,
-                })
+            OAuthServiceClient::new(id.channel.clone())
+                .exchange_authorization_code(id.request(
+                    ExchangeAuthorizationCodeRequest {
+                        code,
+                        client_id,
+                        redirect_uri,
+                        code_verifier,
+                    },
+                    None,
+                ))
                 .await
                 .map_err(|s| grant_error(&s, false))
         }
         TOKEN_EXCHANGE => {
             // The actor: its own token, or the client's, got with its credentials.
-            let actor = match actor_token(&channel, &headers, &form, (&client_id, &secret)).await {
+            let actor = match actor_token(&id, &headers, &form, (&client_id, &secret)).await {
                 Ok(t) => t,
                 Err(r) => return r,
             };
@@ -293,15 +327,15 @@ async fn token(State(channel): State<Channel>, headers: HeaderMap, body: Bytes) 
                     "subject_token_type must be urn:ietf:params:oauth:token-type:access_token",
                 );
             }
-            OAuthServiceClient::new(channel)
-                .exchange_token(bearer(
+            OAuthServiceClient::new(id.channel.clone())
+                .exchange_token(id.request(
                     ExchangeTokenRequest {
                         requested_organization: param(&form, "resource").to_owned(),
                         subject_token: subject,
                         scope: param(&form, "scope").to_owned(),
                         audience: param(&form, "audience").to_owned(),
                     },
-                    &actor,
+                    Some(&actor),
                 ))
                 .await
                 .map_err(|s| grant_error(&s, false))
@@ -330,7 +364,7 @@ async fn token(State(channel): State<Channel>, headers: HeaderMap, body: Bytes) 
 /// The caller's access token for the endpoints that need one: `actor_token`, a Bearer
 /// `Authorization`, or one issued now for the client's credentials.
 async fn actor_token(
-    channel: &Channel,
+    id: &Identity,
     headers: &HeaderMap,
     form: &[(String, String)],
     (client_id, secret): (&str, &str),
@@ -353,18 +387,21 @@ async fn actor_token(
             "authenticate the client (HTTP Basic or client_id and client_secret)",
         ));
     }
-    AuthServiceClient::new(channel.clone())
-        .client_credentials(ClientCredentialsRequest {
-            client_id: client_id.to_owned(),
-            client_secret: secret.to_owned(),
-        })
+    AuthServiceClient::new(id.channel.clone())
+        .client_credentials(id.request(
+            ClientCredentialsRequest {
+                client_id: client_id.to_owned(),
+                client_secret: secret.to_owned(),
+            },
+            None,
+        ))
         .await
         .map(|r| r.into_inner().access_token)
         .map_err(|s| grant_error(&s, true))
 }
 
-async fn revoke(State(channel): State<Channel>, headers: HeaderMap, body: Bytes) -> Response {
-    let (form, caller) = match authenticated(&channel, &headers, &body).await {
+async fn revoke(id: Identity, headers: HeaderMap, body: Bytes) -> Response {
+    let (form, caller) = match authenticated(&id, &headers, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -377,8 +414,8 @@ async fn revoke(State(channel): State<Channel>, headers: HeaderMap, body: Bytes)
         );
     }
     // RFC 7009: an invalid or unknown token is no error.
-    match OAuthServiceClient::new(channel)
-        .revoke_token(bearer(RevokeTokenRequest { token }, &caller))
+    match OAuthServiceClient::new(id.channel.clone())
+        .revoke_token(id.request(RevokeTokenRequest { token }, Some(&caller)))
         .await
     {
         Ok(_) => StatusCode::OK.into_response(),
@@ -389,8 +426,8 @@ async fn revoke(State(channel): State<Channel>, headers: HeaderMap, body: Bytes)
     }
 }
 
-async fn introspect(State(channel): State<Channel>, headers: HeaderMap, body: Bytes) -> Response {
-    let (form, caller) = match authenticated(&channel, &headers, &body).await {
+async fn introspect(id: Identity, headers: HeaderMap, body: Bytes) -> Response {
+    let (form, caller) = match authenticated(&id, &headers, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -402,8 +439,8 @@ async fn introspect(State(channel): State<Channel>, headers: HeaderMap, body: By
             "token is required",
         );
     }
-    match OAuthServiceClient::new(channel)
-        .introspect_token(bearer(IntrospectTokenRequest { token }, &caller))
+    match OAuthServiceClient::new(id.channel.clone())
+        .introspect_token(id.request(IntrospectTokenRequest { token }, Some(&caller)))
         .await
     {
         Ok(r) => {
@@ -428,19 +465,19 @@ async fn introspect(State(channel): State<Channel>, headers: HeaderMap, body: By
 
 /// The form and the caller's token of an endpoint that needs an authenticated client.
 async fn authenticated(
-    channel: &Channel,
+    identity: &Identity,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(Vec<(String, String)>, String), Response> {
     let form = form(body)?;
     let (id, secret) = client(headers, &form)?;
-    let caller = actor_token(channel, headers, &[], (&id, &secret)).await?;
+    let caller = actor_token(identity, headers, &[], (&id, &secret)).await?;
     Ok((form, caller))
 }
 
-async fn jwks(State(channel): State<Channel>) -> Response {
-    match KeyServiceClient::new(channel)
-        .get_jwks(GetJwksRequest {})
+async fn jwks(id: Identity) -> Response {
+    match KeyServiceClient::new(id.channel.clone())
+        .get_jwks(id.request(GetJwksRequest {}, None))
         .await
     {
         Ok(r) => {
@@ -577,7 +614,7 @@ async fn authorize_page(Query(query): Query<Vec<(String, String)>>) -> Response 
 /// Signs the person in, asks identity for a code bound to the client, its registered redirect
 /// URI and the PKCE challenge, and redirects there with it. A redirect URI identity refuses is
 /// never redirected to.
-async fn authorize(State(channel): State<Channel>, body: Bytes) -> Response {
+async fn authorize(id: Identity, body: Bytes) -> Response {
     let form = match form(&body) {
         Ok(f) => f,
         Err(r) => return r,
@@ -585,28 +622,31 @@ async fn authorize(State(channel): State<Channel>, body: Bytes) -> Response {
     if param(&form, "response_type") != "code" {
         return page(&form, "response_type must be code");
     }
-    let login = AuthServiceClient::new(channel.clone())
-        .login(LoginRequest {
-            email: param(&form, "email").to_owned(),
-            password: param(&form, "password").to_owned(),
-            organization: param(&form, "organization").to_owned(),
-            client_id: param(&form, "client_id").to_owned(),
-            ..LoginRequest::default()
-        })
+    let login = AuthServiceClient::new(id.channel.clone())
+        .login(id.request(
+            LoginRequest {
+                email: param(&form, "email").to_owned(),
+                password: param(&form, "password").to_owned(),
+                organization: param(&form, "organization").to_owned(),
+                client_id: param(&form, "client_id").to_owned(),
+                ..LoginRequest::default()
+            },
+            None,
+        ))
         .await;
     let session = match login {
         Ok(r) => r.into_inner().access_token,
         Err(s) => return page(&form, s.message()),
     };
-    let code = OAuthServiceClient::new(channel)
-        .create_authorization_code(bearer(
+    let code = OAuthServiceClient::new(id.channel.clone())
+        .create_authorization_code(id.request(
             CreateAuthorizationCodeRequest {
                 client_id: param(&form, "client_id").to_owned(),
                 redirect_uri: param(&form, "redirect_uri").to_owned(),
                 code_challenge: param(&form, "code_challenge").to_owned(),
                 code_challenge_method: param(&form, "code_challenge_method").to_owned(),
             },
-            &session,
+            Some(&session),
         ))
         .await;
     let code = match code {

@@ -160,9 +160,20 @@ const CATCH_UP_INTERVAL: Duration = Duration::from_millis(100);
 const CATCH_UP_TRIES: u32 = 50;
 
 /// The SHA-256 of an internal service credential, as compared.
-fn service_key_digest(key: &str) -> [u8; 32] {
+pub(crate) fn service_key_digest(key: &str) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(key.as_bytes()).into()
+}
+
+/// Whether `req` carries the service credential whose digest is `digest` (compared in
+/// constant time).
+pub(crate) fn presents_service_key<T>(req: &Request<T>, digest: &[u8; 32]) -> bool {
+    use subtle::ConstantTimeEq;
+    req.metadata()
+        .get(crm_auth::remote::SERVICE_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(service_key_digest)
+        .is_some_and(|d| bool::from(d.ct_eq(digest)))
 }
 
 impl RevocationApi {
@@ -180,19 +191,13 @@ impl RevocationApi {
     }
 
     fn check_credential<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        use subtle::ConstantTimeEq;
-        let presented = req
-            .metadata()
-            .get(crm_auth::remote::SERVICE_KEY_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(service_key_digest);
-        match presented {
-            Some(d) if bool::from(d.ct_eq(&self.service_key)) => Ok(()),
-            _ => Err(crate::status(ApiError::Unauthenticated {
-                reason: "SERVICE_CREDENTIAL_REQUIRED",
-                message: "the revocation feed is for the suite's services".into(),
-            })),
+        if presents_service_key(req, &self.service_key) {
+            return Ok(());
         }
+        Err(crate::status(ApiError::Unauthenticated {
+            reason: "SERVICE_CREDENTIAL_REQUIRED",
+            message: "the revocation feed is for the suite's services".into(),
+        }))
     }
 }
 

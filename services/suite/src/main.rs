@@ -146,7 +146,9 @@ struct GatewayArgs {
 }
 
 impl GatewayArgs {
-    fn options(&self) -> anyhow::Result<crm_gateway::Options> {
+    /// The gateway's options; `service_key` lets identity believe the client addresses it
+    /// passes.
+    fn options(&self, service_key: Option<String>) -> anyhow::Result<crm_gateway::Options> {
         let cors_origins = self
             .cors_origins
             .iter()
@@ -159,6 +161,7 @@ impl GatewayArgs {
         Ok(crm_gateway::Options {
             cors_origins,
             trusted_proxies: self.trusted_proxies.clone(),
+            service_key,
         })
     }
 }
@@ -443,7 +446,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let http_addr = http_listener.local_addr()?;
     let gateway = crm_gateway::router_to(
         crm_gateway::Upstreams::one(crm_platform::client::channel(&self_url)?),
-        &args.gateway.options()?,
+        &args.gateway.options(Some(service_key.clone()))?,
     )
     .map_err(|e| anyhow::anyhow!("the gateway's routes: {e}"))?;
     let _http = tokio::spawn(crm_gateway::serve(
@@ -593,7 +596,14 @@ async fn serve_gateway(args: ServeOne) -> anyhow::Result<()> {
         core: crm_platform::client::channel(&url(&args.core_url, "CRM_CORE_URL")?)?,
         fieldops: crm_platform::client::channel(&url(&args.fieldops_url, "CRM_FIELDOPS_URL")?)?,
     };
-    let router = crm_gateway::router_to(upstreams, &args.gateway.options()?)
+    // Without the service credential identity rate-limits every HTTP client as one address.
+    let key = service_key(None).ok();
+    if key.is_none() {
+        tracing::warn!(
+            "CRM_SERVICE_KEY is not set: identity will count every client as the gateway's address"
+        );
+    }
+    let router = crm_gateway::router_to(upstreams, &args.gateway.options(key)?)
         .map_err(|e| anyhow::anyhow!("the gateway's routes: {e}"))?;
     let listener = TcpListener::bind(args.serve.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving the HTTP/JSON gateway");

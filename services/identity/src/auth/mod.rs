@@ -76,6 +76,9 @@ pub struct AuthApi {
     revoked: Arc<Notify>,
     kek: crate::keys::Kek,
     limiter: Arc<crate::rate_limit::RateLimiter>,
+    /// Digest of the suite's service credential: a caller presenting it (the gateway) has its
+    /// `x-forwarded-for` believed.
+    service_key: [u8; 32],
 }
 
 impl std::fmt::Debug for AuthApi {
@@ -132,6 +135,7 @@ impl AuthApi {
             revoked: Arc::clone(&state.revoked),
             kek: state.kek.clone(),
             limiter: Arc::clone(&state.limiter),
+            service_key: crate::revocations::service_key_digest(&state.service_key),
         }
     }
 
@@ -186,8 +190,9 @@ impl AuthApi {
 
     /// One token from the request's client-address bucket.
     fn limit_address<T>(&self, req: &Request<T>) -> Result<(), ApiError> {
-        match crate::rate_limit::client_address(req, self.settings.rate_limits.trust_forwarded_for)
-        {
+        let trusted = self.settings.rate_limits.trust_forwarded_for
+            || crate::revocations::presents_service_key(req, &self.service_key);
+        match crate::rate_limit::client_address(req, trusted) {
             Some(ip) => self
                 .limiter
                 .take(&format!("ip:{ip}"), self.settings.rate_limits.per_address),
