@@ -941,23 +941,29 @@ async fn token_exchange_over_http_switches_organization_and_delegates() {
     .await
     .unwrap();
     let client_id = service.api_client.unwrap().client_id;
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        enc(&client_id),
-        enc(&service.client_secret)
-    ));
-    let delegated = form(
-        gw,
-        "/oauth/token",
-        &[format!("Authorization: Basic {basic}")],
-        &format!(
+    let delegate = |secret: String, kind: &'static str| {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            enc(&client_id),
+            enc(&secret)
+        ));
+        let body = format!(
             "grant_type={}&subject_token={}&subject_token_type={}",
             enc(GRANT),
             enc(&person.access_token),
-            enc(ACCESS)
-        ),
-    )
-    .await;
+            enc(kind)
+        );
+        async move {
+            form(
+                gw,
+                "/oauth/token",
+                &[format!("Authorization: Basic {basic}")],
+                &body,
+            )
+            .await
+        }
+    };
+    let delegated = delegate(service.client_secret.clone(), ACCESS).await;
     assert_eq!(delegated.status, 200, "{}", delegated.json());
     let acting = delegated.json()["access_token"]
         .as_str()
@@ -978,37 +984,11 @@ async fn token_exchange_over_http_switches_organization_and_delegates() {
         "the service is the actor: {seen}"
     );
     // A wrong client secret is `invalid_client`.
-    let wrong = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        enc(&client_id),
-        "not-the-secret"
-    ));
-    let refused = form(
-        gw,
-        "/oauth/token",
-        &[format!("Authorization: Basic {wrong}")],
-        &format!(
-            "grant_type={}&subject_token={}&subject_token_type={}",
-            enc(GRANT),
-            enc(&person.access_token),
-            enc(ACCESS)
-        ),
-    )
-    .await;
+    let refused = delegate("not-the-secret".to_owned(), ACCESS).await;
     assert_eq!(refused.status, 401);
     assert_eq!(refused.json()["error"], "invalid_client");
     // An unsupported subject token type is a malformed request.
-    let odd = form(
-        gw,
-        "/oauth/token",
-        &[format!("Authorization: Basic {basic}")],
-        &format!(
-            "grant_type={}&subject_token={}&subject_token_type=saml",
-            enc(GRANT),
-            enc(&person.access_token)
-        ),
-    )
-    .await;
+    let odd = delegate(service.client_secret.clone(), "saml").await;
     assert_eq!(
         (odd.status, odd.json()["error"].as_str()),
         (400, Some("invalid_request"))
@@ -1016,8 +996,7 @@ async fn token_exchange_over_http_switches_organization_and_delegates() {
 }
 
 #[tokio::test]
-async fn identity_counts_each_client_behind_the_gateway_only_when_the_gateway_presents_the_service_key()
- {
+async fn identity_counts_each_client_behind_a_gateway_holding_the_service_key() {
     let options = crate::support::SuiteOptions {
         identity: crm_identity::IdentitySettings {
             rate_limits: crm_identity::rate_limit::RateLimits {

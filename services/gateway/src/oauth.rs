@@ -401,18 +401,10 @@ async fn actor_token(
 }
 
 async fn revoke(id: Identity, headers: HeaderMap, body: Bytes) -> Response {
-    let (form, caller) = match authenticated(&id, &headers, &body).await {
+    let (token, caller) = match authenticated(&id, &headers, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let token = param(&form, "token").to_owned();
-    if token.is_empty() {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is required",
-        );
-    }
     // RFC 7009: an invalid or unknown token is no error.
     match OAuthServiceClient::new(id.channel.clone())
         .revoke_token(id.request(RevokeTokenRequest { token }, Some(&caller)))
@@ -427,18 +419,10 @@ async fn revoke(id: Identity, headers: HeaderMap, body: Bytes) -> Response {
 }
 
 async fn introspect(id: Identity, headers: HeaderMap, body: Bytes) -> Response {
-    let (form, caller) = match authenticated(&id, &headers, &body).await {
+    let (token, caller) = match authenticated(&id, &headers, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let token = param(&form, "token").to_owned();
-    if token.is_empty() {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is required",
-        );
-    }
     match OAuthServiceClient::new(id.channel.clone())
         .introspect_token(id.request(IntrospectTokenRequest { token }, Some(&caller)))
         .await
@@ -463,16 +447,25 @@ async fn introspect(id: Identity, headers: HeaderMap, body: Bytes) -> Response {
     }
 }
 
-/// The form and the caller's token of an endpoint that needs an authenticated client.
+/// The `token` parameter and the caller's token of an endpoint that needs an authenticated
+/// client (revocation, introspection).
 async fn authenticated(
     identity: &Identity,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(Vec<(String, String)>, String), Response> {
+) -> Result<(String, String), Response> {
     let form = form(body)?;
+    let token = param(&form, "token").to_owned();
+    if token.is_empty() {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is required",
+        ));
+    }
     let (id, secret) = client(headers, &form)?;
     let caller = actor_token(identity, headers, &[], (&id, &secret)).await?;
-    Ok((form, caller))
+    Ok((token, caller))
 }
 
 async fn jwks(id: Identity) -> Response {

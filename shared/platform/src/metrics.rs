@@ -197,17 +197,27 @@ fn instruments(provider: &SdkMeterProvider) -> Instruments {
     }
 }
 
-/// Records one call refused at the concurrency limit.
-pub fn record_shed(path: &str) {
+/// The RPC attributes of a call of `path` (`/package.Service/Method`), with its status code
+/// when given.
+fn rpc_attributes(path: &str, code: Option<&str>) -> Vec<KeyValue> {
     let (service, method) = path
         .trim_start_matches('/')
         .split_once('/')
         .unwrap_or(("", path));
-    let attributes = [
+    let mut attributes = vec![
         KeyValue::new("rpc.system", "grpc"),
         KeyValue::new("rpc.service", service.to_owned()),
         KeyValue::new("rpc.method", method.to_owned()),
     ];
+    if let Some(code) = code {
+        attributes.push(KeyValue::new("rpc.grpc.status_code", code.to_owned()));
+    }
+    attributes
+}
+
+/// Records one call refused at the concurrency limit.
+pub fn record_shed(path: &str) {
+    let attributes = rpc_attributes(path, None);
     for i in metrics().each() {
         i.shed.add(1, &attributes);
     }
@@ -423,16 +433,7 @@ fn observe_lags(o: &dyn AsyncInstrument<f64>) {
 
 /// Records one answered call of `path` (`/package.Service/Method`) with its gRPC status code.
 pub fn record_call(path: &str, code: &str, took: Duration) {
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or(("", path));
-    let attributes = [
-        KeyValue::new("rpc.system", "grpc"),
-        KeyValue::new("rpc.service", service.to_owned()),
-        KeyValue::new("rpc.method", method.to_owned()),
-        KeyValue::new("rpc.grpc.status_code", code.to_owned()),
-    ];
+    let attributes = rpc_attributes(path, Some(code));
     for i in metrics().each() {
         i.rpc_duration.record(took.as_secs_f64(), &attributes);
     }
