@@ -987,6 +987,22 @@ async fn token_exchange_over_http_switches_organization_and_delegates() {
     let refused = delegate("not-the-secret".to_owned(), ACCESS).await;
     assert_eq!(refused.status, 401);
     assert_eq!(refused.json()["error"], "invalid_client");
+    // The client authenticated in the body instead of by Basic.
+    let in_body = form(
+        gw,
+        "/oauth/token",
+        &[],
+        &format!(
+            "grant_type={}&client_id={}&client_secret={}&subject_token={}&subject_token_type={}",
+            enc(GRANT),
+            enc(&client_id),
+            enc(&service.client_secret),
+            enc(&person.access_token),
+            enc(ACCESS)
+        ),
+    )
+    .await;
+    assert_eq!(in_body.status, 200, "{}", in_body.json());
     // An unsupported subject token type is a malformed request.
     let odd = delegate(service.client_secret.clone(), "saml").await;
     assert_eq!(
