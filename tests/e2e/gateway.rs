@@ -1190,7 +1190,9 @@ fn set(obj: &mut serde_json::Map<String, Value>, path: &str, value: Value) {
 async fn every_rpc_with_an_http_rule_answers_over_http_as_over_grpc() {
     let env = Env::new().await;
     let gw = gateway(&env).await;
-    let token = env.server.token(env.org, &["org.admin"]);
+    // Each side of each comparison has a token of its own (its own session): a call that ends
+    // its session (Logout) must not decide the other side's answer.
+    let token = || env.server.token(env.org, &["org.admin"]);
     let pool = crm_proto::json::pool().unwrap();
     let routes = crm_gateway::routes::Routes::from_pool(pool).unwrap();
     let org = env.org.to_string();
@@ -1234,8 +1236,8 @@ async fn every_rpc_with_an_http_rule_answers_over_http_as_over_grpc() {
             set(&mut input, &field, json!(value));
         }
         let request = DynamicMessage::deserialize(m.input(), Value::Object(input)).unwrap();
-        let grpc = crate::every_rpc::call(&env.server.channel, m, &token, &request).await;
-        let over_http = http(gw, route.verb.as_str(), &concrete, Some(&token), body).await;
+        let grpc = crate::every_rpc::call(&env.server.channel, m, &token(), &request).await;
+        let over_http = http(gw, route.verb.as_str(), &concrete, Some(&token()), body).await;
         checked += 1;
         let what = format!("{} {concrete} ({})", route.verb, m.full_name());
         match grpc {
