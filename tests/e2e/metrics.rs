@@ -164,3 +164,57 @@ async fn pools_and_event_streams_report_their_gauges() {
     assert!(lag.is_some_and(|s| s >= 0.0), "{text}");
     drop(stream);
 }
+
+#[tokio::test]
+async fn gateway_requests_are_measured_by_route_template_and_status() {
+    let env = Env::new().await;
+    let router = crm_gateway::router(env.server.channel.clone()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = listener.local_addr().unwrap();
+    tokio::spawn(crm_gateway::serve(listener, router, std::future::pending()));
+    let get = |target: String| {
+        let token = env.token.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(gw).await.unwrap();
+            let request = format!(
+                "GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+                 Authorization: Bearer {token}\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut raw = Vec::new();
+            stream.read_to_end(&mut raw).await.unwrap();
+            String::from_utf8_lossy(&raw).to_string()
+        }
+    };
+    let listed = get(format!("/v1/{}/customers", env.parent())).await;
+    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+    let nowhere = get(format!("/v1/nowhere/{}", uuid::Uuid::now_v7())).await;
+    assert!(nowhere.starts_with("HTTP/1.1 404"), "{nowhere}");
+    assert!(get("/healthz".to_owned()).await.starts_with("HTTP/1.1 200"));
+    let text = tokio::task::spawn_blocking(crm_platform::metrics::prometheus_text)
+        .await
+        .unwrap();
+    let name = "http_server_request_duration_seconds_count";
+    let list = sample(
+        &text,
+        name,
+        &[
+            "http_request_method=\"GET\"",
+            "http_response_status_code=\"200\"",
+            "http_route=\"/v1/{parent=organizations/*}/customers\"",
+        ],
+    );
+    assert!(list.is_some_and(|n| n >= 1.0), "{text}");
+    let health = sample(&text, name, &["http_route=\"/healthz\""]);
+    assert!(health.is_some_and(|n| n >= 1.0), "{text}");
+    // An unknown path is counted without a route: one series, not one per path.
+    assert!(
+        !text.contains("nowhere"),
+        "a path that matched no route became a label"
+    );
+    let unrouted = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| l.contains("http_response_status_code=\"404\"") && !l.contains("http_route"));
+    assert!(unrouted.is_some(), "{text}");
+}

@@ -179,7 +179,10 @@ pub fn router_to(upstreams: Upstreams, options: &Options) -> Result<axum::Router
         .route("/docs", axum::routing::get(docs_page))
         // The gateway's own liveness (it holds no state; the services have gRPC health).
         .route("/healthz", axum::routing::get(|| async { "ok" }));
-    let router = oauth::routes(docs).fallback(transcode).with_state(state);
+    let router = oauth::routes(docs)
+        .fallback(transcode)
+        .with_state(state)
+        .layer(axum::middleware::from_fn(measure));
     if options.cors_origins.is_empty() {
         return Ok(router);
     }
@@ -258,8 +261,36 @@ async fn transcode(State(gw): State<Gateway>, req: Request) -> Response {
     answer
 }
 
+/// The template of the route that answered a transcoded request, for the request metric.
+#[derive(Debug, Clone)]
+struct RoutePattern(String);
+
+/// Records every HTTP request in `http.server.request.duration` by method, route template and
+/// status (a stream's duration is the time to its first byte).
+async fn measure(req: Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let matched = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let route = matched.or_else(|| {
+        response
+            .extensions()
+            .get::<RoutePattern>()
+            .map(|r| r.0.clone())
+    });
+    crm_platform::metrics::record_http(
+        method.as_str(),
+        route.as_deref(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
 async fn handle(gw: Gateway, req: Request) -> Response {
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let (parts, body) = req.into_parts();
     let Some((route, bound)) = gw.routes.find(&parts.method, parts.uri.path()) else {
         let known = gw.routes.any_method(parts.uri.path());
@@ -277,6 +308,22 @@ async fn handle(gw: Gateway, req: Request) -> Response {
             &format!("no RPC answers {} {}", parts.method, parts.uri.path()),
         );
     };
+    let mut response = call(&gw, route, bound, parts, body).await;
+    response
+        .extensions_mut()
+        .insert(RoutePattern(route.pattern.clone()));
+    response
+}
+
+/// Calls the RPC of `route` for one request.
+async fn call(
+    gw: &Gateway,
+    route: &routes::Route,
+    bound: Vec<(String, String)>,
+    parts: http::request::Parts,
+    body: Body,
+) -> Response {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
         return error::plain(
             StatusCode::PAYLOAD_TOO_LARGE,

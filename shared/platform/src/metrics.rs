@@ -65,6 +65,7 @@ const EXPORT_EVERY: Duration = Duration::from_secs(15);
 /// The instruments of one meter provider.
 struct Instruments {
     rpc_duration: Histogram<f64>,
+    http_duration: Histogram<f64>,
     shed: Counter<u64>,
     _pool_connections: ObservableGauge<i64>,
     _pool_timeouts: ObservableCounter<u64>,
@@ -150,6 +151,14 @@ fn instruments(provider: &SdkMeterProvider) -> Instruments {
             .with_description("Duration of RPCs answered, by method and status code")
             .with_boundaries(BOUNDS.to_vec())
             .build(),
+        http_duration: meter
+            .f64_histogram("http.server.request.duration")
+            .with_unit("s")
+            .with_description(
+                "Duration of HTTP requests answered (the gateway), by route and status",
+            )
+            .with_boundaries(BOUNDS.to_vec())
+            .build(),
         shed: meter
             .u64_counter("rpc.server.shed")
             .with_unit("{call}")
@@ -213,6 +222,21 @@ fn rpc_attributes(path: &str, code: Option<&str>) -> Vec<KeyValue> {
         attributes.push(KeyValue::new("rpc.grpc.status_code", code.to_owned()));
     }
     attributes
+}
+
+/// Records one HTTP request answered: `route` is the template that matched (none for a
+/// request no route answers, so unknown paths do not each make a series).
+pub fn record_http(method: &str, route: Option<&str>, status: u16, took: Duration) {
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method.to_owned()),
+        KeyValue::new("http.response.status_code", i64::from(status)),
+    ];
+    if let Some(r) = route {
+        attributes.push(KeyValue::new("http.route", r.to_owned()));
+    }
+    for i in metrics().each() {
+        i.http_duration.record(took.as_secs_f64(), &attributes);
+    }
 }
 
 /// Records one call refused at the concurrency limit.
