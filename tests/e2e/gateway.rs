@@ -499,24 +499,16 @@ async fn a_stale_etag_an_overloaded_server_and_an_unreachable_service_are_409_42
     assert!((1..=60).contains(&retry), "{retry}");
 }
 
-#[tokio::test]
-async fn a_server_stream_is_newline_delimited_json() {
-    let env = Env::new().await;
-    let gw = gateway(&env).await;
-    let t = Some(env.token.as_str());
-    let parent = env.parent();
-    http(
-        gw,
-        "POST",
-        &format!("/v1/{parent}/customers"),
-        t,
-        Some(r#"{"displayName":"Streamed"}"#),
-    )
-    .await;
-    // The stream stays open for new events: read what arrives within a moment.
+/// Opens `parent`'s event stream through the gateway (with `accept` when given) and reads until
+/// the created customer's event has come: the raw response.
+async fn read_stream(gw: std::net::SocketAddr, env: &Env, accept: Option<&str>) -> Vec<u8> {
     let mut stream = tokio::net::TcpStream::connect(gw).await.unwrap();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "GET /v1/{parent}/events:stream HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {}\r\n\r\n",
+        "GET /v1/{}/events:stream HTTP/1.1\r\nHost: test\r\n{accept}Authorization: Bearer {}\r\n\r\n",
+        env.parent(),
         env.token
     );
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -531,6 +523,23 @@ async fn a_server_stream_is_newline_delimited_json() {
         assert_ne!(n, 0, "closed early: {}", String::from_utf8_lossy(&raw));
         raw.extend_from_slice(&buf[..n]);
     }
+    raw
+}
+
+#[tokio::test]
+async fn a_server_stream_is_newline_delimited_json_or_server_sent_events() {
+    let env = Env::new().await;
+    let gw = gateway(&env).await;
+    http(
+        gw,
+        "POST",
+        &format!("/v1/{}/customers", env.parent()),
+        Some(env.token.as_str()),
+        Some(r#"{"displayName":"Streamed"}"#),
+    )
+    .await;
+    // The stream stays open for new events: read what arrives within a moment.
+    let raw = read_stream(gw, &env, None).await;
     let text = String::from_utf8_lossy(&raw).to_string();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
@@ -545,6 +554,24 @@ async fn a_server_stream_is_newline_delimited_json() {
         .unwrap_or_default()
         .to_owned();
     let batch: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(
+        batch["events"][0]["type"], "crm.core.v1.Customer.created",
+        "{batch}"
+    );
+
+    // A browser's EventSource asks for server-sent events: the same batches as `data:` events.
+    let raw = read_stream(gw, &env, Some("text/event-stream")).await;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    assert!(
+        text.to_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{text}"
+    );
+    let body = dechunk(&raw[raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..]);
+    let body = String::from_utf8_lossy(&body).to_string();
+    let event = body.split("\n\n").next().unwrap();
+    let data = event.strip_prefix("data: ").expect("a data event");
+    let batch: Value = serde_json::from_str(data).unwrap();
     assert_eq!(
         batch["events"][0]["type"], "crm.core.v1.Customer.created",
         "{batch}"

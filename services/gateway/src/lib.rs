@@ -375,8 +375,13 @@ async fn call(
     }
     let codec = codec::DynamicCodec::new(route.method.output());
     if route.method.is_server_streaming() {
+        let framing = if accepts_event_stream(&parts.headers) {
+            Framing::ServerSentEvents
+        } else {
+            Framing::Lines
+        };
         return match client.server_streaming(grpc, path, codec).await {
-            Ok(r) => stream(r.into_inner()),
+            Ok(r) => stream(r.into_inner(), framing),
             Err(s) => error::response(&s),
         };
     }
@@ -446,34 +451,89 @@ fn json(code: StatusCode, message: &DynamicMessage) -> Response {
     }
 }
 
-/// A server stream as newline-delimited JSON: one message a line; an error ends it with an
-/// AIP-193 error object on its own line.
-fn stream(messages: tonic::Streaming<DynamicMessage>) -> Response {
-    let lines = messages.map(|item| {
-        let mut line = match item {
-            Ok(m) => to_json(&m).unwrap_or_else(|e| {
-                serde_json::to_vec(&serde_json::json!({"error": {"message": e}}))
-                    .unwrap_or_default()
-            }),
-            Err(s) => serde_json::to_vec(&status_json(&s)).unwrap_or_default(),
+/// How a server stream is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// Newline-delimited JSON (the default).
+    Lines,
+    /// Server-sent events, for an `Accept: text/event-stream` (browsers' `EventSource`).
+    ServerSentEvents,
+}
+
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+/// A server stream: as newline-delimited JSON, one message a line, an error ending it with an
+/// AIP-193 error object on its own line; or as server-sent events, each message one `data:`
+/// event and an error one `event: error`.
+fn stream(messages: tonic::Streaming<DynamicMessage>, framing: Framing) -> Response {
+    let frames = messages.map(move |item| {
+        let (json, failed) = match item {
+            Ok(m) => match to_json(&m) {
+                Ok(j) => (j, false),
+                Err(e) => (
+                    serde_json::to_vec(&serde_json::json!({"error": {"message": e}}))
+                        .unwrap_or_default(),
+                    true,
+                ),
+            },
+            Err(s) => (
+                serde_json::to_vec(&status_json(&s)).unwrap_or_default(),
+                true,
+            ),
         };
-        line.push(b'\n');
-        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(line))
+        // Compact JSON has no raw newline, so one `data:` line carries it whole.
+        let frame = match framing {
+            Framing::Lines => [json.as_slice(), b"\n"].concat(),
+            Framing::ServerSentEvents if failed => {
+                [b"event: error\ndata: ".as_slice(), &json, b"\n\n"].concat()
+            }
+            Framing::ServerSentEvents => [b"data: ".as_slice(), &json, b"\n\n"].concat(),
+        };
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(frame))
     });
+    let content_type = match framing {
+        Framing::Lines => "application/x-ndjson",
+        Framing::ServerSentEvents => "text/event-stream",
+    };
     (
         StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-ndjson"),
-        )],
-        Body::from_stream(lines),
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Body::from_stream(frames),
     )
         .into_response()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::forwarded_for;
+    use super::{accepts_event_stream, forwarded_for};
+
+    #[test]
+    fn event_streams_are_chosen_by_the_accept_header() {
+        let with = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::ACCEPT, v.parse().unwrap());
+            accepts_event_stream(&h)
+        };
+        assert!(with("text/event-stream"));
+        assert!(with("application/json, Text/Event-Stream;q=0.9"));
+        assert!(!with("application/x-ndjson"));
+        assert!(!with("text/event-streams"));
+        assert!(!accepts_event_stream(&http::HeaderMap::new()));
+    }
 
     #[test]
     fn only_a_trusted_proxy_names_the_client() {
