@@ -329,6 +329,27 @@ async fn errors_are_aip_193_json_with_the_http_status_of_their_code() {
         .collect();
     assert_eq!(violations, ["customer.display_name"]);
 
+    // The request id goes through to the service and comes back, given or made there.
+    for target in [
+        customers.clone(),
+        format!("{customers}/{}", uuid::Uuid::now_v7()),
+    ] {
+        let given = send(
+            gw,
+            "GET",
+            &target,
+            &[
+                format!("Authorization: Bearer {}", env.token),
+                "X-Request-Id: support-ticket-4711".to_owned(),
+            ],
+            "",
+        )
+        .await;
+        assert_eq!(given.header("x-request-id"), Some("support-ticket-4711"));
+    }
+    let made = http(gw, "GET", &customers, t, None).await;
+    assert!(made.header("x-request-id").is_some_and(|v| v.len() >= 16));
+
     let anonymous = http(gw, "GET", &customers, None, None).await;
     assert_eq!(anonymous.status, 401);
     assert_eq!(anonymous.json()["error"]["status"], "UNAUTHENTICATED");

@@ -31,9 +31,9 @@ use routes::Routes;
 
 /// Largest request body read, in bytes.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
-/// Headers passed to the suite as gRPC metadata.
-/// (Trace context goes on as the gateway's own span: see `transcode`.)
-const PASSED: &[&str] = &["authorization", "x-request-id"];
+/// Headers passed to the suite as gRPC metadata as they came. (The request id, the trace
+/// context, as the gateway's own span's, and `x-forwarded-for` go on through `Passed`.)
+const PASSED: &[&str] = &["authorization"];
 /// A timeout the caller may set, in seconds (fractions allowed): the gRPC deadline.
 const TIMEOUT_HEADER: &str = "x-server-timeout";
 
@@ -90,10 +90,20 @@ pub struct Options {
 pub(crate) struct Passed {
     forwarded_for: Option<MetadataValue<Ascii>>,
     service_key: Option<MetadataValue<Ascii>>,
+    request_id: Option<MetadataValue<Ascii>>,
 }
 
 impl Passed {
+    /// Puts what the call carries on `metadata`, with the current span as its trace parent.
     pub(crate) fn apply(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let cx = tracing::Span::current().context();
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.inject_context(&cx, &mut crm_platform::client::MetadataInjector(metadata));
+        });
+        if let Some(v) = &self.request_id {
+            metadata.insert("x-request-id", v.clone());
+        }
         if let Some(v) = &self.forwarded_for {
             metadata.insert("x-forwarded-for", v.clone());
         }
@@ -131,6 +141,10 @@ impl Gateway {
         Passed {
             forwarded_for,
             service_key: self.service_key.clone().filter(|_| to_identity),
+            request_id: parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| MetadataValue::try_from(v.as_bytes()).ok()),
         }
     }
 }
@@ -182,7 +196,7 @@ pub fn router_to(upstreams: Upstreams, options: &Options) -> Result<axum::Router
     let router = oauth::routes(docs)
         .fallback(transcode)
         .with_state(state)
-        .layer(axum::middleware::from_fn(measure));
+        .layer(axum::middleware::from_fn(observe));
     if options.cors_origins.is_empty() {
         return Ok(router);
     }
@@ -205,7 +219,10 @@ pub fn router_to(upstreams: Upstreams, options: &Options) -> Result<axum::Router
             http::HeaderName::from_static("x-request-id"),
             http::HeaderName::from_static(TIMEOUT_HEADER),
         ])
-        .expose_headers([header::RETRY_AFTER])
+        .expose_headers([
+            header::RETRY_AFTER,
+            http::HeaderName::from_static("x-request-id"),
+        ])
         .max_age(Duration::from_secs(600));
     Ok(router.layer(cors))
 }
@@ -243,6 +260,17 @@ async fn docs_page(State(gw): State<Gateway>) -> Response {
 /// One HTTP request as a server span (parented by the caller's `traceparent`), whose context
 /// the gRPC call carries on.
 async fn transcode(State(gw): State<Gateway>, req: Request) -> Response {
+    handle(gw, req).await
+}
+
+/// The template of the route that answered a transcoded request, for the request metric.
+#[derive(Debug, Clone)]
+struct RoutePattern(String);
+
+/// Every HTTP request: one server span (child of the caller's `traceparent`; the calls to the
+/// services are its children), and one measurement of `http.server.request.duration` by
+/// method, route template and status (a stream's duration is the time to its first byte).
+async fn observe(req: Request, next: axum::middleware::Next) -> Response {
     use tracing::Instrument as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let parent = opentelemetry::global::get_text_map_propagator(|p| {
@@ -256,25 +284,14 @@ async fn transcode(State(gw): State<Gateway>, req: Request) -> Response {
         http.response.status_code = tracing::field::Empty,
     );
     let _ = span.set_parent(parent);
-    let answer = handle(gw, req).instrument(span.clone()).await;
-    span.record("http.response.status_code", answer.status().as_u16());
-    answer
-}
-
-/// The template of the route that answered a transcoded request, for the request metric.
-#[derive(Debug, Clone)]
-struct RoutePattern(String);
-
-/// Records every HTTP request in `http.server.request.duration` by method, route template and
-/// status (a stream's duration is the time to its first byte).
-async fn measure(req: Request, next: axum::middleware::Next) -> Response {
     let method = req.method().clone();
     let matched = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|m| m.as_str().to_owned());
     let started = std::time::Instant::now();
-    let response = next.run(req).await;
+    let response = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     let route = matched.or_else(|| {
         response
             .extensions()
@@ -323,7 +340,6 @@ async fn call(
     parts: http::request::Parts,
     body: Body,
 ) -> Response {
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
         return error::plain(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -341,13 +357,6 @@ async fn call(
     if let Err(message) = pass(&parts.headers, &mut grpc) {
         return error::plain(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &message);
     }
-    let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| {
-        p.inject_context(
-            &cx,
-            &mut crm_platform::client::MetadataInjector(grpc.metadata_mut()),
-        );
-    });
     let to_identity = route
         .method
         .parent_service()
@@ -381,14 +390,37 @@ async fn call(
             Framing::Lines
         };
         return match client.server_streaming(grpc, path, codec).await {
-            Ok(r) => stream(r.into_inner(), framing),
-            Err(s) => error::response(&s),
+            Ok(r) => {
+                let id = request_id_of(r.metadata());
+                with_request_id(stream(r.into_inner(), framing), id)
+            }
+            Err(s) => with_request_id(error::response(&s), request_id_of(s.metadata())),
         };
     }
     match client.unary(grpc, path, codec).await {
-        Ok(r) => json(StatusCode::OK, &r.into_inner()),
-        Err(s) => error::response(&s),
+        Ok(r) => {
+            let id = request_id_of(r.metadata());
+            with_request_id(json(StatusCode::OK, r.get_ref()), id)
+        }
+        Err(s) => with_request_id(error::response(&s), request_id_of(s.metadata())),
     }
+}
+
+/// The request id the service answered with (its own when the caller gave none).
+fn request_id_of(metadata: &tonic::metadata::MetadataMap) -> Option<HeaderValue> {
+    metadata
+        .get("x-request-id")
+        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
+}
+
+/// Echoes the call's request id to the HTTP caller, for support and logs.
+fn with_request_id(mut response: Response, id: Option<HeaderValue>) -> Response {
+    if let Some(v) = id {
+        response
+            .headers_mut()
+            .insert(http::HeaderName::from_static("x-request-id"), v);
+    }
+    response
 }
 
 /// The `X-Forwarded-For` passed on, whose last entry is the client: from a trusted proxy its
