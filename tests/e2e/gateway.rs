@@ -407,6 +407,81 @@ async fn errors_are_aip_193_json_with_the_http_status_of_their_code() {
 }
 
 #[tokio::test]
+async fn hostile_requests_are_refused_whole_and_write_nothing() {
+    let env = Env::new().await;
+    let gw = gateway(&env).await;
+    let t = Some(env.token.as_str());
+    let customers = format!("/v1/{}/customers", env.parent());
+    let refused = |a: &Answer, want: u16| {
+        assert_eq!(
+            a.status,
+            want,
+            "{}",
+            String::from_utf8_lossy(&a.body[..a.body.len().min(400)])
+        );
+        assert!(a.json()["error"]["status"].is_string(), "AIP-193 shape");
+    };
+    // A NUL byte in a string (valid JSON) is the service's to refuse, with the field named.
+    let nul = http(
+        gw,
+        "POST",
+        &customers,
+        t,
+        Some(r#"{"displayName":"Bad\u0000Name"}"#),
+    )
+    .await;
+    refused(&nul, 400);
+    assert!(
+        nul.json().to_string().contains("display_name"),
+        "{}",
+        nul.json()
+    );
+    // Nesting deeper than any message: refused by the parser, not a stack overflow.
+    let deep = format!(
+        "{{\"displayName\":\"x\",\"address\":{}1{}}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    refused(&http(gw, "POST", &customers, t, Some(&deep)).await, 400);
+    // Over the body limit.
+    let huge = format!(
+        r#"{{"displayName":"{}"}}"#,
+        "x".repeat(crm_gateway::MAX_BODY + 1)
+    );
+    refused(&http(gw, "POST", &customers, t, Some(&huge)).await, 413);
+    // A megabyte name under the limit: the service's length rule answers.
+    let long = format!(r#"{{"displayName":"{}"}}"#, "x".repeat(1 << 20));
+    refused(&http(gw, "POST", &customers, t, Some(&long)).await, 400);
+    // Percent-encoded NUL and garbage in a resource name.
+    refused(
+        &http(gw, "GET", &format!("{customers}/%00"), t, None).await,
+        400,
+    );
+    refused(
+        &http(gw, "GET", &format!("{customers}/not-a-uuid"), t, None).await,
+        400,
+    );
+    // A timeout that is no number of seconds.
+    for timeout in ["-1", "NaN", "1e309", "soon"] {
+        let a = send(
+            gw,
+            "GET",
+            &customers,
+            &[
+                format!("Authorization: Bearer {}", env.token),
+                format!("X-Server-Timeout: {timeout}"),
+            ],
+            "",
+        )
+        .await;
+        refused(&a, 400);
+    }
+    // Nothing of it was written.
+    let list = http(gw, "GET", &customers, t, None).await;
+    assert!(list.json().get("customers").is_none(), "{}", list.json());
+}
+
+#[tokio::test]
 async fn a_stale_etag_an_overloaded_server_and_an_unreachable_service_are_409_429_503() {
     // ABORTED: an update carrying the etag of a revision that has since changed.
     let env = Env::new().await;
