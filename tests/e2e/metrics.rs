@@ -162,6 +162,19 @@ async fn pools_and_event_streams_report_their_gauges() {
         ],
     );
     assert!(lag.is_some_and(|s| s >= 0.0), "{text}");
+    // The server's copy of the revocations heard from identity within the feed's freshness.
+    let revocations = sample(
+        &text,
+        "crm_events_consumer_lag_seconds",
+        &[
+            "messaging_consumer_group_name=\"revocation-follower\"",
+            "messaging_destination_name=\"identity.revocations\"",
+        ],
+    );
+    assert!(
+        revocations.is_some_and(|s| (0.0..300.0).contains(&s)),
+        "{text}"
+    );
     drop(stream);
 }
 

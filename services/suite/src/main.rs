@@ -460,6 +460,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     // Every service in this process follows identity like a remote one would.
     let channel = crm_platform::client::channel(&self_url)?;
+    let _revocation_lag = crm_platform::metrics::observe_revocation_feed(&revocations);
     let _followers = [
         crm_auth::remote::follow_jwks(channel.clone(), Arc::clone(&jwks)),
         crm_auth::remote::follow_revocations(channel, Arc::clone(&revocations), service_key),
@@ -681,6 +682,7 @@ async fn serve_one(args: ServeOne) -> anyhow::Result<()> {
     tracing::info!(%addr, service = ?args.service, "serving");
     let identity_url = identity_url.unwrap_or_else(|| format!("http://{addr}"));
     let channel = crm_platform::client::channel(&identity_url)?;
+    let _revocation_lag = crm_platform::metrics::observe_revocation_feed(&revocations);
     let _followers = [
         crm_auth::remote::follow_jwks(channel.clone(), jwks),
         crm_auth::remote::follow_revocations(channel, revocations, service_key),

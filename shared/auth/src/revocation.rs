@@ -94,6 +94,19 @@ impl RevocationSet {
         }
     }
 
+    /// How long since the feed last delivered a batch or heartbeat (since the set was made,
+    /// before the first); `None` for a set without a feed. Every revocation older than this
+    /// has been applied.
+    #[must_use]
+    pub fn since_last_batch(&self) -> Option<Duration> {
+        let feed = self.feed.as_ref()?;
+        let now = feed.base.elapsed();
+        Some(match feed.last.load(Ordering::Acquire) {
+            0 => now,
+            last => now.saturating_sub(Duration::from_millis(last - 1)),
+        })
+    }
+
     /// Whether the set is current.
     #[must_use]
     pub fn freshness(&self) -> Freshness {
@@ -197,6 +210,16 @@ mod tests {
             actor: None,
             audiences: vec!["crm".into()],
         }
+    }
+
+    #[test]
+    fn the_time_since_the_last_batch_is_known_only_for_a_followed_set() {
+        assert_eq!(RevocationSet::new().since_last_batch(), None);
+        let set = RevocationSet::followed(Duration::from_secs(300));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(set.since_last_batch().unwrap() >= Duration::from_millis(20));
+        set.mark_fresh();
+        assert!(set.since_last_batch().unwrap() < Duration::from_millis(20));
     }
 
     #[test]

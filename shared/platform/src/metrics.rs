@@ -426,22 +426,90 @@ impl ConsumerLag {
     }
 }
 
+/// A lag read when an export runs (for a consumer whose loop lives where the metrics do not).
+type LagReader = Arc<dyn Fn() -> Option<f64> + Send + Sync>;
+
+static POLLED_LAGS: Mutex<Vec<(u64, &'static str, &'static str, LagReader)>> =
+    Mutex::new(Vec::new());
+
+/// Keeps a polled lag reported while held.
+#[must_use = "the lag is reported only while the handle lives"]
+pub struct LagGauge(u64);
+
+impl std::fmt::Debug for LagGauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LagGauge").field(&self.0).finish()
+    }
+}
+
+impl Drop for LagGauge {
+    fn drop(&mut self) {
+        if let Ok(mut all) = POLLED_LAGS.lock() {
+            all.retain(|(id, ..)| *id != self.0);
+        }
+    }
+}
+
+/// Reports `read` (seconds, `None` for nothing to report) as the lag of consumer `group` of
+/// `destination` until the handle drops.
+pub fn observe_lag(
+    group: &'static str,
+    destination: &'static str,
+    read: impl Fn() -> Option<f64> + Send + Sync + 'static,
+) -> LagGauge {
+    let id = NEXT_POOL.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut all) = POLLED_LAGS.lock() {
+        all.push((id, group, destination, Arc::new(read)));
+    }
+    let _ = metrics();
+    LagGauge(id)
+}
+
+/// The lag of a service's copy of identity's revocations: the time since the feed last
+/// delivered a batch or heartbeat (every revocation older than that is applied).
+pub fn observe_revocation_feed(set: &Arc<crm_auth::revocation::RevocationSet>) -> LagGauge {
+    let set = Arc::downgrade(set);
+    observe_lag("revocation-follower", "identity.revocations", move || {
+        set.upgrade()?.since_last_batch().map(|d| d.as_secs_f64())
+    })
+}
+
 /// The largest lag of each (group, destination) among live consumers.
 fn observe_lags(o: &dyn AsyncInstrument<f64>) {
     let live: Vec<Arc<Lag>> = LAGS
         .lock()
         .map(|all| all.iter().filter_map(Weak::upgrade).collect())
         .unwrap_or_default();
+    let polled: Vec<(&'static str, &'static str, LagReader)> = POLLED_LAGS
+        .lock()
+        .map(|all| {
+            all.iter()
+                .map(|(_, g, d, r)| (*g, *d, Arc::clone(r)))
+                .collect()
+        })
+        .unwrap_or_default();
     let now = SystemTime::now();
     let mut worst: Vec<(&'static str, &'static str, f64)> = Vec::new();
-    for lag in live {
-        let seconds = ConsumerLag(Arc::clone(&lag)).seconds_at(now);
+    let readings = live
+        .iter()
+        .map(|lag| {
+            (
+                lag.group,
+                lag.destination,
+                Some(ConsumerLag(Arc::clone(lag)).seconds_at(now)),
+            )
+        })
+        .chain(polled.iter().map(|(g, d, read)| (*g, *d, read())));
+    for (group, destination, seconds) in readings {
+        let Some(seconds) = seconds else {
+            continue;
+        };
         match worst
             .iter_mut()
-            .find(|w| w.0 == lag.group && w.1 == lag.destination)
+            .find(|w| w.0 == group && w.1 == destination)
         {
             Some(w) => w.2 = w.2.max(seconds),
-            None => worst.push((lag.group, lag.destination, seconds)),
+            None => worst.push((group, destination, seconds)),
         }
     }
     for (group, destination, seconds) in worst {

@@ -39,6 +39,7 @@ pub struct TestServer {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     followers: Vec<tokio::task::JoinHandle<()>>,
+    _revocation_lag: crm_platform::metrics::LagGauge,
 }
 
 /// How to start a test server.
@@ -165,6 +166,7 @@ impl TestServer {
         ];
         tokio::time::timeout(Duration::from_secs(10), jwks.loaded()).await?;
         tokio::time::timeout(Duration::from_secs(10), revocations.loaded()).await?;
+        let revocation_lag = crm_platform::metrics::observe_revocation_feed(&revocations);
         Ok(Self {
             addr,
             channel,
@@ -176,6 +178,7 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
             followers,
+            _revocation_lag: revocation_lag,
         })
     }
 
