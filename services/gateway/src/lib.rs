@@ -257,12 +257,6 @@ async fn docs_page(State(gw): State<Gateway>) -> Response {
     axum::response::Html(gw.openapi.1.clone()).into_response()
 }
 
-/// One HTTP request as a server span (parented by the caller's `traceparent`), whose context
-/// the gRPC call carries on.
-async fn transcode(State(gw): State<Gateway>, req: Request) -> Response {
-    handle(gw, req).await
-}
-
 /// The template of the route that answered a transcoded request, for the request metric.
 #[derive(Debug, Clone)]
 struct RoutePattern(String);
@@ -307,7 +301,8 @@ async fn observe(req: Request, next: axum::middleware::Next) -> Response {
     response
 }
 
-async fn handle(gw: Gateway, req: Request) -> Response {
+/// Finds the RPC of a request and calls it (every path the other routes do not answer).
+async fn transcode(State(gw): State<Gateway>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let Some((route, bound)) = gw.routes.find(&parts.method, parts.uri.path()) else {
         let known = gw.routes.any_method(parts.uri.path());

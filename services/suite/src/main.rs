@@ -266,7 +266,7 @@ async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Each service under its own name in the OTLP backend; the whole suite as `crm`.
     let service_name = match &cli.command {
-        Command::Serve(args) => format!("crm-{}", format!("{:?}", args.service).to_lowercase()),
+        Command::Serve(args) => format!("crm-{:?}", args.service).to_lowercase(),
         Command::Up(_)
         | Command::Migrate(_)
         | Command::Bench(_)

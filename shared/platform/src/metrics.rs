@@ -247,42 +247,77 @@ pub fn record_shed(path: &str) {
     }
 }
 
-// --- pools ---
+// --- what the gauges read ---
 
-static POOLS: Mutex<Vec<(u64, &'static str, DbPool)>> = Mutex::new(Vec::new());
-static NEXT_POOL: AtomicU64 = AtomicU64::new(0);
+/// Entries the gauges read at each export, each kept while its [`Registration`] lives.
+struct Registry<T: 'static> {
+    entries: Mutex<Vec<(u64, T)>>,
+    next: AtomicU64,
+}
 
-/// Keeps a pool reported while held; dropping it stops the reports (and releases the pool).
-#[derive(Debug)]
-pub struct PoolGauge(u64);
+impl<T: Clone + Send + 'static> Registry<T> {
+    const fn new() -> Self {
+        Self {
+            entries: Mutex::new(Vec::new()),
+            next: AtomicU64::new(0),
+        }
+    }
 
-impl Drop for PoolGauge {
+    fn add(&'static self, entry: T) -> Registration<T> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut all) = self.entries.lock() {
+            all.push((id, entry));
+        }
+        // The instruments exist from here on.
+        let _ = metrics();
+        Registration { registry: self, id }
+    }
+
+    /// The entries now (copied: the gauges' reads run without the lock).
+    fn entries(&self) -> Vec<T> {
+        self.entries
+            .lock()
+            .map(|all| all.iter().map(|(_, e)| e.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Removes its entry from the registry when dropped.
+struct Registration<T: 'static> {
+    registry: &'static Registry<T>,
+    id: u64,
+}
+
+impl<T> Drop for Registration<T> {
     fn drop(&mut self) {
-        if let Ok(mut pools) = POOLS.lock() {
-            pools.retain(|(id, _, _)| *id != self.0);
+        if let Ok(mut all) = self.registry.entries.lock() {
+            all.retain(|(id, _)| *id != self.id);
         }
     }
 }
 
-/// Reports `pool`'s connections under `name` (its schema) until the returned handle drops.
-#[must_use]
-pub fn observe_pool(name: &'static str, pool: DbPool) -> PoolGauge {
-    let id = NEXT_POOL.fetch_add(1, Ordering::Relaxed);
-    if let Ok(mut pools) = POOLS.lock() {
-        pools.push((id, name, pool));
+// --- pools ---
+
+static POOLS: Registry<(&'static str, DbPool)> = Registry::new();
+
+/// Keeps a pool reported while held; dropping it stops the reports (and releases the pool).
+#[must_use = "the pool is reported only while the handle lives"]
+pub struct PoolGauge(Registration<(&'static str, DbPool)>);
+
+impl std::fmt::Debug for PoolGauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PoolGauge").field(&self.0.id).finish()
     }
-    // The instruments exist from here on.
-    let _ = metrics();
-    PoolGauge(id)
+}
+
+/// Reports `pool`'s connections under `name` (its schema) until the returned handle drops.
+pub fn observe_pool(name: &'static str, pool: DbPool) -> PoolGauge {
+    PoolGauge(POOLS.add((name, pool)))
 }
 
 fn for_each_pool(mut f: impl FnMut(&'static str, bb8::State)) {
-    let states: Vec<(&'static str, bb8::State)> = POOLS
-        .lock()
-        .map(|pools| pools.iter().map(|(_, n, p)| (*n, p.state())).collect())
-        .unwrap_or_default();
-    for (name, state) in states {
-        f(name, state);
+    for (name, pool) in POOLS.entries() {
+        f(name, pool.state());
     }
 }
 
@@ -335,15 +370,6 @@ fn limits() -> (i64, i64) {
 
 // --- event consumers ---
 
-#[derive(Debug)]
-struct Lag {
-    group: &'static str,
-    destination: &'static str,
-    /// How often the consumer polls when all is well.
-    every: Duration,
-    reading: Mutex<Reading>,
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Reading {
     polled: SystemTime,
@@ -351,7 +377,12 @@ struct Reading {
     behind_at: Option<SystemTime>,
 }
 
-static LAGS: Mutex<Vec<Weak<Lag>>> = Mutex::new(Vec::new());
+#[derive(Debug)]
+struct Lag {
+    /// How often the consumer polls when all is well.
+    every: Duration,
+    reading: Mutex<Reading>,
+}
 
 /// The lag of one event consumer, reported while any clone lives.
 ///
@@ -361,28 +392,28 @@ static LAGS: Mutex<Vec<Weak<Lag>>> = Mutex::new(Vec::new());
 /// (every later one is younger); caught up, zero while it keeps polling on time and the time
 /// since its last poll once it is late (a stuck consumer shows a growing lag).
 #[derive(Debug, Clone)]
-pub struct ConsumerLag(Arc<Lag>);
+pub struct ConsumerLag(Arc<(Lag, LagGauge)>);
 
 impl ConsumerLag {
     /// A consumer named `group` reading `destination` (for example `core.outbox`), polling at
     /// least every `every`.
     #[must_use]
     pub fn new(group: &'static str, destination: &'static str, every: Duration) -> Self {
-        let lag = Arc::new(Lag {
-            group,
-            destination,
-            every,
-            reading: Mutex::new(Reading {
-                polled: SystemTime::now(),
-                behind_at: None,
-            }),
-        });
-        if let Ok(mut all) = LAGS.lock() {
-            all.retain(|w| w.strong_count() > 0);
-            all.push(Arc::downgrade(&lag));
-        }
-        let _ = metrics();
-        Self(lag)
+        Self(Arc::new_cyclic(|me: &Weak<(Lag, LagGauge)>| {
+            let me = me.clone();
+            let gauge = observe_lag(group, destination, move || {
+                let lag = me.upgrade()?;
+                Some(lag.0.seconds_at(SystemTime::now()))
+            });
+            let lag = Lag {
+                every,
+                reading: Mutex::new(Reading {
+                    polled: SystemTime::now(),
+                    behind_at: None,
+                }),
+            };
+            (lag, gauge)
+        }))
     }
 
     /// The last poll reached the end of the events.
@@ -397,7 +428,7 @@ impl ConsumerLag {
     }
 
     fn set(&self, behind_at: Option<SystemTime>) {
-        if let Ok(mut r) = self.0.reading.lock() {
+        if let Ok(mut r) = self.0.0.reading.lock() {
             *r = Reading {
                 polled: SystemTime::now(),
                 behind_at,
@@ -408,7 +439,13 @@ impl ConsumerLag {
     /// The gauge's value at `now`, in seconds.
     #[must_use]
     pub fn seconds_at(&self, now: SystemTime) -> f64 {
-        let Ok(r) = self.0.reading.lock().map(|r| *r) else {
+        self.0.0.seconds_at(now)
+    }
+}
+
+impl Lag {
+    fn seconds_at(&self, now: SystemTime) -> f64 {
+        let Ok(r) = self.reading.lock().map(|r| *r) else {
             return 0.0;
         };
         let age = |t: SystemTime| now.duration_since(t).unwrap_or_default();
@@ -416,7 +453,7 @@ impl ConsumerLag {
             Some(at) => age(at).as_secs_f64(),
             None => {
                 let since = age(r.polled);
-                if since > self.0.every * 2 {
+                if since > self.every * 2 {
                     since.as_secs_f64()
                 } else {
                     0.0
@@ -426,43 +463,30 @@ impl ConsumerLag {
     }
 }
 
-/// A lag read when an export runs (for a consumer whose loop lives where the metrics do not).
+/// A lag read when an export runs.
 type LagReader = Arc<dyn Fn() -> Option<f64> + Send + Sync>;
 
-static POLLED_LAGS: Mutex<Vec<(u64, &'static str, &'static str, LagReader)>> =
-    Mutex::new(Vec::new());
+static LAGS: Registry<(&'static str, &'static str, LagReader)> = Registry::new();
 
-/// Keeps a polled lag reported while held.
+/// Keeps a lag reported while held.
 #[must_use = "the lag is reported only while the handle lives"]
-pub struct LagGauge(u64);
+pub struct LagGauge(Registration<(&'static str, &'static str, LagReader)>);
 
 impl std::fmt::Debug for LagGauge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("LagGauge").field(&self.0).finish()
-    }
-}
-
-impl Drop for LagGauge {
-    fn drop(&mut self) {
-        if let Ok(mut all) = POLLED_LAGS.lock() {
-            all.retain(|(id, ..)| *id != self.0);
-        }
+        f.debug_tuple("LagGauge").field(&self.0.id).finish()
     }
 }
 
 /// Reports `read` (seconds, `None` for nothing to report) as the lag of consumer `group` of
-/// `destination` until the handle drops.
+/// `destination` until the handle drops (for a consumer whose loop lives where the metrics do
+/// not; [`ConsumerLag`] for one that reports after each poll).
 pub fn observe_lag(
     group: &'static str,
     destination: &'static str,
     read: impl Fn() -> Option<f64> + Send + Sync + 'static,
 ) -> LagGauge {
-    let id = NEXT_POOL.fetch_add(1, Ordering::Relaxed);
-    if let Ok(mut all) = POLLED_LAGS.lock() {
-        all.push((id, group, destination, Arc::new(read)));
-    }
-    let _ = metrics();
-    LagGauge(id)
+    LagGauge(LAGS.add((group, destination, Arc::new(read))))
 }
 
 /// The lag of a service's copy of identity's revocations: the time since the feed last
@@ -476,32 +500,9 @@ pub fn observe_revocation_feed(set: &Arc<crm_auth::revocation::RevocationSet>) -
 
 /// The largest lag of each (group, destination) among live consumers.
 fn observe_lags(o: &dyn AsyncInstrument<f64>) {
-    let live: Vec<Arc<Lag>> = LAGS
-        .lock()
-        .map(|all| all.iter().filter_map(Weak::upgrade).collect())
-        .unwrap_or_default();
-    let polled: Vec<(&'static str, &'static str, LagReader)> = POLLED_LAGS
-        .lock()
-        .map(|all| {
-            all.iter()
-                .map(|(_, g, d, r)| (*g, *d, Arc::clone(r)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let now = SystemTime::now();
     let mut worst: Vec<(&'static str, &'static str, f64)> = Vec::new();
-    let readings = live
-        .iter()
-        .map(|lag| {
-            (
-                lag.group,
-                lag.destination,
-                Some(ConsumerLag(Arc::clone(lag)).seconds_at(now)),
-            )
-        })
-        .chain(polled.iter().map(|(g, d, read)| (*g, *d, read())));
-    for (group, destination, seconds) in readings {
-        let Some(seconds) = seconds else {
+    for (group, destination, read) in LAGS.entries() {
+        let Some(seconds) = read() else {
             continue;
         };
         match worst
